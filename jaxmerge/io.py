@@ -1,0 +1,213 @@
+"""Hugging Face checkpoints <-> `Model`: strict, lazy, offline loading and atomic sharded saving.
+
+Loading reads safetensors tensor by tensor through `safe_open(..., framework="np")` (bf16 arrives as ml_dtypes
+bfloat16), checks every tensor against the spec's shapes, and stacks layers. Pickle checkpoints are refused: a
+`.bin` can run code when unpickled. Repo ids resolve only inside the local HF cache; no network call is made.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from jaxmerge.arch import ArchSpec
+from jaxmerge.atomic import atomic_dir
+from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.params import Params, hf_names, param_shapes, to_hf_tensors
+
+DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
+                   "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
+                   "generation_config.json")
+IGNORED_TENSORS = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    """A loaded decoder: its static spec, its canonical params (numpy or jax arrays), and where it came from."""
+    spec: ArchSpec
+    params: Params
+    path: Path | None = None
+
+    @property
+    def dtype(self) -> str:
+        return np.dtype(self.params["embed"].dtype).name
+
+    @property
+    def num_parameters(self) -> int:
+        return int(sum(np.prod(np.shape(x)) for x in _leaves(self.params)))
+
+
+def _leaves(tree: Params):
+    for v in tree.values():
+        yield from (_leaves(v) if isinstance(v, dict) else [v])
+
+
+def resolve(path_or_repo_id: str | os.PathLike) -> Path:
+    """A local model directory, or a repo id found in the local Hugging Face cache (never downloaded)."""
+    path = Path(path_or_repo_id).expanduser()
+    if path.is_dir():
+        return path.absolute()
+    text = str(path_or_repo_id)
+    expect(not path.exists(), f"expected a model directory, found a file: {text}")
+    expect(re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None,
+           f"expected a model directory or a Hugging Face repo id, found no directory at {text}")
+    from huggingface_hub import snapshot_download  # only for a cache lookup, offline
+    try:
+        return Path(snapshot_download(text, local_files_only=True))
+    except Exception:
+        raise JaxmergeError(f"expected {text} as a local directory or in the local Hugging Face cache, found "
+                            "neither (jaxmerge never downloads)") from None
+
+
+def weight_files(model_dir: Path) -> dict[str, Path]:
+    """HF tensor name -> safetensors file holding it."""
+    index = model_dir / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise JaxmergeError(f"expected a weight_map in {index}, found invalid content ({e})") from None
+        files = {name: model_dir / f for name, f in weight_map.items()}
+        for f in set(files.values()):
+            expect(f.is_file(), f"{index} names shard {f.name}, which is missing")
+        return files
+    shards = sorted(model_dir.glob("*.safetensors"))
+    if not shards:
+        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        expect(not pickles, f"expected safetensors weights in {model_dir}, found pickle files {pickles}: "
+                            "convert them to safetensors (jaxmerge never unpickles)")
+        raise JaxmergeError(f"expected *.safetensors weights in {model_dir}, found none")
+    return {name: f for f in shards for name in _header_names(f)}
+
+
+def _header_names(file: Path) -> list[str]:
+    with _open(file) as f:
+        return list(f.keys())
+
+
+def _open(file: Path):
+    try:
+        return safe_open(str(file), framework="np")
+    except Exception as e:
+        raise JaxmergeError(f"expected a readable safetensors file at {file}, found: "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
+    if file not in handles:
+        handles[file] = _open(file).__enter__()
+    try:
+        return handles[file].get_tensor(name)
+    except Exception as e:
+        raise JaxmergeError(f"expected tensor {name} to be readable in {file}, found: {e}") from None
+
+
+def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True) -> Model:
+    """Load a Llama-family HF checkpoint into canonical params (numpy; jit moves them to devices)."""
+    model_dir = resolve(path_or_repo_id)
+    spec = ArchSpec.from_dir(model_dir)
+    expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
+    files = weight_files(model_dir)
+    names = hf_names(spec)
+    missing = [n for n in names if n not in files]
+    if missing:
+        raise JaxmergeError(f"{model_dir}: expected tensor {missing[0]} (config.json says so), found it missing"
+                            + (f" along with {len(missing) - 1} more" if len(missing) > 1 else ""))
+    extra = [n for n in files if n not in names and not IGNORED_TENSORS.fullmatch(n)
+             and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
+    if extra:
+        raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
+    shapes = param_shapes(spec)
+    layers: dict[str, list] = {leaf: [None] * spec.num_layers for leaf in shapes["layers"]}
+    params: Params = {}
+    handles: dict[Path, Any] = {}
+    try:
+        for name, (section, leaf, i) in names.items():
+            array = _checked(_read(files[name], name, handles), name, shapes, section, leaf, files[name],
+                             check_finite)
+            array = array if dtype is None else array.astype(DTYPES[dtype])
+            if section == "global":
+                params[leaf] = array
+            else:
+                layers[leaf][i] = array
+    finally:
+        for h in handles.values():
+            h.__exit__(None, None, None)
+    params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
+    _check_one_dtype(params, model_dir)
+    return Model(spec, params, model_dir)
+
+
+def _checked(array, name, shapes, section, leaf, file, check_finite) -> np.ndarray:
+    want = shapes[leaf] if section == "global" else shapes["layers"][leaf][1:]
+    expect(tuple(array.shape) == tuple(want),
+           f"{file.name}: tensor {name} expected shape {tuple(want)} from config.json, found {tuple(array.shape)}")
+    expect(np.dtype(array.dtype).name in DTYPES, f"{file.name}: tensor {name} expected a float dtype in "
+                                                 f"{sorted(DTYPES)}, found {np.dtype(array.dtype).name}")
+    if check_finite:
+        expect(bool(np.isfinite(array.astype(np.float32)).all()),
+               f"{file.name}: tensor {name} expected finite values, found NaN or Inf")
+    return array
+
+
+def _check_one_dtype(params: Params, where: Path) -> None:
+    kinds = {np.dtype(a.dtype).name for a in _leaves(params)}
+    expect(len(kinds) == 1, f"{where}: expected one dtype for all tensors, found {sorted(kinds)}")
+
+
+def parse_size(size: int | str) -> int:
+    """'5GB', '50KB', '200MB' or an int -> bytes (decimal units, as transformers uses)."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", str(size).upper())
+    expect(match is not None, f"expected a shard size like '5GB' or '50KB', found {size!r}")
+    return int(float(match[1]) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[match[2]])
+
+
+def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np.ndarray]]:
+    shards: list[dict[str, np.ndarray]] = [{}]
+    size = 0
+    for name, t in tensors.items():
+        if shards[-1] and size + t.nbytes > max_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = t
+        size += t.nbytes
+    return shards
+
+
+def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.PathLike | None = None,
+         max_shard_size: int | str = "5GB", overwrite: bool = False) -> Path:
+    """Write a HF directory (config.json, safetensors shards + index, tokenizer files), atomically."""
+    tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in to_hf_tensors(model.spec, model.params).items()}
+    src = Path(tokenizer_from) if tokenizer_from is not None else model.path
+    with atomic_dir(out_dir, overwrite) as tmp:
+        shards = _shards(tensors, parse_size(max_shard_size))
+        weight_map = {}
+        for i, shard in enumerate(shards):
+            fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+            weight_map.update({n: fname for n in shard})
+        if len(shards) > 1:
+            total = sum(t.nbytes for t in tensors.values())
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        config = model.spec.to_hf_config()
+        config.pop("torch_dtype", None)
+        config["dtype"] = model.dtype
+        (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+        if src is not None:
+            for name in TOKENIZER_FILES:
+                if (Path(src) / name).is_file():
+                    shutil.copy2(Path(src) / name, tmp / name)
+    return Path(out_dir)

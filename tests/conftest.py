@@ -1,0 +1,22 @@
+"""Test setup: 8 fake CPU devices (set before jax is imported anywhere) and tiny HF model fixtures."""
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tests.tiny import make_tiny_model  # noqa: E402
+
+
+@pytest.fixture
+def tiny_model(tmp_path):
+    """Factory: tiny_model(family="llama", seed=0, **config_overrides) -> path of a saved random HF model."""
+    counter = iter(range(10**6))
+
+    def make(family="llama", seed=0, name=None, **overrides):
+        path = tmp_path / (name or f"{family}-{seed}-{next(counter)}")
+        return make_tiny_model(path, family, seed=seed, **overrides)
+
+    return make

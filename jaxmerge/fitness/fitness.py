@@ -1,0 +1,127 @@
+"""`make_fitness`: one pure, vmappable function per task, `fitness(params, key=None) -> float32`, higher is better.
+
+The evolution engine puts `fitness` inside its jitted generation step and vmaps (or lax.maps) it over the
+population; the batch of items is a constant shared by every candidate, so candidates never recompile.
+Items run in chunks of `item_batch` under `lax.map`, bounding activation memory.
+
+- loglik, perplexity, choice: pure device math on teacher-forced log-probabilities.
+- exact_match_number, exact_match: greedy decoding on device, then the completions are decoded and compared on
+  the host through `jax.pure_callback(..., vmap_method="broadcast_all")`, so fitness stays one compiled function.
+
+Per-item scores (`per_item`) are 0/1 correctness for exact_match*/choice and the mean answer-token log-prob
+for loglik/perplexity; `aggregate` turns them (with optional item weights, see subset.py) into the task metric,
+and the fitness is that metric with perplexity negated. Greedy and teacher-forced scoring are deterministic:
+`key` is accepted so that every fitness in jaxmerge has one signature, and is unused here.
+"""
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.errors import expect
+from jaxmerge.fitness.generate import Decoder, Generated, greedy
+from jaxmerge.fitness.metrics import TEXT_METRICS, truncate
+from jaxmerge.fitness.prepare import Prepared
+from jaxmerge.fitness.score import Scored, score
+
+
+class Fitness(NamedTuple):
+    fitness: Callable     # (params, key=None) -> f32 scalar, higher is better
+    per_item: Callable    # (params) -> [N] f32 per-item scores
+    outputs: Callable     # (params, chunk) -> Generated | Scored: raw outputs of one item chunk (jit it)
+    prepared: Prepared
+    weights: np.ndarray   # [N] item weights of the aggregate
+
+
+def aggregate(metric: str, scores, counts, weights):
+    """Task metric from per-item scores: a weighted mean, or corpus perplexity over answer tokens."""
+    if metric == "perplexity":
+        tokens = weights * counts
+        return jnp.exp(-jnp.sum(tokens * scores) / jnp.sum(tokens))
+    return jnp.sum(weights * scores) / jnp.sum(weights)
+
+
+def completion(tokenizer, prepared: Prepared, tokens: np.ndarray, length: int) -> str:
+    """Decoded text of one greedy completion, cut at the task's first stop string."""
+    text = tokenizer.decode(np.asarray(tokens[:length]).tolist(), skip_special_tokens=True)
+    return truncate(text, prepared.task.stop)
+
+
+def text_scorer(tokenizer, prepared: Prepared) -> Callable:
+    """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]."""
+    metric = TEXT_METRICS[prepared.task.metric]
+
+    def scores(tokens, lengths, index):
+        flat = zip(tokens.reshape(-1, tokens.shape[-1]), lengths.reshape(-1), index.reshape(-1))
+        out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i].answer) for t, n, i in flat]
+        return np.asarray(out, np.float32).reshape(lengths.shape)
+
+    return scores
+
+
+def chunks(prepared: Prepared) -> dict[str, np.ndarray]:
+    """The prepared arrays reshaped to [num_chunks, item_batch, ...] for lax.map."""
+    b = prepared.item_batch
+    return {k: v.reshape(-1, b, *v.shape[1:]) for k, v in prepared.arrays.items()}
+
+
+def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder = Decoder(),
+                 weights: np.ndarray | None = None) -> Fitness:
+    """Build the task's fitness. `tokenizer` is needed only for text metrics; `weights` default to equal."""
+    task = prepared.task
+    weights = np.ones(prepared.n, np.float32) if weights is None else np.asarray(weights, np.float32)
+    if task.generative:
+        outputs, chunk_scores = _generative(spec, prepared, tokenizer, decoder)
+    else:
+        outputs, chunk_scores = _teacher_forced(spec, prepared, decoder)
+    data = chunks(prepared)
+
+    def per_item(params):
+        return jax.lax.map(lambda chunk: chunk_scores(params, chunk), data).reshape(-1)[:prepared.n]
+
+    def fitness(params, key=None):
+        value = aggregate(task.metric, per_item(params), prepared.counts, weights)
+        return (-value if task.metric == "perplexity" else value).astype(jnp.float32)
+
+    return Fitness(fitness, per_item, outputs, prepared, weights)
+
+
+def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
+    expect_tokenizer(tokenizer, prepared)
+    host = text_scorer(tokenizer, prepared)
+    eos = np.asarray(prepared.eos or (-1,), np.int32)
+
+    def outputs(params, chunk) -> Generated:
+        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos,
+                      max_new_tokens=prepared.task.max_new_tokens, pad=prepared.pad, decoder=decoder)
+
+    def chunk_scores(params, chunk):
+        out = outputs(params, chunk)
+        shape = jax.ShapeDtypeStruct(out.lengths.shape, jnp.float32)
+        return jax.pure_callback(host, shape, out.tokens, out.lengths, chunk["index"], vmap_method="broadcast_all")
+
+    return outputs, chunk_scores
+
+
+def _teacher_forced(spec, prepared: Prepared, decoder: Decoder):
+    def outputs(params, chunk) -> Scored:
+        b, k, s = chunk["tokens"].shape
+        flat = [chunk[name].reshape(b * k, s) for name in ("tokens", "mask", "target")]
+        return jax.tree.map(lambda x: x.reshape(b, k), score(spec, params, *flat, decoder=decoder))
+
+    def chunk_scores(params, chunk):
+        out = outputs(params, chunk)
+        if prepared.task.metric == "choice":
+            logprob = jnp.where(chunk["valid"] > 0, out.logprob, -jnp.inf)
+            return (jnp.argmax(logprob, axis=-1) == chunk["answer"]).astype(jnp.float32)
+        return out.logprob[:, 0] / jnp.maximum(out.count[:, 0], 1.0)
+
+    return outputs, chunk_scores
+
+
+def expect_tokenizer(tokenizer, prepared: Prepared) -> None:
+    expect(tokenizer is not None, f"task {prepared.task.name}: metric {prepared.task.metric} decodes text and "
+                                  "needs the tokenizer, found none")

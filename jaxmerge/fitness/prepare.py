@@ -1,0 +1,84 @@
+"""Items -> fixed-shape host arrays, once per (task, split, tokenizer): what the jitted fitness reads.
+
+Generative metrics need left-padded prompts [N, P]. Teacher-forced metrics (loglik, perplexity, choice) need
+K left-padded `context + continuation` rows per item [N, K, S] (K = 1, or the most choices any item has;
+missing choices are rows with valid = 0). N is padded up to a multiple of the item batch by repeating the
+last item, so the item axis splits evenly into chunks for `lax.map`; padded items are sliced off afterwards.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxmerge.errors import expect
+from jaxmerge.fitness import tokenize as tk
+from jaxmerge.fitness.metrics import last_number
+from jaxmerge.fitness.tasks import Item, Task
+
+
+class Prepared(NamedTuple):
+    task: Task
+    items: tuple[Item, ...]
+    arrays: dict[str, np.ndarray]  # every array has a leading item axis of length n_padded
+    counts: np.ndarray             # [N] target tokens per item (its correct choice), 1 for generative metrics
+    item_batch: int
+    pad: int
+    eos: tuple[int, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.items)
+
+
+def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item] | None = None,
+            item_batch: int = 16) -> Prepared:
+    expect(len(items) > 0, f"task {task.name}: expected at least one item, found none")
+    expect(item_batch >= 1, f"expected item_batch >= 1, found {item_batch}")
+    expect(not task.fewshot or bool(fewshot_pool), f"task {task.name}: fewshot needs a fewshot_pool of items")
+    if task.metric == "exact_match_number":
+        for i, it in enumerate(items):
+            expect(last_number(it.answer) is not None,
+                   f"task {task.name}: item {i}: expected a number in the answer, found {it.answer!r}")
+    contexts = [tk.render(task, tokenizer, it, tk.fewshot_examples(task, fewshot_pool or [], it)) for it in items]
+    pad = tk.pad_id(tokenizer)
+    if task.generative:
+        arrays, counts = _prompts(task, tokenizer, contexts, pad), np.ones(len(items), np.float32)
+    else:
+        arrays, counts = _scored(task, tokenizer, contexts, items, pad)
+    n_padded = -(-len(items) // item_batch) * item_batch
+    take = np.minimum(np.arange(n_padded), len(items) - 1)
+    arrays = {k: v[take] for k, v in arrays.items()}
+    return Prepared(task, tuple(items), arrays, counts, item_batch, pad, tk.eos_ids(tokenizer))
+
+
+def _prompts(task: Task, tokenizer, contexts: list[str], pad: int) -> dict[str, np.ndarray]:
+    rows = [tk.encode_prompt(task, tokenizer, c) for c in contexts]
+    tokens, mask = tk.left_pad(rows, tk.padded_length(max(map(len, rows))), pad)
+    return {"tokens": tokens, "mask": mask, "index": np.arange(len(rows), dtype=np.int32)}
+
+
+def _scored(task: Task, tokenizer, contexts: list[str], items: list[Item], pad: int):
+    """Rows of context + continuation tokens with a target mask over the continuation."""
+    options = [it.choices if task.metric == "choice" else (it.answer,) for it in items]
+    k = max(map(len, options))
+    rows, targets, counts = [], [], np.zeros(len(items), np.float32)
+    for i, (context, opts) in enumerate(zip(contexts, options)):
+        ctx = tk.encode_prompt(task, tokenizer, context)
+        for j in range(k):
+            cont = tokenizer(tk.continuation(context, opts[j]), add_special_tokens=False)["input_ids"] \
+                if j < len(opts) else []
+            expect(j >= len(opts) or len(cont) > 0, f"task {task.name}: item {i}: expected a non-empty answer, "
+                                                    f"found {opts[j]!r}")
+            rows.append(ctx + list(cont) if cont else [])
+            targets.append([0] * len(ctx) + [1] * len(cont) if cont else [])
+            if j < len(opts) and opts[j] == items[i].answer:
+                counts[i] = len(cont)
+    length = tk.padded_length(max(map(len, rows)))
+    tokens, mask = tk.left_pad(rows, length, pad)
+    target, _ = tk.left_pad(targets, length, 0)
+    n = len(items)
+    answer = np.array([opts.index(it.answer) for it, opts in zip(items, options)], np.int32)
+    valid = np.array([[j < len(o) for j in range(k)] for o in options], np.int32)
+    return {"tokens": tokens.reshape(n, k, length), "mask": mask.reshape(n, k, length),
+            "target": target.reshape(n, k, length), "valid": valid, "answer": answer}, counts

@@ -1,0 +1,59 @@
+"""Export a DFS winner as an ordinary Hugging Face model of the source family, plus path.json and a picture.
+
+The folded stack (see fold.py) is a plain decoder: transformers loads it with no custom code, and a layer the path
+uses twice is simply written twice. The whole directory (weights, config, tokenizer, path.json, plots/path.png)
+is written through one `atomic_dir`, so a crash never leaves a half-exported winner.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from jaxmerge.atomic import atomic_dir
+from jaxmerge.dfs.fold import cumulative_scales, fold, used_slots
+from jaxmerge.dfs.plot import draw_path
+from jaxmerge.dfs.sources import pool_params
+from jaxmerge.dfs.space import DFSSpace
+from jaxmerge.io import Model, save
+
+FORMAT = "jaxmerge-dfs-path/1"
+
+
+def describe(space: DFSSpace, models: Sequence[Model], genes: dict, included, scales, eps: float) -> dict:
+    """The path.json record: the layout, the raw genes, and each step of the exported stack."""
+    cum = cumulative_scales(included, scales)
+    steps = []
+    for k, slot in enumerate(used_slots(included)):
+        model, layer = space.slot_source(int(slot))
+        steps.append({"position": k, "slot": int(slot), "model": model, "layer": layer,
+                      "scale": float(np.asarray(scales)[slot]), "cumulative_scale": float(cum[k])})
+    return {
+        "format": FORMAT, "models": [str(m.path) if m.path else None for m in models],
+        "layer_counts": list(space.layer_counts), "repeats": space.repeats, "w_mode": space.w_mode,
+        "num_slots": space.num_slots, "num_layers": len(steps), "path": steps,
+        "genes": {k: np.asarray(v, np.float64).tolist() for k, v in genes.items()},
+        "fold": {"rms_norm_eps": eps, "exact": bool(np.all(np.abs(cum) == 1.0)),
+                 "note": "scales folded into o_proj/down_proj (1/C) and norm gains (sign C); exact up to "
+                         "RMSNorm eps, which acts as eps*C^2 on layers with |C| != 1"},
+    }
+
+
+def export_path(space: DFSSpace, models: Sequence[Model], genes: dict, out_dir: str | os.PathLike, *,
+                overwrite: bool = False, tokenizer_from: str | os.PathLike | None = None,
+                max_shard_size: int | str = "5GB") -> Path:
+    """Write the path the raw `genes` decode to as a HF model directory (A's family, one layer per step)."""
+    pool = pool_params(models)
+    included, scales = (np.asarray(x) for x in space.decode(genes))
+    params = fold(pool, included, scales)
+    a = models[0]
+    model = Model(a.spec.replace(num_layers=int(used_slots(included).size)), params, a.path)
+    record = describe(space, models, genes, included, scales, a.spec.rms_norm_eps)
+    with atomic_dir(out_dir, overwrite) as tmp:
+        save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
+        (tmp / "path.json").write_text(json.dumps(record, indent=2))
+        draw_path(record["path"], space.layer_counts, tmp / "plots" / "path.png")
+    return Path(out_dir)

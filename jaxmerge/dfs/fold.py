@@ -1,0 +1,66 @@
+"""Fold a DFS path into a plain decoder stack: the used slots' layers in order, with every scale folded in.
+
+The path scales the residual stream h entering each used layer: x_k = s_k * h_{k-1}. A plain decoder cannot
+scale its stream (a layer only adds to it), so we store a rescaled stream instead: with C_k = s_1 * ... * s_k,
+the plain model carries g_k = h_k / C_k. Layer k of the plain model then sees g_{k-1} = x_k / C_k, and
+
+  * RMSNorm(C * g) = sign(C) * RMSNorm(g) (scale invariance), so the attention and MLP inputs are right once the
+    layer's two norm gains are multiplied by sign(C_k) (this is where a negative scale goes);
+  * its attention and MLP outputs must enter the stored stream divided by C_k: o_proj (and o_bias) and down_proj
+    are multiplied by 1 / C_k, so g_k = g_{k-1} + attn / C_k + mlp / C_k = h_k / C_k exactly;
+  * the final norm sees g_P = h_P / C_P: its gain is multiplied by sign(C_P). Embeddings and head are untouched.
+
+Exactness: everything above is exact except RMSNorm's eps. The path computes x / sqrt(mean(x^2) + eps); the plain
+model computes the same as x / sqrt(mean(x^2) + eps * C^2). The relative difference of a normalised input is
+about eps * |C^2 - 1| / (2 * (mean(x^2) + eps)): zero where |C_k| = 1 (sign flips, unscaled stretches), and
+small once the stream has grown (real models: mean(x^2) >> eps after the first layer, whose scale is fixed at 1
+in matrix mode). No plain decoder can remove it: the per-layer effective eps would differ per layer, and a
+layer can only add to its stream, never rescale it. A zero cumulative scale has no plain equivalent (the stream
+would be divided by 0), so it is refused.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.params import Params
+
+RESIDUAL_WRITERS = ("o_proj", "o_bias", "down_proj")  # their outputs are added to the stream: times 1 / C_k
+NORM_GAINS = ("input_layernorm", "post_attention_layernorm")  # scale-invariant inputs: times sign(C_k)
+
+
+def used_slots(included) -> np.ndarray:
+    return np.flatnonzero(np.asarray(included) > 0)
+
+
+def cumulative_scales(included, scales) -> np.ndarray:
+    """C_k for the used slots in path order (float64, host)."""
+    return np.cumprod(np.asarray(scales, np.float64)[used_slots(included)])
+
+
+def _times(array, factors: np.ndarray):
+    """array [P, ...] times factors [P] along the leading axis, in float64, cast back to the storage dtype."""
+    array = np.asarray(array)
+    return (array.astype(np.float64) * factors.reshape((-1,) + (1,) * (array.ndim - 1))).astype(array.dtype)
+
+
+def fold(pool: Params, included, scales) -> Params:
+    """Canonical params of the plain model equal to the path (decoded `included`, `scales` [T], host arrays)."""
+    slots = used_slots(included)
+    expect(slots.size > 0, "expected a DFS path with at least one used slot, found an empty path")
+    cum = cumulative_scales(included, scales)
+    bad = np.flatnonzero(~np.isfinite(cum) | (cum == 0))
+    if bad.size:
+        raise JaxmergeError(f"expected nonzero finite path scales (a plain model cannot represent a zeroed "
+                            f"stream), found cumulative scale {cum[bad[0]]} at slot {slots[bad[0]]}")
+    size = next(iter(pool["pool"].values())).shape[0]
+    layers = {leaf: np.asarray(a)[slots % size] for leaf, a in pool["pool"].items()}
+    for leaf in RESIDUAL_WRITERS:
+        if leaf in layers:
+            layers[leaf] = _times(layers[leaf], 1.0 / cum)
+    for leaf in NORM_GAINS:
+        layers[leaf] = _times(layers[leaf], np.sign(cum))
+    out = {k: np.asarray(v) for k, v in pool.items() if k not in ("pool", "included", "scales")}
+    out["norm"] = _times(out["norm"][None], np.sign(cum[-1:]))[0]
+    out["layers"] = layers
+    return out

@@ -24,11 +24,28 @@ INERT_KEYS = frozenset({
     "pad_token_id", "initializer_range", "use_cache", "_name_or_path", "max_window_layers", "tokenizer_class",
     "output_attentions", "output_hidden_states", "return_dict", "id2label", "label2id",
     "bad_words_ids", "chunk_size_feed_forward", "is_encoder_decoder", "problem_type", "tie_encoder_decoder",
-    "cache_implementation",
+    "cache_implementation", "attn_implementation", "_attn_implementation", "_attn_implementation_autoset",
+    "unsloth_version", "keys_to_ignore_at_inference",
+}) | frozenset({  # bookkeeping and generation defaults that transformers v4 wrote into full config dumps
+    "torchscript", "use_bfloat16", "tf_legacy_loss", "is_decoder", "add_cross_attention",
+    "cross_attention_hidden_size", "finetuning_task", "prefix", "sep_token_id", "decoder_start_token_id",
+    "task_specific_params", "max_length", "min_length", "do_sample", "early_stopping", "num_beams",
+    "num_beam_groups", "diversity_penalty", "temperature", "top_k", "top_p", "typical_p", "repetition_penalty",
+    "length_penalty", "no_repeat_ngram_size", "encoder_no_repeat_ngram_size", "num_return_sequences",
+    "output_scores", "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id",
+    "remove_invalid_values", "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
 })
 # Keys that must hold exactly this value (the only one implemented).
 FIXED_KEYS = {"hidden_act": "silu", "pretraining_tp": 1, "mlp_bias": False, "attention_dropout": 0.0,
-              "use_sliding_window": False}
+              "use_sliding_window": False, "use_mrope": False, "pruned_heads": {}}
+# What transformers assumes when a key is absent, where that differs from the generic fallbacks below
+# (checked against the transformers config classes in tests/test_arch.py).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "llama": {},
+    "mistral": {"num_key_value_heads": 8, "sliding_window": 4096},
+    "qwen2": {"num_key_value_heads": 32},
+    "qwen3": {"num_key_value_heads": 32, "head_dim": 128},
+}
 MATH_KEYS = frozenset({
     "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
     "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling", "rope_parameters",
@@ -100,6 +117,10 @@ def _rope(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     rope_type = params.pop("rope_type", params.pop("type", "default"))
     expect(rope_type in ROPE_TYPES, f"{where}: rope_type must be one of {ROPE_TYPES}, found {rope_type!r}")
     out = {"rope_theta": float(theta), "rope_type": rope_type}
+    needed = {"default": (), "linear": ("factor",),
+              "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}
+    missing = [k for k in needed[rope_type] if params.get(k) is None]
+    expect(not missing, f"{where}: rope_type {rope_type!r} needs keys {missing}, found them missing")
     if rope_type in ("linear", "llama3"):
         out["rope_factor"] = float(params.pop("factor"))
     if rope_type == "llama3":
@@ -112,9 +133,8 @@ def _rope(cfg: dict[str, Any], where: str) -> dict[str, Any]:
     return out
 
 
-def _from_hf(cfg: dict[str, Any], where: str) -> ArchSpec:
-    family = cfg.get("model_type")
-    expect(family in FAMILIES, f"{where}: model_type must be one of {FAMILIES}, found {family!r}")
+def _check_keys(cfg: dict[str, Any], family: str, where: str) -> None:
+    """Every key understood, inert, or holding the one value implemented; required keys present."""
     unknown = sorted(k for k in cfg if k not in INERT_KEYS | MATH_KEYS | set(FIXED_KEYS))
     expect(not unknown, f"{where}: unsupported config keys {unknown} (not known to be safe to ignore)")
     for key, value in FIXED_KEYS.items():
@@ -124,13 +144,37 @@ def _from_hf(cfg: dict[str, Any], where: str) -> ArchSpec:
     required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     missing = [k for k in required if k not in cfg]
     expect(not missing, f"{where}: missing required keys {missing}")
+    sizes = (*required, "num_key_value_heads", "head_dim")
+    bad = {k: cfg[k] for k in sizes if cfg.get(k) is not None and not _positive_int(cfg[k])}
+    expect(not bad, f"{where}: expected positive integers, found {bad}")
+    expect(family != "mistral" or not cfg.get("attention_bias"),
+           f"{where}: attention_bias must be false for mistral (MistralForCausalLM has no attention biases), "
+           f"found {cfg.get('attention_bias')!r}")
+    layer_types = cfg.get("layer_types") or []
+    expect(all(t == "full_attention" for t in layer_types),
+           f"{where}: layer_types must all be 'full_attention', found {sorted(set(layer_types))}")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _from_hf(cfg: dict[str, Any], where: str) -> ArchSpec:
+    family = cfg.get("model_type")
+    expect(family in FAMILIES, f"{where}: model_type must be one of {FAMILIES}, found {family!r}")
+    cfg = {**FAMILY_DEFAULTS[family], **cfg}
+    _check_keys(cfg, family, where)
+    try:
+        return _build(cfg, family, where)
+    except (TypeError, ValueError) as e:  # e.g. a string where rms_norm_eps or a rope number belongs
+        raise JaxmergeError(f"{where}: expected numbers for the norm/rope keys, found: {e}") from None
+
+
+def _build(cfg: dict[str, Any], family: str, where: str) -> ArchSpec:
     heads = int(cfg["num_attention_heads"])
     kv_heads = int(cfg.get("num_key_value_heads") or heads)
     expect(heads % kv_heads == 0, f"{where}: num_attention_heads ({heads}) must be a multiple of "
                                   f"num_key_value_heads, found {kv_heads}")
-    layer_types = cfg.get("layer_types") or []
-    expect(all(t == "full_attention" for t in layer_types),
-           f"{where}: layer_types must all be 'full_attention', found {sorted(set(layer_types))}")
     window = cfg.get("sliding_window") if family == "mistral" else None
     return ArchSpec(
         model_type=family,

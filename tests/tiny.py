@@ -29,10 +29,12 @@ def make_tiny_model(path: Path, family: str = "llama", seed: int = 0, dtype=torc
                 p.add_(torch.randn_like(p) * scale)
     else:
         model = transformers.AutoModelForCausalLM.from_config(make_config(family, **overrides))
-        with torch.no_grad():  # norms at 1 would hide errors in their handling; randomise them
+        with torch.no_grad():  # norms at 1 and biases at 0 would hide errors in their handling; randomise them
             for name, p in model.named_parameters():
                 if "norm" in name:
                     p.copy_(1 + 0.1 * torch.randn_like(p))
+                elif name.endswith(".bias"):
+                    p.copy_(0.1 * torch.randn_like(p))
     model = model.to(dtype)
     model.save_pretrained(path)
     return Path(path)

@@ -1,0 +1,134 @@
+"""Recipe -> loaded `Sources` -> merged `Model` -> HF directory. Host-side orchestration of `jaxmerge merge`.
+
+Slices are realised by stacking: model position p of the merge is the concatenation, over output slices, of the
+layer range of the p-th (non-base) source of each slice; embed comes from the first slice's sources and the final
+norm / lm_head from the last slice's, as mergekit plans them. A `models:` recipe is one slice over all layers.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import jax
+import numpy as np
+
+from jaxmerge.arch import ArchSpec
+from jaxmerge.errors import expect
+from jaxmerge.io import DTYPES, Model, load, resolve, save
+from jaxmerge.merge.base import Sources
+from jaxmerge.merge.methods import METHODS
+from jaxmerge.merge.recipe import Recipe
+from jaxmerge.merge.resolve import OPTIONAL_BASE, model_sources
+
+COUNTS = {"slerp": (1, 1), "nuslerp": (2, 2), "model_stock": (2, None), "passthrough": (1, 1)}
+
+
+def referenced(recipe: Recipe) -> list[str]:
+    """Every model the recipe reads, first appearance first."""
+    refs = [s.model for sl in recipe.slices for s in sl.sources]
+    return list(dict.fromkeys(refs + ([recipe.base_model] if recipe.base_model else [])))
+
+
+def check_structure(recipe: Recipe) -> None:
+    """Base present where required, and the number of models each method takes, in every slice."""
+    method = METHODS[recipe.method]
+    lo, hi = COUNTS.get(recipe.method, (1, None))
+    if method.needs_base:
+        expect(recipe.base_model is not None, f"expected base_model for merge_method {recipe.method}, found none")
+    for i, sl in enumerate(recipe.slices):
+        if method.needs_base or (recipe.method in OPTIONAL_BASE and recipe.base_model):
+            expect(any(s.model == recipe.base_model for s in sl.sources),
+                   f"expected base_model {recipe.base_model} among the sources of slice {i}, found it missing")
+        n = len(model_sources(recipe, sl))
+        expect(n >= lo and (hi is None or n <= hi), f"expected {lo if lo == hi else f'at least {lo}'} "
+               f"{'non-base ' if method.needs_base else ''}models for {recipe.method} (slice {i}), found {n}")
+
+
+def _shape_key(spec: ArchSpec) -> ArchSpec:
+    return spec.replace(num_layers=0, inert=())
+
+
+def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None) -> dict[str, Model]:
+    """Load every referenced model once, refusing mixed families or shapes."""
+    models: dict[str, Model] = {}
+    for ref in referenced(recipe):
+        on_load(ref)
+        models[ref] = load(ref, dtype=recipe.dtype)
+        first = next(iter(models.values()))
+        a, b = first.spec, models[ref].spec
+        expect(_shape_key(a) == _shape_key(b), f"expected models of one family and shape, found {a.model_type} "
+               f"(hidden {a.hidden_size}, vocab {a.vocab_size}) in {first.path} and {b.model_type} "
+               f"(hidden {b.hidden_size}, vocab {b.vocab_size}) in {models[ref].path}")
+    return models
+
+
+def _layers(model: Model, rng: tuple[int, int] | None) -> dict[str, np.ndarray]:
+    start, stop = rng or (0, model.spec.num_layers)
+    expect(stop <= model.spec.num_layers, f"expected layer_range within the {model.spec.num_layers} layers of "
+                                          f"{model.path}, found [{start}, {stop}]")
+    return {k: v[start:stop] for k, v in model.params["layers"].items()}
+
+
+def _column(slices_sources, models: dict[str, Model]):
+    """One merge position: layers concatenated over slices; embed from the first, norm/lm_head from the last."""
+    first, last = models[slices_sources[0].model].params, models[slices_sources[-1].model].params
+    parts = [_layers(models[s.model], s.layer_range) for s in slices_sources]
+    params = {k: (first if k == "embed" else last)[k] for k in first if k != "layers"}
+    params["layers"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    return params
+
+
+def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
+    """Stack the recipe's sources into a `Sources` whose spec is the output model's."""
+    check_structure(recipe)
+    columns = [model_sources(recipe, sl) for sl in recipe.slices]
+    expect(len({len(c) for c in columns}) == 1, "expected the same number of models in every slice, found "
+                                                f"{[len(c) for c in columns]}")
+    stacked = [_column([c[p] for c in columns], models) for p in range(len(columns[0]))]
+    model_params = jax.tree.map(lambda *xs: np.stack(xs), *stacked)
+    base = None
+    if recipe.base_model is not None and (METHODS[recipe.method].needs_base or recipe.method in OPTIONAL_BASE):
+        base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
+                       models)
+    donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
+    spec = donor.spec.replace(num_layers=model_params["layers"]["q_proj"].shape[1])
+    return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
+
+
+def out_dtype(recipe: Recipe, models: dict[str, Model]):
+    """mergekit's output dtype: out_dtype, else dtype, else the promoted dtype of the inputs."""
+    name = recipe.out_dtype or recipe.dtype
+    if name:
+        return DTYPES[name]
+    return np.result_type(*[np.dtype(m.dtype) for m in models.values()])
+
+
+def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
+    if recipe.tokenizer_source == "base":
+        expect(recipe.base_model is not None, "tokenizer_source: base needs a base_model, found none")
+        return models[recipe.base_model].path
+    if recipe.tokenizer_source is not None:
+        return models[recipe.tokenizer_source].path if recipe.tokenizer_source in models else \
+            resolve(recipe.tokenizer_source)
+    return models[recipe.base_model or recipe.slices[0].sources[0].model].path
+
+
+def merge_recipe(recipe: Recipe, out_dir: str | Path, *, seed: int = 0, overwrite: bool = False,
+                 on_step: Callable[[str], None] = lambda step: None) -> Path:
+    """Load, merge (one jitted call, float32 math), and write a HF directory atomically."""
+    from jaxmerge.merge.base import init_state, merge_params
+    from jaxmerge.merge.resolve import resolve_hparams
+    from jaxmerge.atomic import check_target
+    check_target(Path(out_dir).absolute(), overwrite)  # fail before minutes of loading
+    models = load_models(recipe, lambda ref: on_step(f"load {ref}"))
+    sources = build_sources(recipe, models)
+    hparams = resolve_hparams(recipe, sources.spec, sources.names)
+    method = METHODS[recipe.method]
+    on_step("merge")
+    state = init_state(method, sources)
+    merged = jax.jit(merge_params, static_argnums=(0, 4))(method, state, hparams, jax.random.key(seed),
+                                                         out_dtype(recipe, models))
+    merged = jax.tree.map(np.asarray, jax.device_get(merged))
+    on_step("write")
+    return save(Model(sources.spec, merged, None), out_dir, tokenizer_from=tokenizer_dir(recipe, models),
+                overwrite=overwrite)

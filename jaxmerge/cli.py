@@ -11,7 +11,9 @@ import importlib
 import sys
 
 COMMANDS = {
+    "evolve": "jaxmerge.commands.evolve",
     "inspect": "jaxmerge.commands.inspect",
+    "merge": "jaxmerge.commands.merge",
 }
 
 

@@ -10,6 +10,7 @@ alone and the exported winner is bit-identical to what was scored.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -44,16 +45,19 @@ def _global_leaves(tree: Params) -> list[str]:
 
 
 def init_state(method: MergeMethod, sources: Sources) -> Params:
-    """Run `init_tensor` once per leaf (vmapped over the layer axis of layer leaves). Genome-independent."""
-    base = sources.base
+    """Run `init_tensor` once per leaf (vmapped over the layer axis of layer leaves), in one compiled call."""
+    return _init_tree(method, sources.base, sources.models)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_tree(method: MergeMethod, base: Params | None, models: Params) -> Params:
     state: Params = {}
-    for leaf in _global_leaves(sources.models):
-        state[leaf] = jax.jit(method.init_tensor)(None if base is None else base[leaf], sources.models[leaf])
+    for leaf in _global_leaves(models):
+        state[leaf] = method.init_tensor(None if base is None else base[leaf], models[leaf])
     layers = {}
-    for leaf, stacked in sources.models["layers"].items():
+    for leaf, stacked in models["layers"].items():
         b = None if base is None else base["layers"][leaf]
-        per_layer = jax.vmap(method.init_tensor, in_axes=(None if b is None else 0, 1))
-        layers[leaf] = jax.jit(per_layer)(b, stacked)
+        layers[leaf] = jax.vmap(method.init_tensor, in_axes=(None if b is None else 0, 1))(b, stacked)
     state["layers"] = layers
     return state
 

@@ -29,7 +29,10 @@ def path_spec(spec_a: ArchSpec, space: DFSSpace) -> ArchSpec:
 
 
 def with_path(pool: Params, included: jax.Array, scales: jax.Array) -> Params:
-    return {**pool, "included": included, "scales": scales}
+    """The path functions' params: the pool plus a decoded path, in the weights' dtype (so a KV cache sized by
+    the widest param dtype stays in the model's precision; the scale multiplies h in that dtype anyway)."""
+    dtype = pool["embed"].dtype
+    return {**pool, "included": jnp.asarray(included, dtype), "scales": jnp.asarray(scales, dtype)}
 
 
 def _slot(spec: ArchSpec, params: Params, h, slot, used, scale, rope, mask, kv=None, start=None):

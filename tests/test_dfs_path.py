@@ -1,0 +1,138 @@
+"""The DFS path forward: identity = model A, B's layers on A's stream, vmap = per candidate, one compile,
+KV-cached decoding = the full forward, and refusal of sources that cannot share a stream."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxmerge import model
+from jaxmerge.dfs import DFSSpace, forward, forward_cached, path_spec, with_path
+from jaxmerge.dfs.decoder import DFS_DECODER
+from jaxmerge.dfs.sources import pool_params, space_for
+from jaxmerge.errors import JaxmergeError
+from jaxmerge.fitness.generate import greedy_jit
+from jaxmerge.io import load
+from tests.tiny import make_tiny_model
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dfs_path")
+    a = make_tiny_model(root / "a", "llama", seed=0)
+    b = make_tiny_model(root / "b", "llama", seed=1, num_hidden_layers=2)
+    return load(a), load(b)
+
+
+def tokens_and_mask(batch=2, length=7, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(3, 97, (batch, length)).astype(np.int32)
+    mask = np.ones((batch, length), np.int32)
+    mask[1, :2] = 0  # left padding on the second row
+    return tokens, mask
+
+
+def random_genes(space, seed):
+    rng = np.random.default_rng(seed)
+    return {"indicator": jnp.asarray(rng.normal(size=space.num_slots), jnp.float32),
+            "scales": jnp.asarray(rng.uniform(0.6, 1.5, space.gene_template()["scales"].shape)
+                                  * rng.choice([-1.0, 1.0], space.gene_template()["scales"].shape), jnp.float32)}
+
+
+def path_logits_fn(space, models, tokens, mask):
+    spec, pool = path_spec(models[0].spec, space), pool_params(models)
+    return jax.jit(lambda genes: forward(spec, with_path(pool, *space.decode(genes)), tokens, mask))
+
+
+@pytest.mark.parametrize("repeats", [1, 3])
+def test_identity_path_reproduces_a(models, repeats):
+    tokens, mask = tokens_and_mask()
+    space = space_for(models, repeats)
+    got = path_logits_fn(space, models, tokens, mask)(space.initial_genes())
+    want = model.forward_jit(models[0].spec, models[0].params, tokens, mask)
+    # Same numbers up to XLA's float32 re-association in a differently fused program (seen: 1.2e-7 abs).
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
+
+
+def test_path_over_b_layers_is_b_on_a_embeddings(models):
+    a, b = models
+    tokens, mask = tokens_and_mask()
+    space = space_for(models, 2)
+    included = np.zeros(space.num_slots, np.float32)
+    included[3:5] = 1  # B's two layers, first repetition (no forcing: the raw path function)
+    ones = np.ones(space.num_slots, np.float32)
+    got = jax.jit(lambda p: forward(path_spec(a.spec, space), p, tokens, mask))(with_path(pool_params(models),
+                                                                                           included, ones))
+    b_on_a = {**{k: v for k, v in a.params.items() if k != "layers"}, "layers": b.params["layers"]}
+    want = model.forward_jit(a.spec.replace(num_layers=2), b_on_a, tokens, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
+
+
+def test_forced_path_through_b_is_the_stacked_model(models):
+    a, b = models
+    tokens, mask = tokens_and_mask()
+    space = space_for(models, 2)  # slots: A0 A1 A2 B0 B1 | A0 A1 A2 B0 B1
+    genes = {"indicator": jnp.asarray([1, -1, -1, 1, 1, -1, -1, 1, 1, 1], jnp.float32),
+             "scales": jnp.ones((5, 5))}  # A0 B0 B1 A2 (forced end; later slots forced off)
+    got = path_logits_fn(space, models, tokens, mask)(genes)
+    layers = {k: np.stack([a.params["layers"][k][0], b.params["layers"][k][0], b.params["layers"][k][1],
+                           a.params["layers"][k][2]]) for k in a.params["layers"]}
+    want = model.forward_jit(a.spec.replace(num_layers=4), {**a.params, "layers": layers}, tokens, mask)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("w_mode", ["matrix", "slot"])
+def test_population_vmap_equals_per_candidate_with_one_compile(models, w_mode):
+    tokens, mask = tokens_and_mask()
+    space = space_for(models, 2, w_mode)
+    fn = path_logits_fn(space, models, tokens, mask)
+    candidates = [random_genes(space, seed) for seed in range(4)]
+    each = [np.asarray(fn(g)) for g in candidates]
+    assert fn._cache_size() == 1  # four different candidates, one compilation
+    population = jax.tree.map(lambda *xs: jnp.stack(xs), *candidates)
+    together = np.asarray(jax.jit(jax.vmap(fn))(population))
+    assert not np.allclose(each[0], each[1])  # the candidates really differ
+    np.testing.assert_allclose(together, np.stack(each), rtol=0, atol=1e-5)
+
+
+def test_kv_cached_steps_equal_full_forward(models):
+    tokens, mask = tokens_and_mask(length=8)
+    space = space_for(models, 2)
+    spec = path_spec(models[0].spec, space)
+    params = with_path(pool_params(models), *jax.jit(space.decode)(random_genes(space, 7)))
+    step = jax.jit(forward_cached, static_argnums=0)
+    full = jax.jit(forward, static_argnums=0)(spec, params, tokens, mask)
+    positions = model.default_positions(mask)
+    cache = model.init_cache(spec, 2, 8, jnp.float32)
+    logits, cache = step(spec, params, tokens[:, :5], mask[:, :5], positions[:, :5], cache, 0)
+    pieces = [logits]
+    for t in range(5, 8):
+        logits, cache = step(spec, params, tokens[:, t:t + 1], mask[:, t:t + 1], positions[:, t:t + 1], cache, t)
+        pieces.append(logits)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1)[mask > 0], np.asarray(full)[mask > 0],
+                               rtol=0, atol=1e-5)
+
+
+def test_greedy_on_identity_path_equals_greedy_on_a(models):
+    tokens, mask = tokens_and_mask()
+    space = space_for(models, 2)
+    params = with_path(pool_params(models), *jax.jit(space.decode)(space.initial_genes()))
+    eos = np.asarray([2], np.int32)
+    got = greedy_jit(path_spec(models[0].spec, space), params, tokens, mask, eos, max_new_tokens=6,
+                     decoder=DFS_DECODER)
+    want = greedy_jit(models[0].spec, models[0].params, tokens, mask, eos, max_new_tokens=6)
+    np.testing.assert_array_equal(np.asarray(got.tokens), np.asarray(want.tokens))
+
+
+@pytest.mark.parametrize("family, overrides, words", [
+    ("llama", dict(hidden_size=64, head_dim=16), "hidden_size"),
+    ("qwen2", {}, "model_type"),
+])
+def test_incompatible_sources_refused(models, tmp_path, family, overrides, words):
+    other = load(make_tiny_model(tmp_path / "other", family, seed=2, **overrides))
+    with pytest.raises(JaxmergeError, match=words) as err:
+        space_for([models[0], other])
+    assert "\n" not in str(err.value)
+
+
+def test_space_from_models_matches_layer_counts(models):
+    assert space_for(models, 3, "slot") == DFSSpace((3, 2), 3, "slot")

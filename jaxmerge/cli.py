@@ -13,6 +13,7 @@ import sys
 COMMANDS = {
     "evolve": "jaxmerge.commands.evolve",
     "inspect": "jaxmerge.commands.inspect",
+    "eval": "jaxmerge.commands.eval",
     "merge": "jaxmerge.commands.merge",
 }
 

@@ -32,6 +32,7 @@ class Fitness(NamedTuple):
     fitness: Callable     # (params, key=None) -> f32 scalar, higher is better
     per_item: Callable    # (params) -> [N] f32 per-item scores
     outputs: Callable     # (params, chunk) -> Generated | Scored: raw outputs of one item chunk (jit it)
+    scores: Callable      # (outputs, chunk) -> [item_batch] f32 per-item scores of that chunk
     prepared: Prepared
     weights: np.ndarray   # [N] item weights of the aggregate
 
@@ -74,19 +75,19 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
     task = prepared.task
     weights = np.ones(prepared.n, np.float32) if weights is None else np.asarray(weights, np.float32)
     if task.generative:
-        outputs, chunk_scores = _generative(spec, prepared, tokenizer, decoder)
+        outputs, scores = _generative(spec, prepared, tokenizer, decoder)
     else:
-        outputs, chunk_scores = _teacher_forced(spec, prepared, decoder)
+        outputs, scores = _teacher_forced(spec, prepared, decoder)
     data = chunks(prepared)
 
     def per_item(params):
-        return jax.lax.map(lambda chunk: chunk_scores(params, chunk), data).reshape(-1)[:prepared.n]
+        return jax.lax.map(lambda chunk: scores(outputs(params, chunk), chunk), data).reshape(-1)[:prepared.n]
 
     def fitness(params, key=None):
         value = aggregate(task.metric, per_item(params), prepared.counts, weights)
         return (-value if task.metric == "perplexity" else value).astype(jnp.float32)
 
-    return Fitness(fitness, per_item, outputs, prepared, weights)
+    return Fitness(fitness, per_item, outputs, scores, prepared, weights)
 
 
 def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
@@ -98,12 +99,11 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
         return greedy(spec, params, chunk["tokens"], chunk["mask"], eos,
                       max_new_tokens=prepared.task.max_new_tokens, pad=prepared.pad, decoder=decoder)
 
-    def chunk_scores(params, chunk):
-        out = outputs(params, chunk)
+    def scores(out: Generated, chunk):
         shape = jax.ShapeDtypeStruct(out.lengths.shape, jnp.float32)
         return jax.pure_callback(host, shape, out.tokens, out.lengths, chunk["index"], vmap_method="broadcast_all")
 
-    return outputs, chunk_scores
+    return outputs, scores
 
 
 def _teacher_forced(spec, prepared: Prepared, decoder: Decoder):
@@ -112,14 +112,13 @@ def _teacher_forced(spec, prepared: Prepared, decoder: Decoder):
         flat = [chunk[name].reshape(b * k, s) for name in ("tokens", "mask", "target")]
         return jax.tree.map(lambda x: x.reshape(b, k), score(spec, params, *flat, decoder=decoder))
 
-    def chunk_scores(params, chunk):
-        out = outputs(params, chunk)
+    def scores(out: Scored, chunk):
         if prepared.task.metric == "choice":
             logprob = jnp.where(chunk["valid"] > 0, out.logprob, -jnp.inf)
             return (jnp.argmax(logprob, axis=-1) == chunk["answer"]).astype(jnp.float32)
         return out.logprob[:, 0] / jnp.maximum(out.count[:, 0], 1.0)
 
-    return outputs, chunk_scores
+    return outputs, scores
 
 
 def expect_tokenizer(tokenizer, prepared: Prepared) -> None:

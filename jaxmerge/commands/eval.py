@@ -1,0 +1,43 @@
+"""`jaxmerge eval MODEL TASK.yml`: score one model on one task split, as the fitness would, with per-item JSONL."""
+from __future__ import annotations
+
+HELP = "evaluate a model on a task (YAML + JSONL) and print its metric"
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="model directory (with its tokenizer) or repo id in the local HF cache")
+    parser.add_argument("task", help="task YAML file")
+    parser.add_argument("--split", help="split to evaluate (default: the first split in the YAML)")
+    parser.add_argument("--limit", type=int, help="evaluate only the first N items")
+    parser.add_argument("--out", help="write per-item results to this JSONL file")
+    parser.add_argument("--batch", type=int, default=16, help="items per compiled batch (default 16)")
+
+
+def run(args) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from jaxmerge.atomic import atomic_write_text
+    from jaxmerge.errors import expect
+    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
+    from jaxmerge.fitness.evaluate import evaluate
+    from jaxmerge.io import load
+
+    expect(args.limit is None or args.limit >= 1, f"expected --limit >= 1, found {args.limit}")
+    task = load_task(args.task)
+    split = args.split or task.splits[0][0]
+    items = load_items(task, split, limit=args.limit)
+    pool = load_items(task, task.fewshot_split) if task.fewshot else None
+    model = load(args.model)
+    tokenizer = load_tokenizer(model.path)
+    fit = make_fitness(model.spec, prepare(task, items, tokenizer, fewshot_pool=pool, item_batch=args.batch),
+                       tokenizer)
+    with Progress(transient=True) as progress:
+        bar = progress.add_task(f"{task.name}/{split}", total=len(items))
+        value, rows = evaluate(fit, model.params, tokenizer, lambda done: progress.update(bar, completed=done))
+    if args.out:
+        atomic_write_text(args.out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    Console().print(f"{task.name} [{split}, {len(items)} items] {task.metric}: {value:.6g}")
+    return 0

@@ -11,19 +11,22 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+import jax
 import numpy as np
 
+from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.dfs.fold import cumulative_scales, fold, used_slots
 from jaxmerge.dfs.plot import draw_path
 from jaxmerge.dfs.sources import pool_params
 from jaxmerge.dfs.space import DFSSpace
 from jaxmerge.io import Model, save
+from jaxmerge.params import Params
 
 FORMAT = "jaxmerge-dfs-path/1"
 
 
-def describe(space: DFSSpace, models: Sequence[Model], genes: dict, included, scales, eps: float) -> dict:
+def describe(space: DFSSpace, names: Sequence[str | None], genes: dict, included, scales, eps: float) -> dict:
     """The path.json record: the layout, the raw genes, and each step of the exported stack."""
     cum = cumulative_scales(included, scales)
     steps = []
@@ -32,7 +35,7 @@ def describe(space: DFSSpace, models: Sequence[Model], genes: dict, included, sc
         steps.append({"position": k, "slot": int(slot), "model": model, "layer": layer,
                       "scale": float(np.asarray(scales)[slot]), "cumulative_scale": float(cum[k])})
     return {
-        "format": FORMAT, "models": [str(m.path) if m.path else None for m in models],
+        "format": FORMAT, "models": list(names),
         "layer_counts": list(space.layer_counts), "repeats": space.repeats, "w_mode": space.w_mode,
         "num_slots": space.num_slots, "num_layers": len(steps), "path": steps,
         "genes": {k: np.asarray(v, np.float64).tolist() for k, v in genes.items()},
@@ -46,12 +49,20 @@ def export_path(space: DFSSpace, models: Sequence[Model], genes: dict, out_dir: 
                 overwrite: bool = False, tokenizer_from: str | os.PathLike | None = None,
                 max_shard_size: int | str = "5GB") -> Path:
     """Write the path the raw `genes` decode to as a HF model directory (A's family, one layer per step)."""
-    pool = pool_params(models)
-    included, scales = (np.asarray(x) for x in space.decode(genes))
-    params = fold(pool, included, scales)
-    a = models[0]
-    model = Model(a.spec.replace(num_layers=int(used_slots(included).size)), params, a.path)
-    record = describe(space, models, genes, included, scales, a.spec.rms_norm_eps)
+    names = [str(m.path) if m.path else None for m in models]
+    return export_pool(space, models[0].spec, pool_params(models), genes, out_dir, names=names,
+                       tokenizer_from=tokenizer_from if tokenizer_from is not None else models[0].path,
+                       overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def export_pool(space: DFSSpace, spec_a: ArchSpec, pool: Params, genes: dict, out_dir: str | os.PathLike, *,
+                names: Sequence[str | None], tokenizer_from: str | os.PathLike | None, overwrite: bool = False,
+                max_shard_size: int | str = "5GB") -> Path:
+    """`export_path` from an already built pool (as an evolution run holds it)."""
+    included, scales = (np.asarray(x) for x in jax.jit(space.decode)(genes))
+    params = fold(jax.tree.map(np.asarray, pool), included, scales)
+    model = Model(spec_a.replace(num_layers=int(used_slots(included).size)), params, None)
+    record = describe(space, names, genes, included, scales, spec_a.rms_norm_eps)
     with atomic_dir(out_dir, overwrite) as tmp:
         save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))

@@ -129,21 +129,23 @@ def _rope(cfg: dict[str, Any], where: str) -> dict[str, Any]:
         out["rope_original_max_position"] = int(params.pop("original_max_position_embeddings"))
     if params.get("partial_rotary_factor", 1.0) in (None, 1, 1.0):
         params.pop("partial_rotary_factor", None)
-    expect(not params, f"{where}: unsupported rope keys {sorted(params)} (they would change the math)")
+    expect(not params, f"{where}: expected no other rope keys, found unsupported {sorted(params)} "
+                       "(they change the math)")
     return out
 
 
 def _check_keys(cfg: dict[str, Any], family: str, where: str) -> None:
     """Every key understood, inert, or holding the one value implemented; required keys present."""
     unknown = sorted(k for k in cfg if k not in INERT_KEYS | MATH_KEYS | set(FIXED_KEYS))
-    expect(not unknown, f"{where}: unsupported config keys {unknown} (not known to be safe to ignore)")
+    expect(not unknown, f"{where}: expected only config keys known to jaxmerge, found unsupported {unknown} "
+                         "(they may change the math)")
     for key, value in FIXED_KEYS.items():
         found = cfg.get(key, value)
         expect(found == value or (key == "use_sliding_window" and found is None),
                f"{where}: {key} must be {value!r}, found {found!r}")
     required = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads")
     missing = [k for k in required if k not in cfg]
-    expect(not missing, f"{where}: missing required keys {missing}")
+    expect(not missing, f"{where}: expected keys {missing}, found them missing")
     sizes = (*required, "num_key_value_heads", "head_dim")
     bad = {k: cfg[k] for k in sizes if cfg.get(k) is not None and not _positive_int(cfg[k])}
     expect(not bad, f"{where}: expected positive integers, found {bad}")

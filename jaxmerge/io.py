@@ -61,12 +61,28 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
     expect(not path.exists(), f"expected a model directory, found a file: {text}")
     expect(re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None,
            f"expected a model directory or a Hugging Face repo id, found no directory at {text}")
-    from huggingface_hub import snapshot_download  # only for a cache lookup, offline
-    try:
-        return Path(snapshot_download(text, local_files_only=True))
-    except Exception:
-        raise JaxmergeError(f"expected {text} as a local directory or in the local Hugging Face cache, found "
-                            "neither (jaxmerge never downloads)") from None
+    snapshot = cached_snapshot(text)
+    expect(snapshot is not None, f"expected {text} as a local directory or in the local Hugging Face cache "
+                                 f"({hf_cache_dir()}), found neither (jaxmerge never downloads)")
+    return snapshot
+
+
+def hf_cache_dir() -> Path:
+    """The HF hub cache, read from the environment now (huggingface_hub reads it once, at its import)."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser() / "hub"
+
+
+def cached_snapshot(repo_id: str) -> Path | None:
+    """The snapshot that refs/main names in the cache layout models--ORG--NAME/{refs,snapshots}, or None."""
+    repo = hf_cache_dir() / f"models--{repo_id.replace('/', '--')}"
+    ref = repo / "refs" / "main"
+    if not ref.is_file():
+        return None
+    snapshot = repo / "snapshots" / ref.read_text().strip()
+    return snapshot if snapshot.is_dir() else None
 
 
 def weight_files(model_dir: Path) -> dict[str, Path]:

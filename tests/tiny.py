@@ -1,10 +1,15 @@
 """Tiny random Hugging Face models saved to disk (no network): the inputs every oracle test starts from."""
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
+import numpy as np
 import torch
 import transformers
+from safetensors import safe_open
+from safetensors.numpy import save_file
 
 CONFIGS = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
            "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
@@ -50,3 +55,85 @@ def hf_logits(path: Path, tokens, mask=None, positions=None):
         if positions is not None:
             kw["position_ids"] = torch.as_tensor(positions)
         return model(torch.as_tensor(tokens), **kw).logits.float().numpy()
+
+
+# ---- broken checkpoints: each breaker edits a copy in place and returns a word the error must name ----
+
+def _config(path: Path, **changes) -> None:
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def _tensors(path: Path, edit) -> None:
+    file = path / "model.safetensors"
+    with safe_open(str(file), framework="np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    edit(tensors)
+    save_file(tensors, str(file), metadata={"format": "pt"})
+
+
+def _no_weights(path):
+    (path / "model.safetensors").unlink()
+    return "safetensors"
+
+
+def _pickle_only(path):
+    (path / "model.safetensors").unlink()
+    (path / "pytorch_model.bin").write_bytes(b"not really a pickle")
+    return "convert"
+
+
+def _truncated(path):
+    file = path / "model.safetensors"
+    file.write_bytes(file.read_bytes()[: file.stat().st_size // 2])
+    return "model.safetensors"
+
+
+def _shape_mismatch(path):
+    _config(path, intermediate_size=48)
+    return "mlp.gate_proj.weight"
+
+
+def _missing_tensor(path):
+    _tensors(path, lambda t: t.pop("model.layers.1.self_attn.k_proj.weight"))
+    return "model.layers.1.self_attn.k_proj.weight"
+
+
+def _unexpected_tensor(path):
+    _tensors(path, lambda t: t.update({"model.layers.0.mlp.extra.weight": np.zeros(3, np.float32)}))
+    return "model.layers.0.mlp.extra.weight"
+
+
+def _nan(path):
+    def poison(t):
+        t["model.layers.2.mlp.up_proj.weight"][1, 2] = np.nan
+    _tensors(path, poison)
+    return "model.layers.2.mlp.up_proj.weight"
+
+
+def _architecture(path):
+    _config(path, model_type="gpt_neox", architectures=["GPTNeoXForCausalLM"])
+    return "model_type"
+
+
+def _unknown_key(path):
+    _config(path, attn_logit_softcapping=50.0)
+    return "attn_logit_softcapping"
+
+
+def _rope_type(path):
+    _config(path, rope_parameters={"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0})
+    return "dynamic"
+
+
+BREAKERS = {"no weights": _no_weights, "pickle only": _pickle_only, "truncated": _truncated,
+            "shape mismatch": _shape_mismatch, "missing tensor": _missing_tensor,
+            "unexpected tensor": _unexpected_tensor, "nan": _nan, "architecture": _architecture,
+            "unknown key": _unknown_key, "rope type": _rope_type}
+
+
+def broken_copy(src: Path, dst: Path, how: str) -> str:
+    """Copy a saved tiny model to `dst` and break it as BREAKERS[how] says; returns the name the error must say."""
+    shutil.copytree(src, dst)
+    return BREAKERS[how](Path(dst))

@@ -1,0 +1,206 @@
+"""Load/save of HF checkpoints: transformers reads what we write, bytes survive, bad input is named, nothing half-written."""
+import json
+import os
+import shutil
+
+import ml_dtypes
+import numpy as np
+import pytest
+import torch
+import transformers
+from safetensors import safe_open
+
+import jaxmerge
+from jaxmerge.arch import ArchSpec
+from jaxmerge.errors import JaxmergeError
+from tests.tiny import BREAKERS, broken_copy, hf_logits, make_tiny_model
+
+ORACLE_TOL = 1e-4  # float32 logits, ours vs transformers
+# bf16 vs f32 run of the same bf16 weights: bf16 keeps 8 significant bits (relative step 2**-8 = 0.4%); each of
+# ~10 roundings per layer (projections, norms, residual adds) over 3 layers can add that much again, so a few
+# percent of the logit scale. We bound the max abs diff by 5% of max |logit| and check it is not exact (i.e.
+# the bf16 path really computed in bf16).
+BF16_REL_TOL = 0.05
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("io")
+    big = {"initializer_range": 0.15}
+    return {
+        "llama": make_tiny_model(root / "llama", "llama", seed=1, **big),
+        "qwen2-tied": make_tiny_model(root / "qwen2", "qwen2", seed=2, tie_word_embeddings=True, **big),
+        "bf16": make_tiny_model(root / "bf16", "qwen3", seed=3, dtype=torch.bfloat16, **big),
+    }
+
+
+def stored(path):
+    """Every tensor of a saved checkpoint (all shards), as numpy."""
+    out = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(str(file), framework="np") as f:
+            out.update({k: f.get_tensor(k) for k in f.keys()})
+    return out
+
+
+def leftovers(parent):
+    return sorted(p.name for p in parent.iterdir() if ".tmp-" in p.name)
+
+
+TOKENS = np.random.default_rng(0).integers(3, 97, (2, 10)).astype(np.int32)
+
+
+@pytest.mark.parametrize("name", ["llama", "qwen2-tied"])
+def test_saved_model_loads_in_transformers_with_same_logits(models, tmp_path, name):
+    model = jaxmerge.load(models[name])
+    out = jaxmerge.save(model, tmp_path / "out")
+    ours = jaxmerge.logits(model, TOKENS)
+    assert np.abs(ours - hf_logits(models[name], TOKENS)).max() <= ORACLE_TOL
+    assert np.abs(hf_logits(out, TOKENS) - ours).max() <= ORACLE_TOL
+    assert ("lm_head.weight" in stored(out)) == (name == "llama")  # tied: head not duplicated
+
+
+@pytest.mark.parametrize("name", ["llama", "bf16"])
+def test_load_save_is_bit_exact_per_tensor(models, tmp_path, name):
+    model = jaxmerge.load(models[name])
+    before, after = stored(models[name]), stored(jaxmerge.save(model, tmp_path / "out"))
+    assert sorted(before) == sorted(after)
+    for key in before:
+        assert before[key].dtype == after[key].dtype and before[key].shape == after[key].shape, key
+        assert before[key].tobytes() == after[key].tobytes(), key
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert config["dtype"] == model.dtype == ("bfloat16" if name == "bf16" else "float32")
+    assert ArchSpec.from_dir(tmp_path / "out").replace(inert=()) == model.spec.replace(inert=())
+
+
+def test_sharded_save_writes_shards_and_index_and_loads_back(models, tmp_path):
+    model = jaxmerge.load(models["llama"])
+    out = jaxmerge.save(model, tmp_path / "out", max_shard_size="50KB")
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(shards) > 2 and shards[0] == f"model-00001-of-{len(shards):05d}.safetensors"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    tensors = stored(out)
+    assert set(index["weight_map"]) == set(tensors) and set(index["weight_map"].values()) == set(shards)
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in tensors.values())
+    assert all((out / f).stat().st_size < 50_000 + 10_000 for f in shards)  # shard bytes + a header
+    back = jaxmerge.load(out)
+    for key, t in stored(models["llama"]).items():
+        assert np.array_equal(tensors[key], t)
+    assert back.spec == jaxmerge.load(models["llama"]).spec.replace(inert=back.spec.inert)
+    hf = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    assert all(np.array_equal(v.numpy(), tensors[k]) for k, v in hf.state_dict().items())
+
+
+def test_transformers_sharded_checkpoint_loads(models, tmp_path):
+    hf = transformers.AutoModelForCausalLM.from_pretrained(models["llama"], dtype=torch.float32)
+    hf.save_pretrained(tmp_path / "hf", max_shard_size="50KB")
+    assert len(list((tmp_path / "hf").glob("*.safetensors"))) > 2
+    assert (tmp_path / "hf" / "model.safetensors.index.json").is_file()
+    model = jaxmerge.load(tmp_path / "hf")
+    ref = jaxmerge.load(models["llama"])
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(model.params), leaves(ref.params)))
+
+
+def leaves(tree):
+    return [tree[k] if k != "layers" else tree[k][j] for k in sorted(tree) for j in
+            (sorted(tree[k]) if k == "layers" else [None])]
+
+
+def test_bf16_model_runs_close_to_its_f32_upcast(models):
+    model = jaxmerge.load(models["bf16"])
+    assert model.dtype == "bfloat16"
+    assert {np.dtype(x.dtype) for x in leaves(model.params)} == {np.dtype(ml_dtypes.bfloat16)}
+    bf16 = jaxmerge.logits(model, TOKENS)
+    f32 = jaxmerge.logits(jaxmerge.load(models["bf16"], dtype="float32"), TOKENS)
+    assert np.isfinite(bf16).all() and bf16.dtype == np.float32
+    diff = np.abs(bf16 - f32).max()
+    assert 0 < diff <= BF16_REL_TOL * np.abs(f32).max()
+    assert np.abs(f32 - hf_logits(models["bf16"], TOKENS)).max() <= ORACLE_TOL  # HF upcasts bf16 weights too
+
+
+def test_dtype_casts_every_tensor(models):
+    ref = jaxmerge.load(models["llama"])
+    cast = jaxmerge.load(models["llama"], dtype="bfloat16")
+    assert cast.dtype == "bfloat16"
+    for a, b in zip(leaves(ref.params), leaves(cast.params)):
+        assert b.dtype == ml_dtypes.bfloat16 and np.array_equal(a.astype(ml_dtypes.bfloat16), b)
+    with pytest.raises(JaxmergeError, match="float64"):
+        jaxmerge.load(models["llama"], dtype="float64")
+
+
+def test_repo_id_resolves_from_local_hf_cache_offline(models, tmp_path, monkeypatch):
+    """HF cache layout: blobs + snapshots/<rev> of symlinks + refs/main; HF_HUB_CACHE read at call time."""
+    repo = tmp_path / "hub" / "models--tiny-org--tiny-llama"
+    snapshot = repo / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    (repo / "blobs").mkdir()
+    for file in models["llama"].iterdir():
+        blob = repo / "blobs" / f"blob-{file.name}"
+        shutil.copy(file, blob)
+        (snapshot / file.name).symlink_to(os.path.relpath(blob, snapshot))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    model = jaxmerge.load("tiny-org/tiny-llama")
+    assert model.path == snapshot
+    assert all(np.array_equal(a, b) for a, b in zip(leaves(model.params),
+                                                    leaves(jaxmerge.load(models["llama"]).params)))
+    with pytest.raises(JaxmergeError, match="tiny-org/absent.*cache"):
+        jaxmerge.load("tiny-org/absent")
+
+
+@pytest.mark.parametrize("how", BREAKERS)
+def test_bad_checkpoints_are_refused_naming_the_problem(models, tmp_path, how):
+    word = broken_copy(models["llama"], tmp_path / "bad", how)
+    with pytest.raises(JaxmergeError) as info:
+        jaxmerge.load(tmp_path / "bad")
+    message = str(info.value)
+    assert word in message and "\n" not in message
+    assert "expected" in message or "must be" in message
+
+
+def test_missing_directory_is_refused(tmp_path):
+    with pytest.raises(JaxmergeError, match="no-such-model"):
+        jaxmerge.load(tmp_path / "no-such-model")
+
+
+def test_save_refuses_non_empty_dir_and_file_and_leaves_them(models, tmp_path):
+    model = jaxmerge.load(models["llama"])
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    (tmp_path / "file").write_text("mine")
+    for target in ("full", "file"):
+        with pytest.raises(JaxmergeError, match=target):
+            jaxmerge.save(model, tmp_path / target)
+    assert os.listdir(tmp_path / "full") == ["keep.txt"] and (tmp_path / "file").read_text() == "mine"
+    assert leftovers(tmp_path) == []
+    jaxmerge.save(model, tmp_path / "full", overwrite=True)
+    assert not (tmp_path / "full" / "keep.txt").exists() and (tmp_path / "full" / "config.json").is_file()
+
+
+def test_failed_save_writes_nothing(models, tmp_path, monkeypatch):
+    model = jaxmerge.load(models["llama"])
+    calls = []
+
+    def failing_save_file(tensors, filename, metadata=None):
+        calls.append(filename)
+        if len(calls) == 2:
+            raise OSError("disk full")
+        open(filename, "wb").write(b"partial")
+
+    monkeypatch.setattr("jaxmerge.io.save_file", failing_save_file)
+    with pytest.raises(OSError, match="disk full"):
+        jaxmerge.save(model, tmp_path / "out", max_shard_size="50KB")
+    assert os.listdir(tmp_path) == []
+
+
+def test_tokenizer_and_generation_files_come_from_the_chosen_source(models, tmp_path):
+    tok_src = tmp_path / "tok"
+    tok_src.mkdir()
+    (tok_src / "tokenizer_config.json").write_text('{"model_max_length": 64}')
+    model = jaxmerge.load(models["llama"])
+    plain = jaxmerge.save(model, tmp_path / "plain")
+    assert (plain / "generation_config.json").read_text() == (models["llama"] / "generation_config.json").read_text()
+    chosen = jaxmerge.save(model, tmp_path / "chosen", tokenizer_from=tok_src)
+    assert (chosen / "tokenizer_config.json").read_text() == '{"model_max_length": 64}'
+    assert not (chosen / "generation_config.json").exists()

@@ -133,8 +133,39 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
     model_dir = resolve(path_or_repo_id)
     spec = ArchSpec.from_dir(model_dir)
     expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
+    layers: dict[str, list] = {leaf: [None] * spec.num_layers for leaf in param_shapes(spec)["layers"]}
+    params: Params = {}
+    for section, leaf, i, array in checked_tensors(model_dir, spec, check_finite):
+        array = array if dtype is None else array.astype(DTYPES[dtype])
+        if section == "global":
+            params[leaf] = array
+        else:
+            layers[leaf][i] = array
+    params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
+    _check_one_dtype(params, model_dir)
+    return Model(spec, params, model_dir)
+
+
+def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True):
+    """Yield (section, leaf, layer, array) for every tensor `spec` needs, one at a time, each checked against
+    config.json (names, shape, dtype, finite). One tensor in memory at a time, so `inspect` can verify a
+    checkpoint larger than RAM."""
     files = weight_files(model_dir)
     names = hf_names(spec)
+    _check_names(model_dir, spec, names, files)
+    shapes = param_shapes(spec)
+    handles: dict[Path, Any] = {}
+    try:
+        for name, (section, leaf, i) in names.items():
+            array = _checked(_read(files[name], name, handles), name, shapes, section, leaf, files[name],
+                             check_finite)
+            yield section, leaf, i, array
+    finally:
+        for h in handles.values():
+            h.__exit__(None, None, None)
+
+
+def _check_names(model_dir: Path, spec: ArchSpec, names: dict, files: dict) -> None:
     missing = [n for n in names if n not in files]
     if missing:
         raise JaxmergeError(f"{model_dir}: expected tensor {missing[0]} (config.json says so), found it missing"
@@ -143,25 +174,6 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
         raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
-    shapes = param_shapes(spec)
-    layers: dict[str, list] = {leaf: [None] * spec.num_layers for leaf in shapes["layers"]}
-    params: Params = {}
-    handles: dict[Path, Any] = {}
-    try:
-        for name, (section, leaf, i) in names.items():
-            array = _checked(_read(files[name], name, handles), name, shapes, section, leaf, files[name],
-                             check_finite)
-            array = array if dtype is None else array.astype(DTYPES[dtype])
-            if section == "global":
-                params[leaf] = array
-            else:
-                layers[leaf][i] = array
-    finally:
-        for h in handles.values():
-            h.__exit__(None, None, None)
-    params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
-    _check_one_dtype(params, model_dir)
-    return Model(spec, params, model_dir)
 
 
 def _checked(array, name, shapes, section, leaf, file, check_finite) -> np.ndarray:

@@ -10,16 +10,24 @@ def add_arguments(parser) -> None:
 
 
 def summary(path: str) -> dict:
-    from jaxmerge.io import load, resolve, weight_files
-    model = load(path)
-    spec = model.spec
+    """Spec facts plus counts from the tensors, read and checked one at a time (never the whole model in RAM)."""
+    from jaxmerge.arch import ArchSpec
+    from jaxmerge.errors import expect
+    from jaxmerge.io import checked_tensors, resolve, weight_files
+    model_dir = resolve(path)
+    spec = ArchSpec.from_dir(model_dir)
+    count, dtypes = 0, set()
+    for _, _, _, array in checked_tensors(model_dir, spec):
+        count += array.size
+        dtypes.add(array.dtype.name)
+    expect(len(dtypes) == 1, f"{model_dir}: expected one dtype for all tensors, found {sorted(dtypes)}")
     return {
-        "path": str(model.path), "family": spec.model_type, "layers": spec.num_layers,
+        "path": str(model_dir), "family": spec.model_type, "layers": spec.num_layers,
         "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
         "heads": spec.num_heads, "kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
         "vocab_size": spec.vocab_size, "tied_embeddings": spec.tie_word_embeddings,
-        "rope": f"{spec.rope_type} (theta={spec.rope_theta:g})", "parameters": model.num_parameters,
-        "dtype": model.dtype, "shards": len(set(weight_files(resolve(path)).values())),
+        "rope": f"{spec.rope_type} (theta={spec.rope_theta:g})", "parameters": count,
+        "dtype": dtypes.pop(), "shards": len(set(weight_files(model_dir).values())),
     }
 
 

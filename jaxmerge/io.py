@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,10 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
         expect(not pickles, f"expected safetensors weights in {model_dir}, found pickle files {pickles}: "
                             "convert them to safetensors (jaxmerge never unpickles)")
         raise JaxmergeError(f"expected *.safetensors weights in {model_dir}, found none")
-    return {name: f for f in shards for name in _header_names(f)}
+    files = [(name, f) for f in shards for name in _header_names(f)]
+    twice = sorted(name for name, n in Counter(name for name, _ in files).items() if n > 1)
+    expect(not twice, f"expected each tensor in one file of {model_dir} (no index file), found {twice[:3]} twice")
+    return dict(files)
 
 
 def _header_names(file: Path) -> list[str]:
@@ -217,19 +221,12 @@ def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np
 def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.PathLike | None = None,
          max_shard_size: int | str = "5GB", overwrite: bool = False) -> Path:
     """Write a HF directory (config.json, safetensors shards + index, tokenizer files), atomically."""
+    _check_params(model.spec, model.params)
+    max_bytes = parse_size(max_shard_size)
     tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in to_hf_tensors(model.spec, model.params).items()}
     src = Path(tokenizer_from) if tokenizer_from is not None else model.path
     with atomic_dir(out_dir, overwrite) as tmp:
-        shards = _shards(tensors, parse_size(max_shard_size))
-        weight_map = {}
-        for i, shard in enumerate(shards):
-            fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-            save_file(shard, str(tmp / fname), metadata={"format": "pt"})
-            weight_map.update({n: fname for n in shard})
-        if len(shards) > 1:
-            total = sum(t.nbytes for t in tensors.values())
-            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+        _write_weights(tmp, tensors, max_bytes)
         config = model.spec.to_hf_config()
         config.pop("torch_dtype", None)
         config["dtype"] = model.dtype
@@ -239,3 +236,32 @@ def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.P
                 if (Path(src) / name).is_file():
                     shutil.copy2(Path(src) / name, tmp / name)
     return Path(out_dir)
+
+
+def _write_weights(tmp: Path, tensors: dict[str, np.ndarray], max_bytes: int) -> None:
+    """model.safetensors, or HF-named shards of at most `max_bytes` (a lone bigger tensor gets its own) + index."""
+    shards = _shards(tensors, max_bytes)
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+        weight_map.update({n: fname for n in shard})
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
+        (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def _check_params(spec: ArchSpec, params: Params) -> None:
+    """Refuse params that config.json would contradict, or that `load` could not read back (e.g. float64)."""
+    shapes = param_shapes(spec)
+    want = {**{k: v for k, v in shapes.items() if k != "layers"},
+            **{f"layers.{k}": v for k, v in shapes["layers"].items()}}
+    found = {**{k: np.shape(v) for k, v in params.items() if k != "layers"},
+             **{f"layers.{k}": np.shape(v) for k, v in params.get("layers", {}).items()}}
+    expect(set(found) == set(want), f"expected params {sorted(want)} for this spec, found "
+                                    f"{sorted(set(found) ^ set(want))} missing or extra")
+    bad = {k: tuple(v) for k, v in found.items() if tuple(v) != tuple(want[k])}
+    expect(not bad, f"expected param shapes {({k: want[k] for k in bad})} from the spec, found {bad}")
+    kinds = {np.dtype(v.dtype).name for v in _leaves(params)}
+    expect(len(kinds) == 1 and kinds <= set(DTYPES),
+           f"expected all params in one dtype of {sorted(DTYPES)}, found {sorted(kinds)}")

@@ -204,3 +204,33 @@ def test_tokenizer_and_generation_files_come_from_the_chosen_source(models, tmp_
     chosen = jaxmerge.save(model, tmp_path / "chosen", tokenizer_from=tok_src)
     assert (chosen / "tokenizer_config.json").read_text() == '{"model_max_length": 64}'
     assert not (chosen / "generation_config.json").exists()
+
+
+def test_save_refuses_params_the_spec_contradicts(models, tmp_path):
+    """Checked before anything is written: wrong shape, missing/extra leaf, float64 (unreadable by `load`)."""
+    model = jaxmerge.load(models["llama"])
+    layers = model.params["layers"]
+    bad = {
+        "q_proj": {**model.params, "layers": {**layers, "q_proj": layers["q_proj"][:, :-1]}},
+        "lm_head": {k: v for k, v in model.params.items() if k != "lm_head"},
+        "float64": {**model.params, "norm": model.params["norm"].astype(np.float64)},
+    }
+    for word, params in bad.items():
+        with pytest.raises(JaxmergeError, match=word):
+            jaxmerge.save(jaxmerge.Model(model.spec, params), tmp_path / "out")
+    assert os.listdir(tmp_path) == []
+
+
+def test_tensor_in_two_unindexed_files_is_refused(models, tmp_path):
+    shutil.copytree(models["llama"], tmp_path / "m")
+    shutil.copy(tmp_path / "m" / "model.safetensors", tmp_path / "m" / "copy.safetensors")
+    with pytest.raises(JaxmergeError, match="model.embed_tokens.weight.*twice|twice"):
+        jaxmerge.load(tmp_path / "m")
+
+
+def test_logits_refuses_token_ids_outside_the_vocabulary(models):
+    model = jaxmerge.load(models["llama"])
+    with pytest.raises(JaxmergeError, match=r"\[0, 97\).*97"):
+        jaxmerge.logits(model, np.array([[1, 97]]))
+    with pytest.raises(JaxmergeError, match="integer tokens"):
+        jaxmerge.logits(model, np.array([1, 2]))

@@ -12,8 +12,17 @@ __version__ = "0.1.0"
 
 
 def logits(model: Model, tokens) -> "numpy.ndarray":  # noqa: F821
-    """float32 logits [batch, seq, vocab] of int tokens [batch, seq] (no padding)."""
+    """float32 logits [batch, seq, vocab] of int tokens [batch, seq] (no padding).
+
+    Token ids are checked here, on the host: inside jit an id outside the vocabulary gathers NaN, silently."""
     import numpy as np
 
+    from jaxmerge.errors import expect
     from jaxmerge.model import forward_jit
-    return np.asarray(forward_jit(model.spec, model.params, np.asarray(tokens, np.int32)))
+    tokens = np.asarray(tokens)
+    expect(tokens.ndim == 2 and np.issubdtype(tokens.dtype, np.integer),
+           f"expected integer tokens [batch, seq], found {tokens.dtype} of shape {tokens.shape}")
+    vocab = model.spec.vocab_size
+    expect(tokens.size == 0 or (tokens.min() >= 0 and tokens.max() < vocab),
+           f"expected token ids in [0, {vocab}), found ids from {tokens.min()} to {tokens.max()}")
+    return np.asarray(forward_jit(model.spec, model.params, tokens.astype(np.int32)))

@@ -1,0 +1,106 @@
+"""The demo's synthetic skills, their disjoint train/dev/test splits, and task files in the jaxmerge format.
+
+Each skill is a rule over short symbol sequences, so its prompt space is large (thousands to millions of
+prompts) and a test split can be held out from training and from the search's dev split by construction.
+Every split is a pure function of (seed, skill, split): the same seed gives byte-identical files everywhere.
+"""
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from jaxmerge.errors import expect
+
+LETTERS = string.ascii_lowercase[:16]  # a..p: enough for ~570k distinct letter prompts per skill
+TEMPLATE = "Q: {prompt}\nA:"
+MAX_NEW_TOKENS = 8
+SPLIT_IDS = {"test": 0, "dev": 1, "train": 2}  # test is drawn first, so it never depends on the other sizes
+
+
+class Example(NamedTuple):
+    prompt: str
+    answer: str
+
+
+def _letters(rng: np.random.Generator) -> list[str]:
+    return list(rng.choice(list(LETTERS), size=int(rng.integers(3, 6)), replace=False))
+
+
+def _cipher_table(seed: int) -> dict[str, str]:
+    """A fixed letter permutation with no fixed points (so 'cipher' is never 'copy'), chosen by the seed."""
+    rng = np.random.default_rng([seed, 99])
+    while True:
+        perm = rng.permutation(len(LETTERS))
+        if (perm != np.arange(len(LETTERS))).all():
+            return {a: LETTERS[int(b)] for a, b in zip(LETTERS, perm)}
+
+
+def make_skills(seed: int) -> dict[str, Callable[[np.random.Generator], Example]]:
+    """skill name -> sampler of one example. The name is also the prompt's first word."""
+    table = _cipher_table(seed)
+
+    def reverse(rng):
+        w = _letters(rng)
+        return Example("reverse " + " ".join(w), " ".join(reversed(w)))
+
+    def sort(rng):
+        w = _letters(rng)
+        return Example("sort " + " ".join(w), " ".join(sorted(w)))
+
+    def cipher(rng):
+        w = _letters(rng)
+        return Example("cipher " + " ".join(w), " ".join(table[c] for c in w))
+
+    def add(rng):
+        xs = [int(x) for x in rng.integers(0, 10, size=int(rng.integers(2, 5)))]
+        return Example("add " + " ".join(map(str, xs)), str(sum(xs)))
+
+    return {"reverse": reverse, "sort": sort, "cipher": cipher, "add": add}
+
+
+def make_splits(seed: int, sizes: dict[str, int]) -> dict[str, dict[str, list[Example]]]:
+    """skill -> split -> examples; prompts are unique within and across splits (test, then dev, then train)."""
+    out: dict[str, dict[str, list[Example]]] = {}
+    for skill_id, (skill, sample) in enumerate(make_skills(seed).items()):
+        seen: set[str] = set()
+        out[skill] = {}
+        for split in sorted(sizes, key=SPLIT_IDS.__getitem__):
+            rng = np.random.default_rng([seed, skill_id, SPLIT_IDS[split]])
+            rows: list[Example] = []
+            while len(rows) < sizes[split]:
+                ex = sample(rng)
+                if ex.prompt not in seen:
+                    seen.add(ex.prompt)
+                    rows.append(ex)
+            out[skill][split] = rows
+    return out
+
+
+def _write_jsonl(path: Path, rows: list[Example]) -> None:
+    path.write_text("".join(json.dumps({"prompt": r.prompt, "answer": r.answer}) + "\n" for r in rows))
+
+
+def _write_task(task_dir: Path, name: str, dev: list[Example], test: list[Example]) -> Path:
+    import yaml
+
+    _write_jsonl(task_dir / f"{name}_dev.jsonl", dev)
+    _write_jsonl(task_dir / f"{name}_test.jsonl", test)
+    spec = {"name": name, "splits": {"dev": f"{name}_dev.jsonl", "test": f"{name}_test.jsonl"},
+            "template": TEMPLATE, "metric": "exact_match", "max_new_tokens": MAX_NEW_TOKENS, "stop": ["\n"]}
+    path = task_dir / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def write_tasks(task_dir: Path, seed: int, dev: int, test: int) -> tuple[dict[str, Path], Path]:
+    """One task file per skill plus 'target' (all skills together, interleaved); returns (skills, target)."""
+    expect(dev > 0 and test > 0, f"expected positive split sizes, found dev={dev} test={test}")
+    splits = make_splits(seed, {"dev": dev, "test": test})
+    task_dir.mkdir(parents=True, exist_ok=True)
+    skills = {s: _write_task(task_dir, s, v["dev"], v["test"]) for s, v in splits.items()}
+    mixed = {k: [ex for group in zip(*(v[k] for v in splits.values())) for ex in group] for k in ("dev", "test")}
+    return skills, _write_task(task_dir, "target", mixed["dev"], mixed["test"])

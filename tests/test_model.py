@@ -103,7 +103,7 @@ def test_left_padded_batch_equals_transformers(model_path, name):
     assert np.abs(ours[real] - want[real]).max() <= ORACLE_TOL
 
 
-@pytest.mark.parametrize("name", ["llama-gqa2-theta500", "qwen2-gqa4"])
+@pytest.mark.parametrize("name", ["qwen2-gqa4"])  # biases + GQA 4:1; one case (two compiles) is enough
 def test_cached_prefill_and_decode_equal_full_forward(model_path, name):
     """Prefill 12 slots, then 4 one-token steps, on a left-padded batch; one compile per shape, not per step."""
     model = jaxmerge.load(model_path(name))
@@ -130,10 +130,10 @@ def test_cached_prefill_and_decode_equal_full_forward(model_path, name):
 
 def test_new_weights_do_not_recompile(model_path):
     model = jaxmerge.load(model_path("qwen2-gqa4"))
-    tokens = tokens_for(2, SEQ)
-    first = run(model, tokens)
+    tokens, positions = tokens_for(2, SEQ), np.tile(np.arange(SEQ, dtype=np.int32), (2, 1))
+    first = run(model, tokens, positions=positions)
     size = forward_jit._cache_size()
-    second = run(Model(model.spec, jax.tree.map(lambda x: x * 1.5, model.params)), tokens)
+    second = run(Model(model.spec, jax.tree.map(lambda x: x * 1.5, model.params)), tokens, positions=positions)
     assert forward_jit._cache_size() == size
     assert not np.allclose(first, second)
 

@@ -1,0 +1,155 @@
+"""`mode: dfs` and `mode: hybrid` of `jaxmerge evolve`: the DFS problem, its candidate fitness, its outputs.
+
+    mode: dfs                 # models: [A, B, ...] (A gives embeddings, final norm and head)
+    dfs: {repeats: 3, w_mode: matrix}    # hybrid only: generations, sigma of the DFS stage (default: search's)
+
+The evolution engine (jaxmerge.evolve) searches flat genome vectors; `DFSGenome` is the flat view of a
+`DFSSpace`'s genes, with the same `size` / `initial_raw` / `describe` the engine reads from a PS genome. Scoring
+goes through the fitness package with the DFS `Decoder`, so generation and teacher-forced scores of a path are the
+same code as for a plain model. The pool of source layers is `data`, an argument of the compiled step, never a
+constant baked into it.
+
+Hybrid (the paper's best recipe) is two runs in one directory: the parameter-space search in DIR/ps, then a DFS
+search in DIR/dfs whose model A is the PS winner (DIR/ps/model) and whose other models are the PS sources.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.dfs.decoder import DFS_DECODER
+from jaxmerge.dfs.export import export_pool
+from jaxmerge.dfs.path import path_spec, with_path
+from jaxmerge.dfs.sources import pool_params, space_for
+from jaxmerge.dfs.space import W_MODES, DFSSpace
+from jaxmerge.errors import expect
+from jaxmerge.io import DTYPES, load
+
+DFS_KEYS = {"repeats", "w_mode", "generations", "sigma"}
+
+
+@dataclasses.dataclass(frozen=True)
+class DFSGenome:
+    """A DFSSpace's genes as one flat vector: the indicator [T], then the scales (matrix or per slot)."""
+    space: DFSSpace
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: v.shape for k, v in self.space.gene_template().items()}
+
+    @property
+    def size(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes.values())
+
+    def genes(self, raw: jax.Array) -> dict[str, jax.Array]:
+        """Flat raw vector -> the space's gene pytree (static slices: pure, jittable)."""
+        out, offset = {}, 0
+        for name, shape in self.shapes.items():
+            n = int(np.prod(shape))
+            out[name], offset = raw[offset:offset + n].reshape(shape), offset + n
+        return out
+
+    def initial_raw(self) -> jax.Array:
+        return jnp.concatenate([v.ravel() for v in self.space.initial_genes().values()])
+
+    def describe(self, raw) -> dict[str, list]:
+        return {k: np.asarray(v).tolist() for k, v in self.genes(jnp.asarray(raw)).items()}
+
+
+def dfs_settings(cfg) -> dict:
+    """The `dfs:` section, checked: unknown keys, r < 1 and bad modes are one-line errors."""
+    where = "dfs"
+    unknown = sorted(set(cfg.dfs) - DFS_KEYS)
+    expect(not unknown, f"{where}: unknown key(s) {unknown} (allowed: {sorted(DFS_KEYS)})")
+    repeats = cfg.dfs.get("repeats", 3)
+    expect(isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1,
+           f"{where}: expected repeats to be an integer >= 1, found {repeats!r}")
+    w_mode = cfg.dfs.get("w_mode", "matrix")
+    expect(w_mode in W_MODES, f"{where}: expected w_mode in {W_MODES}, found {w_mode!r}")
+    generations = cfg.dfs.get("generations", cfg.generations)
+    expect(isinstance(generations, int) and generations >= 1,
+           f"{where}: expected generations to be an integer >= 1, found {generations!r}")
+    sigma = cfg.dfs.get("sigma", cfg.sigma)
+    expect(isinstance(sigma, (int, float)) and sigma > 0, f"{where}: expected sigma > 0, found {sigma!r}")
+    return {"repeats": repeats, "w_mode": w_mode, "generations": generations, "sigma": float(sigma)}
+
+
+def build_dfs_problem(cfg):
+    """The engine's Problem for a DFS search over cfg.models (A first)."""
+    from jaxmerge.evolve.problem import Problem
+    settings = dfs_settings(cfg)
+    expect(cfg.dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {cfg.dtype!r}")
+    models = [load(m, dtype=cfg.dtype) for m in cfg.models]
+    space = space_for(models, settings["repeats"], settings["w_mode"])
+    spec = path_spec(models[0].spec, space)
+    fitness, parts = path_fitness(cfg, spec, models[0].path)
+    data = {"pool": pool_params(models)}
+    return Problem(cfg, spec, None, DFSGenome(space), data, fitness, parts, models[0].path, tuple(cfg.models))
+
+
+def path_fitness(cfg, spec, tokenizer_dir):
+    """The run's tasks scored through the DFS decoder: weighted mean of per-task fitness, as for a PS run.
+
+    Mirrors jaxmerge.evolve.problem.build_fitness with `decoder=DFS_DECODER`; once that function takes a decoder,
+    this becomes one call to it."""
+    from jaxmerge.evolve.problem import subset_items
+    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
+    tokenizer = load_tokenizer(tokenizer_dir)
+    parts = []
+    for ref in cfg.tasks:
+        task = load_task(ref.task)
+        items = subset_items(load_items(task, ref.split, allow_test=cfg.allow_test_split), ref.subset, cfg.seed)
+        prepared = prepare(task, items, tokenizer, item_batch=min(cfg.item_batch, len(items)))
+        parts.append((ref.weight, make_fitness(spec, prepared, tokenizer, decoder=DFS_DECODER).fitness))
+    total = sum(w for w, _ in parts)
+    return (lambda params: sum(w * f(params) for w, f in parts) / total), tuple(f for _, f in parts)
+
+
+def path_params(problem, raw: jax.Array, data: dict) -> dict:
+    """A candidate's path params: pure, the same code scores and exports."""
+    genome: DFSGenome = problem.genome
+    return with_path(data["pool"], *genome.space.decode(genome.genes(raw)))
+
+
+def dfs_candidate_fitness(problem):
+    """(raw, key, data) -> fitness, as the engine's step takes it (a path needs no randomness: key unused)."""
+    def fitness(raw, key, data):
+        return problem.fitness(path_params(problem, raw, data))
+    return fitness
+
+
+def write_dfs_outputs(problem, state, history: list[dict], out: Path) -> dict:
+    """DIR/model (a plain HF model with path.json and plots/path.png), best.json, history.jsonl."""
+    genome: DFSGenome = problem.genome
+    genes = genome.genes(jnp.asarray(state.best_raw))
+    export_pool(genome.space, problem.spec, problem.data["pool"], genes, out / "model", names=problem.names,
+                tokenizer_from=problem.tokenizer_dir, overwrite=True)
+    best = {"fitness": float(state.best_fitness), "generation": int(state.best_generation),
+            "genes": genome.describe(state.best_raw), "raw": np.asarray(state.best_raw).tolist(),
+            "evaluations": int(state.evaluations), "nonfinite": int(state.nonfinite), "models": list(problem.names),
+            "path": json.loads((out / "model" / "path.json").read_text())["path"]}
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    atomic_write_text(out / "best.json", json.dumps(best, indent=2))
+    return best
+
+
+def evolve_hybrid(cfg, out: Path, evolve, resume: bool = False, progress: bool = True) -> dict:
+    """PS search in DIR/ps, then DFS in DIR/dfs with A = the PS winner and the PS sources as B, C, ...
+
+    `evolve(cfg, dir, resume=, progress=)` is the engine's run function. The DFS stage takes its generations and
+    sigma from the `dfs:` section (default: the search's). On --resume a finished PS stage is not run again."""
+    out = Path(out)
+    settings = dfs_settings(cfg)  # refuse a bad dfs section before the PS search, not after
+    ps_dir, dfs_dir = out / "ps", out / "dfs"
+    if not (resume and (ps_dir / "best.json").is_file()):
+        evolve(dataclasses.replace(cfg, mode="ps"), ps_dir, resume=resume and (ps_dir / "run.json").is_file(),
+               progress=progress)
+    second = dataclasses.replace(cfg, mode="dfs", models=(str((ps_dir / "model").absolute()), *cfg.models),
+                                 generations=settings["generations"], sigma=settings["sigma"])
+    return evolve(second, dfs_dir, resume=resume and (dfs_dir / "run.json").is_file(), progress=progress)

@@ -1,0 +1,45 @@
+"""Orbax checkpoints of a run: the whole `EvolveState` pytree plus a JSON record (generation, history).
+
+Saved after every generation, synchronously and atomically (orbax writes into a temporary directory and
+renames on commit), keeping the last few. A checkpoint that fails to restore (e.g. corrupted by a kill during
+the write on a filesystem without atomic rename) is skipped with a warning and the previous one is used.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+log = logging.getLogger("jaxmerge")
+
+
+def manager(directory: Path, max_to_keep: int = 3):
+    import orbax.checkpoint as ocp
+    options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
+                                           create=True)
+    return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "record"))
+
+
+def save(mgr, step: int, state: Any, record: dict) -> None:
+    import orbax.checkpoint as ocp
+    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
+    mgr.wait_until_finished()
+
+
+def restore_latest(mgr, template: Any) -> tuple[Any, dict] | None:
+    """(state, record) of the newest checkpoint that restores cleanly, or None if there is none."""
+    import orbax.checkpoint as ocp
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype), template)
+    for step in sorted(mgr.all_steps(), reverse=True):
+        try:
+            restored = mgr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract),
+                                                                 record=ocp.args.JsonRestore()))
+            return restored.state, restored.record
+        except Exception as e:  # a damaged checkpoint: fall back to the previous one, loudly
+            warnings.warn(f"checkpoint {step} could not be restored ({type(e).__name__}: {e}); "
+                          "falling back to the previous one", stacklevel=2)
+    return None

@@ -1,0 +1,130 @@
+"""From a run config to the pieces of a search: sources, merge method and its state, genome, fitness.
+
+Everything here runs once on the host. The result, `Problem`, splits cleanly into static parts (method, genome,
+fitness closures: hashable or closed over small constants) and `data` (the big arrays: the merge state of the
+sources), which the jitted step takes as an argument.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.evolve.config import EvolveConfig
+from jaxmerge.evolve.genome import Gene, GeneSpec
+from jaxmerge.io import DTYPES, Model, load
+
+
+class Problem(NamedTuple):
+    config: EvolveConfig
+    spec: Any                 # ArchSpec of the sources (and of the merged model)
+    method: Any               # MergeMethod
+    genome: GeneSpec
+    data: dict                # {"merge": merge state}: arrays passed to the jitted step
+    fitness: Callable         # params -> f32 scalar (weighted sum over tasks), higher is better
+    task_fitness: tuple       # per task: params -> f32 (for reporting)
+    tokenizer_dir: Any        # where the exported model's tokenizer comes from
+    names: tuple[str, ...]
+
+
+def load_sources(cfg: EvolveConfig, dtype: str | None = None) -> tuple[list[Model], Model | None]:
+    """Load every source (and the base); refuse models whose architecture differs from the first one."""
+    models = [load(m, dtype=dtype) for m in cfg.models]
+    base = load(cfg.base_model, dtype=dtype) if cfg.base_model else None
+    first = models[0]
+    for other in models[1:] + ([base] if base else []):
+        _same_shape(first, other)
+    return models, base
+
+
+def _same_shape(a: Model, b: Model) -> None:
+    fields = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
+              "num_kv_heads", "head_dim", "tie_word_embeddings", "qkv_bias", "o_bias", "qk_norm")
+    for f in fields:
+        expect(getattr(a.spec, f) == getattr(b.spec, f),
+               f"expected every model to share {f} = {getattr(a.spec, f)!r} (from {a.path}), "
+               f"found {getattr(b.spec, f)!r} in {b.path}")
+
+
+def stack_models(models: list[Model]) -> dict:
+    return jax.tree.map(lambda *xs: np.stack(xs), *[m.params for m in models])
+
+
+def build_genome(cfg: EvolveConfig, method, spec, num_models: int) -> GeneSpec:
+    from jaxmerge.merge.methods import REQUIRED, defaults
+    known = (*method.model_hparams, *method.global_hparams)
+    for name in (*cfg.evolve, *cfg.parameters):
+        expect(name in known, f"expected hyper-parameters of {cfg.merge_method} in {list(known)}, found {name!r}")
+    genes = tuple(Gene(n, n in method.model_hparams, p.init, p.lo, p.hi) for n, p in cfg.evolve.items())
+    fixed = []
+    for name, default in defaults(cfg.merge_method).items():
+        if name in cfg.evolve:
+            continue
+        value = cfg.parameters.get(name, default)
+        expect(value is not REQUIRED, f"expected {name} of {cfg.merge_method} under 'evolve' or 'parameters', "
+                                      "found neither")
+        expect(isinstance(value, (int, float)), f"expected a number for parameters.{name}, found {value!r}")
+        fixed.append((name, float(value), name in method.model_hparams))
+    return GeneSpec(spec, num_models, genes, cfg.layers_per_group, cfg.param_groups, tuple(fixed))
+
+
+def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir) -> tuple[Callable, tuple]:
+    """Weighted sum of the tasks' fitness functions (each pure; text metrics call back to the host)."""
+    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
+    tokenizer = load_tokenizer(tokenizer_dir)
+    parts = []
+    for ref in cfg.tasks:
+        task = load_task(ref.task)
+        items = load_items(task, ref.split, allow_test=cfg.allow_test_split)
+        items = subset_items(items, ref.subset, cfg.seed)
+        prepared = prepare(task, items, tokenizer, item_batch=min(cfg.item_batch, len(items)))
+        parts.append((ref.weight, make_fitness(spec, prepared, tokenizer).fitness))
+    total = sum(w for w, _ in parts)
+
+    def fitness(params):
+        return sum(w * f(params) for w, f in parts) / total
+
+    return fitness, tuple(f for _, f in parts)
+
+
+def subset_items(items: list, n: int, seed: int) -> list:
+    """A fixed random subset of n items shared by every candidate of every generation (0: all items)."""
+    if n <= 0 or n >= len(items):
+        return items
+    order = np.random.default_rng(seed).permutation(len(items))[:n]
+    return [items[i] for i in sorted(order)]
+
+
+def build_problem(cfg: EvolveConfig) -> Problem:
+    from jaxmerge.merge import METHODS, Sources, init_state
+    if cfg.merge_method not in METHODS or cfg.merge_method == "passthrough":
+        raise JaxmergeError(f"expected an evolvable merge_method in {sorted(set(METHODS) - {'passthrough'})}, "
+                            f"found {cfg.merge_method!r}")
+    expect(cfg.dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {cfg.dtype!r}")
+    method = METHODS[cfg.merge_method]
+    expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
+                                                    "against a base, found none")
+    models, base = load_sources(cfg, dtype="float32")
+    spec = models[0].spec
+    sources = Sources(spec, base.params if base else None, stack_models(models), tuple(cfg.models))
+    state = init_state(method, sources)
+    genome = build_genome(cfg, method, spec, len(models))
+    tokenizer_dir = (base or models[0]).path
+    fitness, parts = build_fitness(cfg, spec, tokenizer_dir)
+    return Problem(cfg, spec, method, genome, {"merge": state}, fitness, parts, tokenizer_dir, tuple(cfg.models))
+
+
+def candidate_params(problem: Problem, raw: jax.Array, key: jax.Array, data: dict) -> dict:
+    """The merged model of one candidate: genes -> hparams -> merge. Pure; the same code scores and exports."""
+    from jaxmerge.merge import merge_params
+    hparams = problem.genome.hparams(raw)
+    return merge_params(problem.method, data["merge"], hparams, key, jnp.dtype(DTYPES[problem.config.dtype]))
+
+
+def candidate_fitness(problem: Problem) -> Callable:
+    def fitness(raw, key, data):
+        return problem.fitness(candidate_params(problem, raw, key, data))
+    return fitness

@@ -1,0 +1,119 @@
+"""The host side of a run: set up, loop over generations (one compiled step each), checkpoint, export.
+
+The host only logs: each generation it reads a handful of scalars back for the history and the progress bar.
+After every generation the whole `EvolveState` is checkpointed, so a run killed at any point resumes from the
+last completed generation and, with the same seed, ends bit-identical to an uninterrupted run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.evolve import checkpoint
+from jaxmerge.evolve.config import EvolveConfig
+from jaxmerge.evolve.problem import Problem, build_problem, candidate_fitness, candidate_params
+from jaxmerge.evolve.step import EvolveState, evaluate_population, initial_state, make_step
+from jaxmerge.evolve.strategy import make_search
+
+
+def config_hash(cfg: EvolveConfig) -> str:
+    return hashlib.sha256(json.dumps(cfg.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_out_dir(out: Path, cfg: EvolveConfig, resume: bool) -> None:
+    """A new run needs an empty or new DIR; --resume needs DIR to hold this same run."""
+    run_file = out / "run.json"
+    if out.exists() and not out.is_dir():
+        raise JaxmergeError(f"expected an output directory at {out}, found a file")
+    if resume:
+        expect(run_file.is_file(), f"expected a run to resume in {out}, found no run.json")
+        found = json.loads(run_file.read_text()).get("config_hash")
+        expect(found == config_hash(cfg), f"expected {out} to hold a run of this config (hash {config_hash(cfg)}), "
+                                          f"found hash {found}: it holds another run")
+        return
+    expect(not (out.is_dir() and any(out.iterdir())),
+           f"expected an empty or new --out directory, found {out} holding "
+           + ("another run (use --resume to continue it)" if run_file.exists() else "other files"))
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_file, json.dumps({"config_hash": config_hash(cfg), "config": cfg.raw}, indent=2,
+                                           default=str))
+
+
+def setup(problem: Problem):
+    cfg = problem.config
+    search = make_search(cfg.strategy, cfg.population, problem.genome.size, cfg.sigma, cfg.learning_rate)
+    batch = cfg.batch_size or cfg.population
+    expect(cfg.population % batch == 0, f"expected memory.batch_size to divide the population "
+                                        f"({cfg.population}), found {batch}")
+    fit = candidate_fitness(problem)
+    step = make_step(search, fit, batch)
+    evaluate = jax.jit(lambda pop, keys, data: evaluate_population(fit, pop, keys, data, batch))
+    return search, step, evaluate
+
+
+def start_or_resume(problem: Problem, search, evaluate, mgr, resume: bool):
+    key = jax.random.PRNGKey(problem.config.seed)
+    state = initial_state(search, problem.genome.initial_raw(), key,
+                          lambda pop, keys: evaluate(pop, keys, problem.data))
+    if resume:
+        restored = checkpoint.restore_latest(mgr, state)
+        if restored is not None:
+            return restored[0], restored[1]["history"]
+    return state, []
+
+
+def history_row(state: EvolveState, stats, seconds: float, population: int) -> dict:
+    return {"generation": int(state.generation), "best": float(stats.best), "mean": float(stats.mean),
+            "std": float(stats.std), "best_so_far": float(state.best_fitness), "nonfinite": int(stats.nonfinite),
+            "evals_per_s": population / max(seconds, 1e-9), "seconds": seconds}
+
+
+def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = True,
+           stop_after: int | None = None) -> dict:
+    """Run (or resume) the search and write DIR's outputs. `stop_after` ends early after that many generations
+    in this process (for tests of resumption); the outputs are written only when the run completes."""
+    out = Path(out)
+    prepare_out_dir(out, cfg, resume)
+    problem = build_problem(cfg)
+    search, step, evaluate = setup(problem)
+    mgr = checkpoint.manager(out / "checkpoints")
+    state, history = start_or_resume(problem, search, evaluate, mgr, resume)
+    from jaxmerge.evolve.progress import Progress
+    with Progress(cfg.generations, enabled=progress) as bar:
+        bar.advance_to(int(state.generation), history[-1] if history else None)
+        done_here = 0
+        while int(state.generation) < cfg.generations:
+            if stop_after is not None and done_here >= stop_after:
+                return {"stopped_at": int(state.generation)}
+            t0 = time.perf_counter()
+            state, stats = step(state, problem.data)
+            jax.block_until_ready(state)
+            row = history_row(state, stats, time.perf_counter() - t0, cfg.population)
+            _check_finite(stats, state, out)
+            history.append(row)
+            checkpoint.save(mgr, int(state.generation), state, {"history": history})
+            bar.advance_to(int(state.generation), row)
+            done_here += 1
+    from jaxmerge.evolve.outputs import write_outputs
+    return write_outputs(problem, state, history, out)
+
+
+def _check_finite(stats, state, out: Path) -> None:
+    if int(stats.nonfinite) == int(stats.fitness.shape[0]):
+        raise JaxmergeError(f"expected at least one candidate with a finite fitness in generation "
+                            f"{int(state.generation)}, found all NaN/Inf; the last good checkpoint in "
+                            f"{out / 'checkpoints'} can be resumed after fixing the cause")
+
+
+def winner_params(problem: Problem, state: EvolveState) -> dict:
+    """The exported model: the best candidate's genes merged with the best candidate's own key."""
+    merge = jax.jit(lambda raw, key, data: candidate_params(problem, raw, key, data))
+    return merge(state.best_raw, state.best_key, problem.data)

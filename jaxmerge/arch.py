@@ -152,6 +152,9 @@ def _check_keys(cfg: dict[str, Any], family: str, where: str) -> None:
     expect(family != "mistral" or not cfg.get("attention_bias"),
            f"{where}: attention_bias must be false for mistral (MistralForCausalLM has no attention biases), "
            f"found {cfg.get('attention_bias')!r}")
+    arch = cfg.get("architectures")
+    expect(arch in (None, [ARCHITECTURES[family]]),
+           f"{where}: architectures must be [{ARCHITECTURES[family]!r}] (a causal LM head), found {arch!r}")
     layer_types = cfg.get("layer_types") or []
     expect(all(t == "full_attention" for t in layer_types),
            f"{where}: layer_types must all be 'full_attention', found {sorted(set(layer_types))}")

@@ -147,6 +147,7 @@ BAD = {
                        "layer_types"),
     "qwen sliding": ({**make_config("qwen3").to_dict(), "use_sliding_window": True}, "use_sliding_window"),
     "mistral bias": ({**make_config("mistral").to_dict(), "attention_bias": True}, "attention_bias"),
+    "classifier head": (_bad(architectures=["LlamaForSequenceClassification"]), "architectures"),
 }
 
 

@@ -70,8 +70,9 @@ def resolve(path_or_repo_id: str | os.PathLike) -> Path:
 
 def hf_cache_dir() -> Path:
     """The HF hub cache, read from the environment now (huggingface_hub reads it once, at its import)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")  # the latter: legacy name
+    if hub:
+        return Path(hub).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
     return Path(os.environ.get("HF_HOME") or Path(cache) / "huggingface").expanduser() / "hub"
 

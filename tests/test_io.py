@@ -13,6 +13,7 @@ from safetensors import safe_open
 import jaxmerge
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
+from jaxmerge.io import hf_cache_dir
 from tests.tiny import BREAKERS, broken_copy, hf_logits, make_tiny_model
 
 ORACLE_TOL = 1e-4  # float32 logits, ours vs transformers
@@ -147,6 +148,19 @@ def test_repo_id_resolves_from_local_hf_cache_offline(models, tmp_path, monkeypa
                                                     leaves(jaxmerge.load(models["llama"]).params)))
     with pytest.raises(JaxmergeError, match="tiny-org/absent.*cache"):
         jaxmerge.load("tiny-org/absent")
+
+
+def test_hf_cache_location_follows_huggingface_hub_env_rules(tmp_path, monkeypatch):
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert hf_cache_dir() == tmp_path / ".cache" / "huggingface" / "hub"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert hf_cache_dir() == tmp_path / "xdg" / "huggingface" / "hub"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "home"))
+    assert hf_cache_dir() == tmp_path / "home" / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert hf_cache_dir() == tmp_path / "hub"
 
 
 @pytest.mark.parametrize("how", BREAKERS)

@@ -17,6 +17,8 @@ def run(args) -> int:
 
     from jaxmerge.evolve.config import load_config
     from jaxmerge.evolve.run import evolve
+    from jaxmerge.runtime import enable_compilation_cache
+    enable_compilation_cache()
     best = evolve(load_config(args.config), Path(args.out), resume=args.resume, progress=not args.no_progress)
     print(json.dumps({"fitness": best["fitness"], "generation": best["generation"], "out": str(args.out)}))
     return 0

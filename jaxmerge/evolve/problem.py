@@ -71,9 +71,10 @@ def build_genome(cfg: EvolveConfig, method, spec, num_models: int) -> GeneSpec:
     return GeneSpec(spec, num_models, genes, cfg.layers_per_group, cfg.param_groups, tuple(fixed))
 
 
-def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir) -> tuple[Callable, tuple]:
-    """Weighted sum of the tasks' fitness functions (each pure; text metrics call back to the host)."""
-    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
+def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir, decoder=None) -> tuple[Callable, tuple]:
+    """Weighted mean of the tasks' fitness functions (each pure; text metrics call back to the host).
+    `decoder` runs the candidates' params (default: the plain decoder; DFS passes its layer-path decoder)."""
+    from jaxmerge.fitness import Decoder, load_items, load_task, load_tokenizer, make_fitness, prepare
     tokenizer = load_tokenizer(tokenizer_dir)
     parts = []
     for ref in cfg.tasks:
@@ -81,7 +82,8 @@ def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir) -> tuple[Callable, tup
         items = load_items(task, ref.split, allow_test=cfg.allow_test_split)
         items = subset_items(items, ref.subset, cfg.seed)
         prepared = prepare(task, items, tokenizer, item_batch=min(cfg.item_batch, len(items)))
-        parts.append((ref.weight, make_fitness(spec, prepared, tokenizer).fitness))
+        fit = make_fitness(spec, prepared, tokenizer, decoder=decoder or Decoder())
+        parts.append((ref.weight, fit.fitness))
     total = sum(w for w, _ in parts)
 
     def fitness(params):
@@ -91,11 +93,11 @@ def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir) -> tuple[Callable, tup
 
 
 def subset_items(items: list, n: int, seed: int) -> list:
-    """A fixed random subset of n items shared by every candidate of every generation (0: all items)."""
+    """A fixed uniform subset of n items shared by every candidate of every generation (0: all items)."""
+    from jaxmerge.fitness.subset import random_subset
     if n <= 0 or n >= len(items):
         return items
-    order = np.random.default_rng(seed).permutation(len(items))[:n]
-    return [items[i] for i in sorted(order)]
+    return [items[i] for i in random_subset(len(items), n, seed).indices]
 
 
 def build_problem(cfg: EvolveConfig) -> Problem:

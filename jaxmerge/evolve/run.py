@@ -19,7 +19,7 @@ from jaxmerge.atomic import atomic_write_text
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint
 from jaxmerge.evolve.config import EvolveConfig
-from jaxmerge.evolve.problem import Problem, build_problem, candidate_fitness, candidate_params
+from jaxmerge.evolve.problem import Problem, candidate_params
 from jaxmerge.evolve.step import EvolveState, evaluate_population, initial_state, make_step
 from jaxmerge.evolve.strategy import make_search
 
@@ -47,13 +47,22 @@ def prepare_out_dir(out: Path, cfg: EvolveConfig, resume: bool) -> None:
                                            default=str))
 
 
+def modes() -> dict:
+    """mode -> (build the Problem, its candidate fitness (raw, key, data) -> f32, write DIR's outputs)."""
+    from jaxmerge.dfs.search import build_dfs_problem, dfs_candidate_fitness, write_dfs_outputs
+    from jaxmerge.evolve.outputs import write_outputs
+    from jaxmerge.evolve.problem import build_problem, candidate_fitness
+    return {"ps": (build_problem, candidate_fitness, write_outputs),
+            "dfs": (build_dfs_problem, dfs_candidate_fitness, write_dfs_outputs)}
+
+
 def setup(problem: Problem):
     cfg = problem.config
     search = make_search(cfg.strategy, cfg.population, problem.genome.size, cfg.sigma, cfg.learning_rate)
     batch = cfg.batch_size or cfg.population
     expect(cfg.population % batch == 0, f"expected memory.batch_size to divide the population "
                                         f"({cfg.population}), found {batch}")
-    fit = candidate_fitness(problem)
+    fit = modes()[cfg.mode][1](problem)
     step = make_step(search, fit, batch)
     evaluate = jax.jit(lambda pop, keys, data: evaluate_population(fit, pop, keys, data, batch))
     return search, step, evaluate
@@ -81,8 +90,11 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
     """Run (or resume) the search and write DIR's outputs. `stop_after` ends early after that many generations
     in this process (for tests of resumption); the outputs are written only when the run completes."""
     out = Path(out)
+    if cfg.mode == "hybrid":
+        from jaxmerge.dfs.search import evolve_hybrid
+        return evolve_hybrid(cfg, out, evolve, resume=resume, progress=progress)
     prepare_out_dir(out, cfg, resume)
-    problem = build_problem(cfg)
+    problem = modes()[cfg.mode][0](cfg)
     search, step, evaluate = setup(problem)
     mgr = checkpoint.manager(out / "checkpoints")
     state, history = start_or_resume(problem, search, evaluate, mgr, resume)
@@ -102,8 +114,7 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
             checkpoint.save(mgr, int(state.generation), state, {"history": history})
             bar.advance_to(int(state.generation), row)
             done_here += 1
-    from jaxmerge.evolve.outputs import write_outputs
-    return write_outputs(problem, state, history, out)
+    return modes()[cfg.mode][2](problem, state, history, out)
 
 
 def _check_finite(stats, state, out: Path) -> None:

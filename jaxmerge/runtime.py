@@ -1,0 +1,28 @@
+"""Process-wide JAX settings the commands share: the persistent compilation cache.
+
+A search compiles one large step (merge + forward + decode for a whole population); caching the compiled
+program on disk makes the second run of the same config (a resume, the demo run again, a test) start at once.
+Set JAXMERGE_COMPILATION_CACHE to a directory to move it, or to "off" to disable it.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_DIR = Path.home() / ".cache" / "jaxmerge" / "xla"
+
+
+def enable_compilation_cache() -> Path | None:
+    setting = os.environ.get("JAXMERGE_COMPILATION_CACHE", str(DEFAULT_DIR))
+    if setting.lower() in ("off", "0", "none", ""):
+        return None
+    import jax
+    path = Path(setting).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None  # an unwritable cache must never stop a run
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return path

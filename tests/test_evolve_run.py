@@ -1,0 +1,129 @@
+"""End to end: `jaxmerge evolve` on tiny models — outputs, exported == scored, resume after SIGKILL, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from jaxmerge.cli import main
+from jaxmerge.evolve.config import load_config
+from jaxmerge.evolve.run import evolve
+from jaxmerge.io import load
+from jaxmerge.runtime import enable_compilation_cache
+from tests.evolve_world import build_world, write_config
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    enable_compilation_cache()
+    return build_world(tmp_path_factory.mktemp("world"))
+
+
+def test_run_writes_every_output_and_the_export_scores_its_fitness(world, tmp_path, capsys):
+    cfg = load_config(write_config(world, subset=0))
+    best = evolve(cfg, tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "recipe.yml",
+                 "best.json", "history.jsonl", "plots/fitness.png", "plots/genes_weight.png", "plots/genes_density.png"):
+        assert (run / name).is_file(), name
+    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in history] == [1, 2, 3]
+    assert best["fitness"] == max(row["best"] for row in history)
+    recipe = yaml.safe_load((run / "recipe.yml").read_text())
+    assert recipe["merge_method"] == "dare_ties" and len(recipe["models"]) == 2
+    assert len(recipe["models"][0]["parameters"]["weight"]) == 2  # one value per layer (layers_per_group: 1)
+    # exported == scored: `jaxmerge eval` of the exported model on the fitness split gives best.json's fitness
+    assert main(["eval", str(run / "model"), str(world / "task/add.yml"), "--split", "dev"]) == 0
+    printed = capsys.readouterr().out
+    value = float(next(tok for tok in printed.replace("=", " ").split() if _is_float(tok)))
+    assert value == pytest.approx(best["fitness"], rel=1e-5, abs=1e-5)
+
+
+def _is_float(text):
+    try:
+        float(text)
+        return "." in text
+    except ValueError:
+        return False
+
+
+def test_sigkill_then_resume_ends_bit_identical(world, tmp_path):
+    config = write_config(world, generations=3)
+    reference = evolve(load_config(config), tmp_path / "ref", progress=False)
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "jaxmerge.cli", "evolve", str(config), "--out", str(out),
+                             "--no-progress"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "1" / "commit_success.txt").exists() and proc.poll() is None:
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (out / "best.json").exists()
+    resumed = evolve(load_config(config), out, resume=True, progress=False)
+    for key in ("fitness", "generation", "raw", "merge_key", "genes", "evaluations"):
+        assert resumed[key] == reference[key], key
+    strip = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in rows]
+    read = lambda d: strip([json.loads(x) for x in (d / "history.jsonl").read_text().splitlines()])
+    assert read(out) == read(tmp_path / "ref")
+    a, b = load(out / "model"), load(tmp_path / "ref" / "model")
+    for x, y in zip(_leaves(a.params), _leaves(b.params)):
+        np.testing.assert_array_equal(x, y)
+
+
+def _leaves(tree):
+    import jax
+    return jax.tree.leaves(tree)
+
+
+BAD = {
+    "unknown strategy": ("search: {strategy: NoSuchES, population: 4}", "strategy"),
+    "unknown method parameter": ("parameters: {sharpness: 2}", "sharpness"),
+    "bounds exclude init": ("evolve:\n  weight: {init: 2.0, bounds: [0.0, 1.0]}", "within bounds"),
+    "population too small": ("search: {strategy: CMA_ES, population: 2}", "population"),
+    "unknown top-level key": ("generation: 3", "unknown key"),
+    "malformed yaml": ("search: [unclosed", "YAML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD))
+def test_bad_config_is_one_line_and_exit_2(world, tmp_path, capsys, case):
+    patch, expected = BAD[case]
+    doc = yaml.safe_load(write_config(world).read_text())
+    path = world / f"bad-{case.replace(' ', '_')}.yml"
+    try:
+        doc.update(yaml.safe_load(patch))
+        path.write_text(yaml.safe_dump(doc))
+    except yaml.YAMLError:
+        path.write_text(patch)
+    assert main(["evolve", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out" / "best.json").exists()
+
+
+def test_sources_of_different_shapes_are_refused(world, tmp_path, capsys):
+    from tests.tiny import make_tiny_model
+    make_tiny_model(world / "wide", "llama", seed=3, hidden_size=48, num_hidden_layers=2)
+    doc = yaml.safe_load(write_config(world).read_text())
+    doc["models"] = ["ft1", "wide"]
+    path = world / "bad-shapes.yml"
+    path.write_text(yaml.safe_dump(doc))
+    assert main(["evolve", str(path), "--out", str(tmp_path / "out"), "--no-progress"]) == 2
+    assert "hidden_size" in capsys.readouterr().err
+
+
+def test_out_dir_holding_another_run_is_refused(world, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"config_hash": "something-else"}))
+    assert main(["evolve", str(write_config(world)), "--out", str(out), "--no-progress"]) == 2
+    assert "another run" in capsys.readouterr().err
+    assert main(["evolve", str(write_config(world)), "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "another run" in capsys.readouterr().err

@@ -92,10 +92,9 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
     index = model_dir / "model.safetensors.index.json"
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise JaxmergeError(f"expected a weight_map in {index}, found invalid content ({e})") from None
-        files = {name: model_dir / f for name, f in weight_map.items()}
+            files = {str(name): model_dir / f for name, f in json.loads(index.read_text())["weight_map"].items()}
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
+            raise JaxmergeError(f"expected a weight_map in {index}, found invalid content ({e!r})") from None
         for f in set(files.values()):
             expect(f.is_file(), f"{index} names shard {f.name}, which is missing")
         return files

@@ -261,3 +261,12 @@ def test_index_naming_a_missing_shard_is_refused(models, tmp_path):
     next(out.glob("model-00002-of-*.safetensors")).unlink()
     with pytest.raises(JaxmergeError, match="model-00002-of-.*missing"):
         jaxmerge.load(out)
+
+
+@pytest.mark.parametrize("content", ["{not json", '{"metadata": {}}', '{"weight_map": [1, 2]}',
+                                     '{"weight_map": {"model.norm.weight": 3}}'])
+def test_invalid_index_file_is_refused(models, tmp_path, content):
+    shutil.copytree(models["llama"], tmp_path / "m")
+    (tmp_path / "m" / "model.safetensors.index.json").write_text(content)
+    with pytest.raises(JaxmergeError, match="model.safetensors.index.json"):
+        jaxmerge.load(tmp_path / "m")

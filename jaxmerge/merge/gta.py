@@ -38,13 +38,13 @@ def _sorted_abs(delta):
 
 
 SPARSIFIERS = {
-    None: (None, lambda d, aux, hp, key: d),
-    "magnitude": (_sorted_abs, lambda d, aux, hp, key: sparsify.magnitude(d, aux, hp["density"], hp["rescale"])),
-    "outliers": (_sorted_abs, lambda d, aux, hp, key: sparsify.magnitude_outliers(
+    None: (None, lambda d, aux, hp, key, m: d),
+    "magnitude": (_sorted_abs, lambda d, aux, hp, key, m: sparsify.magnitude(d, aux, hp["density"], hp["rescale"])),
+    "outliers": (_sorted_abs, lambda d, aux, hp, key, m: sparsify.magnitude_outliers(
         d, aux, hp["density"], hp["gamma"], hp["rescale"])),
-    "random": (None, lambda d, aux, hp, key: sparsify.bernoulli(d, hp["density"], hp["rescale"], key)),
-    "della": (sparsify.row_rank_norm, lambda d, aux, hp, key: sparsify.della(
-        d, aux, hp["density"], hp["epsilon"], hp["rescale"], key)),
+    "random": (None, lambda d, aux, hp, key, m: sparsify.bernoulli(d, hp["density"], hp["rescale"], key, m)),
+    "della": (sparsify.row_rank_norm, lambda d, aux, hp, key, m: sparsify.della(
+        d, aux, hp["density"], hp["epsilon"], hp["rescale"], key, m)),
 }
 
 
@@ -56,8 +56,8 @@ def _kernel(sparsifier: str | None, consensus: bool, model_hparams: tuple[str, .
         per_model = {n: hp[n] for n in model_hparams}
         shared = {n: v for n, v in hp.items() if n not in model_hparams}
         aux = state.get("aux", jnp.zeros((m,)))
-        keys = jax.random.split(key, m)
-        sparse = jax.vmap(lambda d, a, h, k: apply(d, a, {**h, **shared}, k))(delta, aux, per_model, keys)
+        sparse = jax.vmap(lambda d, a, h, i: apply(d, a, {**h, **shared}, key, i))(delta, aux, per_model,
+                                                                                 jnp.arange(m))
         w = hp["weight"].astype(F32).reshape((m,) + (1,) * (delta.ndim - 1))
         deltas = sparse * w
         if consensus:

@@ -17,10 +17,35 @@ Quirks matched on purpose:
 """
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 RESCALE_EPS = 1e-7
+
+
+def _fmix(h: jax.Array) -> jax.Array:
+    """murmur3's 32-bit finaliser: a bijective avalanche mix of uint32 values."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def uniform(key: jax.Array, shape, stream) -> jax.Array:
+    """U[0, 1) draws (24-bit), a pure function of (`key`, `stream` = model index, element index).
+
+    A counter-based hash of elementwise uint32 ops instead of jax.random: threefry costs seconds of XLA
+    compile per random tensor on CPU (a DARE merge of ~12 leaves took a minute to compile), and XLA's
+    RngBitGenerator gives different bits under vmap than in a scan, which would make the fused (per-layer)
+    merge disagree with `merge_params`. Elementwise hashing is identical under vmap, scan and sharding."""
+    data = jax.random.key_data(key).reshape(-1)[:2].astype(jnp.uint32)
+    seed = _fmix(data[0] ^ _fmix(data[1] + jnp.asarray(stream, jnp.uint32) * jnp.uint32(0x9E3779B9)))
+    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    bits = _fmix(_fmix(index * jnp.uint32(0x9E3779B9) + seed) ^ data[1])
+    return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
 def l1_rescale(x: jax.Array, kept: jax.Array, rescale) -> jax.Array:
@@ -53,9 +78,9 @@ def magnitude_outliers(x, sorted_abs, density, gamma, rescale) -> jax.Array:
     return jnp.where(density >= 1, x, l1_rescale(x, kept, rescale))
 
 
-def bernoulli(x, density, rescale, key) -> jax.Array:
+def bernoulli(x, density, rescale, key, stream=0) -> jax.Array:
     """DARE: keep each element with probability `density` (a uniform draw below it)."""
-    keep = jax.random.uniform(key, x.shape) < density
+    keep = uniform(key, x.shape, stream) < density
     out = l1_rescale(x, jnp.where(keep, x, 0.0), rescale)
     return jnp.where(density >= 1, x, out)
 
@@ -67,9 +92,9 @@ def row_rank_norm(x: jax.Array) -> jax.Array:
     return (ranks / (rows.shape[-1] - 1)).reshape(x.shape)
 
 
-def della(x, rank_norm, density, epsilon, rescale, key) -> jax.Array:
+def della(x, rank_norm, density, epsilon, rescale, key, stream=0) -> jax.Array:
     """DELLA magprune: keep with probability (density - eps) + 2 * eps * rank_norm."""
     probs = (density - epsilon) + rank_norm * 2 * epsilon
-    keep = jax.random.uniform(key, x.shape) < probs
+    keep = uniform(key, x.shape, stream) < probs
     out = l1_rescale(x, jnp.where(keep, x, 0.0), rescale)
     return jnp.where(density >= 1, x, jnp.where(density <= 0, 0.0, out))

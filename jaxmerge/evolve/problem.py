@@ -81,7 +81,8 @@ def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir, decoder=None) -> tuple
         task = load_task(ref.task)
         items = load_items(task, ref.split, allow_test=cfg.allow_test_split)
         items = subset_items(items, ref.subset, cfg.seed)
-        prepared = prepare(task, items, tokenizer, item_batch=min(cfg.item_batch, len(items)))
+        pool = load_items(task, task.fewshot_split) if task.fewshot else None
+        prepared = prepare(task, items, tokenizer, fewshot_pool=pool, item_batch=min(cfg.item_batch, len(items)))
         fit = make_fitness(spec, prepared, tokenizer, decoder=decoder or Decoder())
         parts.append((ref.weight, fit.fitness))
     total = sum(w for w, _ in parts)

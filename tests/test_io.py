@@ -1,4 +1,4 @@
-"""Load/save of HF checkpoints: transformers reads what we write, bytes survive, bad input is named, nothing half-written."""
+"""Load/save of HF checkpoints: transformers reads what we write, bytes survive, bad input is named, no half-writes."""
 import json
 import os
 import shutil

@@ -11,6 +11,7 @@ import importlib
 import sys
 
 COMMANDS = {
+    "demo": "jaxmerge.commands.demo",
     "evolve": "jaxmerge.commands.evolve",
     "inspect": "jaxmerge.commands.inspect",
     "eval": "jaxmerge.commands.eval",

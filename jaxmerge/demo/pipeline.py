@@ -1,0 +1,128 @@
+"""`jaxmerge demo`: the paper's experiment in miniature, through the same files and commands a user has.
+
+1. the world (base, specialists, task files: one per skill and the mixed target), shipped or cached;
+2. every source scored on the held-out test splits;
+3. hand-made merges (uniform task arithmetic, TIES, DARE-TIES) written as mergekit recipes, run by `jaxmerge merge`;
+4. evolution: a hybrid run (its PS stage is the PS row, its DFS stage the PS+DFS row) and a DFS run, written as
+   run configs that `jaxmerge evolve` re-runs as they are;
+5. the table (rows: sources, untuned, evolved; columns: target and each skill on the test splits), results.json,
+   and the best evolved model copied to DIR/winner.
+The search only ever sees the target's dev split; every number in the table is on test splits.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import jax
+import yaml
+
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.demo.world import World, build_world
+
+
+def untuned_recipes(world: World) -> dict[str, dict]:
+    """Hand-made merges with the usual defaults: what a user would try before searching."""
+    models = [str(p) for p in world.specialists.values()]
+    uniform = 1.0 / len(models)
+    ta = {"merge_method": "task_arithmetic", "base_model": str(world.base),
+          "models": [{"model": m, "parameters": {"weight": 1.0}} for m in models]}
+    ties = {"merge_method": "ties", "base_model": str(world.base), "parameters": {"normalize": True},
+            "models": [{"model": m, "parameters": {"weight": uniform, "density": 0.5}} for m in models]}
+    dare = {**ties, "merge_method": "dare_ties"}
+    return {"task_arithmetic": ta, "ties": ties, "dare_ties": dare}
+
+
+def evolve_configs(world: World, quick: bool) -> dict[str, dict]:
+    """PS (DARE-TIES, per-model per-layer weight and density), DFS, and hybrid run configs."""
+    models = [str(p) for p in world.specialists.values()]
+    search = {"strategy": "CMA_ES", "population": 8 if quick else 16, "generations": 4 if quick else 16,
+              "sigma": 0.2, "seed": 0}
+    fitness = {"tasks": [{"task": str(world.target), "split": "dev", "subset": 48 if quick else 96}],
+               "item_batch": 48 if quick else 32}
+    ps = {"models": models, "base_model": str(world.base), "merge_method": "dare_ties",
+          "evolve": {"weight": {"init": 1.0 / len(models), "bounds": [0.0, 1.0]},
+                     "density": {"init": 0.5, "bounds": [0.1, 1.0]}},
+          "parameters": {"normalize": True}, "granularity": {"layers_per_group": 1, "param_groups": False},
+          "search": search, "fitness": fitness}
+    dfs_search = {**search, "generations": 3 if quick else 12}
+    dfs = {"mode": "dfs", "models": models, "search": dfs_search, "fitness": fitness,
+           "dfs": {"repeats": 1, "w_mode": "per_slot"}}
+    hybrid = {**ps, "mode": "hybrid", "dfs": {"repeats": 1, "w_mode": "per_slot",
+                                              "generations": dfs_search["generations"]}}
+    return {"ps": ps, "dfs": dfs, "hybrid": hybrid}
+
+
+class Scorer:
+    """Test-split scores of any model on the target and every skill; one compile per task and model shape."""
+
+    def __init__(self, world: World, split: str = "test"):
+        from jaxmerge.fitness import load_items, load_task, load_tokenizer, prepare
+        self.tokenizer = load_tokenizer(world.base)
+        self.tasks = {"target": world.target, **world.tasks}
+        self.prepared = {}
+        for name, path in self.tasks.items():
+            task = load_task(path)
+            items = load_items(task, split)
+            self.prepared[name] = prepare(task, items, self.tokenizer, item_batch=min(50, len(items)))
+        self.compiled = {}
+
+    def __call__(self, model_dir: Path) -> dict[str, float]:
+        from jaxmerge.fitness import make_fitness
+        from jaxmerge.io import load
+        model = load(model_dir)
+        scores = {}
+        for name, prepared in self.prepared.items():
+            key = (name, model.spec)
+            if key not in self.compiled:
+                self.compiled[key] = jax.jit(make_fitness(model.spec, prepared, self.tokenizer).fitness)
+            scores[name] = float(self.compiled[key](model.params))
+        return scores
+
+
+def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:
+    from jaxmerge.evolve.config import parse_config
+    from jaxmerge.evolve.run import evolve
+    from jaxmerge.merge.build import merge_recipe
+    from jaxmerge.merge.recipe import parse_recipe
+    out = Path(out).absolute()
+    started = time.perf_counter()
+    world = build_world(out / "world", seed=seed, quick=quick)
+    configs = out / "configs"
+    configs.mkdir(parents=True, exist_ok=True)
+    scorer = Scorer(world)
+    rows = [_row(name, "source", path, scorer) for name, path in {"base": world.base, **world.specialists}.items()]
+    for name, recipe in untuned_recipes(world).items():
+        atomic_write_text(configs / f"merge_{name}.yml", yaml.safe_dump(recipe, sort_keys=False))
+        log(f"hand-made merge: {name}")
+        merged = merge_recipe(parse_recipe(recipe, configs), out / "merges" / name, overwrite=True)
+        rows.append(_row(name, "untuned", merged, scorer))
+    runs = out / "runs"
+    for name, doc in evolve_configs(world, quick).items():
+        atomic_write_text(configs / f"evolve_{name}.yml", yaml.safe_dump(doc, sort_keys=False))
+    for name in ("hybrid", "dfs"):
+        log(f"evolution: {name}")
+        doc = evolve_configs(world, quick)[name]
+        shutil.rmtree(runs / name, ignore_errors=True)
+        evolve(parse_config(doc, configs, str(configs / f"evolve_{name}.yml")), runs / name, progress=progress)
+    for name, model in (("PS", runs / "hybrid/ps/model"), ("DFS", runs / "dfs/model"),
+                        ("PS+DFS", runs / "hybrid/dfs/model")):
+        rows.append(_row(name, "evolved", model, scorer))
+    results = {"rows": rows, "seconds": time.perf_counter() - started, "quick": quick, "seed": seed}
+    _export_winner(out, rows)
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    return results
+
+
+def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
+    scores = scorer(model_dir)
+    return {"name": name, "kind": kind, "model": str(model_dir), "target_test": scores.pop("target"),
+            **{f"{skill}_test": value for skill, value in scores.items()}}
+
+
+def _export_winner(out: Path, rows: list[dict]) -> None:
+    best = max((r for r in rows if r["kind"] == "evolved"), key=lambda r: r["target_test"])
+    shutil.rmtree(out / "winner", ignore_errors=True)
+    shutil.copytree(best["model"], out / "winner")

@@ -13,11 +13,13 @@ the plain model carries g_k = h_k / C_k. Layer k of the plain model then sees g_
 Exactness: everything above is exact except RMSNorm's eps. The path computes x / sqrt(mean(x^2) + eps); the plain
 model computes the same as x / sqrt(mean(x^2) + eps * C^2). The relative difference of a normalised input is
 about eps * |C^2 - 1| / (2 * (mean(x^2) + eps)): zero where |C_k| = 1 (sign flips, unscaled stretches), and
-small once the stream has grown (real models: mean(x^2) >> eps after the first layer, whose scale is fixed at 1
-in matrix mode). The only freedom left, a constant factor on the whole stored stream (via the embeddings),
-is left at 1: that keeps the first layer, where real streams are smallest, exact. No plain decoder can remove it: the per-layer effective eps would differ per layer, and a
-layer can only add to its stream, never rescale it. A zero cumulative scale has no plain equivalent (the stream
-would be divided by 0), so it is refused.
+small once the stream is large against eps (real models after their first layer, whose scale is fixed at 1
+in matrix mode). It grows where a path shrinks the stream towards eps (small C), where the path's own output
+is eps-dominated. The one freedom left, a constant factor on the whole stored stream (via the embeddings), is
+left at 1: that keeps the first layer, where real streams are smallest, exact. No plain decoder can remove the
+rest: the effective eps would differ per layer, and a layer can only add to its stream, never rescale it.
+A zero cumulative scale has no plain equivalent (the stream would be divided by 0), so it is refused.
+Measured: benchmarks/RESULTS.md, section "dfs".
 """
 from __future__ import annotations
 

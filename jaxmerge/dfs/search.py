@@ -82,33 +82,15 @@ def dfs_settings(cfg) -> dict:
 
 def build_dfs_problem(cfg):
     """The engine's Problem for a DFS search over cfg.models (A first)."""
-    from jaxmerge.evolve.problem import Problem
+    from jaxmerge.evolve.problem import Problem, build_fitness
     settings = dfs_settings(cfg)
     expect(cfg.dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {cfg.dtype!r}")
     models = [load(m, dtype=cfg.dtype) for m in cfg.models]
     space = space_for(models, settings["repeats"], settings["w_mode"])
     spec = path_spec(models[0].spec, space)
-    fitness, parts = path_fitness(cfg, spec, models[0].path)
+    fitness, parts = build_fitness(cfg, spec, models[0].path, decoder=DFS_DECODER)
     data = {"pool": pool_params(models)}
     return Problem(cfg, spec, None, DFSGenome(space), data, fitness, parts, models[0].path, tuple(cfg.models))
-
-
-def path_fitness(cfg, spec, tokenizer_dir):
-    """The run's tasks scored through the DFS decoder: weighted mean of per-task fitness, as for a PS run.
-
-    Mirrors jaxmerge.evolve.problem.build_fitness with `decoder=DFS_DECODER`; once that function takes a decoder,
-    this becomes one call to it."""
-    from jaxmerge.evolve.problem import subset_items
-    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
-    tokenizer = load_tokenizer(tokenizer_dir)
-    parts = []
-    for ref in cfg.tasks:
-        task = load_task(ref.task)
-        items = subset_items(load_items(task, ref.split, allow_test=cfg.allow_test_split), ref.subset, cfg.seed)
-        prepared = prepare(task, items, tokenizer, item_batch=min(cfg.item_batch, len(items)))
-        parts.append((ref.weight, make_fitness(spec, prepared, tokenizer, decoder=DFS_DECODER).fitness))
-    total = sum(w for w, _ in parts)
-    return (lambda params: sum(w * f(params) for w, f in parts) / total), tuple(f for _, f in parts)
 
 
 def path_params(problem, raw: jax.Array, data: dict) -> dict:

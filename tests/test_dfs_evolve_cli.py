@@ -1,0 +1,91 @@
+"""`jaxmerge evolve` with mode: dfs and mode: hybrid end to end on tiny models. The DFS winner, a plain model,
+loads in transformers with the engine's path logits (1e-4 relative) and scores the fitness the search gave it.
+
+RMSNorm eps is 1e-10 here so the pipeline is checked at the fold's exact limit: eps is the fold's one inexact
+part (see jaxmerge/dfs/fold.py), measured in test_dfs_export.py. (eps = 0 would turn the all-zero pad
+embedding into NaN.)
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import yaml
+
+from jaxmerge.cli import main
+from jaxmerge.dfs import forward
+from jaxmerge.dfs.search import build_dfs_problem, path_params
+from jaxmerge.evolve.config import load_config
+from jaxmerge.evolve.problem import build_fitness
+from jaxmerge.io import load
+from tests.fitness_tiny import add_char_tokenizer
+from tests.tiny import hf_logits, make_tiny_model
+
+TASK = """name: arith
+splits: {dev: dev.jsonl}
+template: "Q: {prompt}\\nA:"
+metric: loglik
+"""
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dfs_cli")
+    a = add_char_tokenizer(make_tiny_model(root / "a", "llama", seed=0, rms_norm_eps=1e-10))
+    make_tiny_model(root / "b", perturb_from=a, seed=1, scale=0.2)
+    rows = [{"prompt": f"{x}+{y}", "answer": str(x + y)} for x in range(3) for y in range(2)]
+    (root / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "arith.yml").write_text(TASK)
+    return root
+
+
+def write_config(root, name, **extra):
+    doc = {"models": ["a", "b"], "fitness": {"tasks": [{"task": "arith.yml"}], "item_batch": 3},
+           "search": {"strategy": "Sep_CMA_ES", "population": 4, "generations": 2, "sigma": 0.3}, **extra}
+    (root / name).write_text(yaml.safe_dump(doc))
+    return str(root / name)
+
+
+def loads_in_transformers(model_dir):
+    tokens = np.random.default_rng(0).integers(3, 97, (1, 6))
+    assert np.isfinite(hf_logits(model_dir, tokens)).all()
+
+
+@pytest.mark.slow
+def test_evolve_dfs(root, capsys):
+    cfg = write_config(root, "dfs.yml", mode="dfs", dfs={"repeats": 2, "w_mode": "slot"})
+    assert main(["evolve", cfg, "--out", str(root / "dfs"), "--no-progress"]) == 0
+    best = json.loads((root / "dfs" / "best.json").read_text())
+    path = json.loads((root / "dfs" / "model" / "path.json").read_text())
+    assert best["path"] == path["path"] and path["path"][0]["slot"] == 0
+    assert (root / "dfs" / "model" / "plots" / "path.png").is_file()
+    assert len((root / "dfs" / "history.jsonl").read_text().splitlines()) == 2
+    problem = build_dfs_problem(load_config(cfg))
+    raw = jnp.asarray(best["raw"], jnp.float32)
+    tokens = np.random.default_rng(0).integers(3, 97, (2, 8)).astype(np.int32)
+    want = np.asarray(jax.jit(lambda r: forward(problem.spec, path_params(problem, r, problem.data), tokens))(raw))
+    got = hf_logits(root / "dfs" / "model", tokens)
+    assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
+    exported = load(root / "dfs" / "model")
+    plain_fitness, _ = build_fitness(load_config(cfg), exported.spec, root / "dfs" / "model")
+    assert float(jax.jit(plain_fitness)(exported.params)) == pytest.approx(best["fitness"], rel=1e-4)
+
+
+@pytest.mark.slow
+def test_evolve_hybrid(root):
+    cfg = write_config(root, "hybrid.yml", mode="hybrid", merge_method="linear",
+                       evolve={"weight": {"init": 0.5, "bounds": [0.0, 1.0]}}, dfs={"repeats": 2, "generations": 1})
+    assert main(["evolve", cfg, "--out", str(root / "hybrid"), "--no-progress"]) == 0
+    assert (root / "hybrid" / "ps" / "model" / "config.json").is_file()
+    record = json.loads((root / "hybrid" / "dfs" / "model" / "path.json").read_text())
+    assert record["models"][0] == str(root / "hybrid" / "ps" / "model")
+    assert len((root / "hybrid" / "dfs" / "history.jsonl").read_text().splitlines()) == 1
+    loads_in_transformers(root / "hybrid" / "dfs" / "model")
+
+
+def test_bad_dfs_section_exit_2(root, capsys):
+    cfg = write_config(root, "bad.yml", mode="dfs", dfs={"repeats": 0})
+    assert main(["evolve", cfg, "--out", str(root / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "repeats" in err and "\n" not in err

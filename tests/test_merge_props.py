@@ -14,8 +14,11 @@ from jaxmerge.merge import METHODS, Sources, init_state, merge_layer, merge_para
 from jaxmerge.merge import sparsify
 from jaxmerge.params import param_shapes
 
-SPEC = ArchSpec(model_type="llama", vocab_size=53, hidden_size=16, intermediate_size=32, num_layers=2,
-                num_heads=2, num_kv_heads=1, head_dim=8)
+# the shapes of tests/tiny.py models and the float32 dtype object `merge_recipe` passes, so compiled merges
+# are shared with the parity tests when they run in one process
+SPEC = ArchSpec(model_type="llama", vocab_size=97, hidden_size=32, intermediate_size=64, num_layers=3,
+                num_heads=4, num_kv_heads=2, head_dim=8)
+F32 = np.dtype("float32")
 merge_jit = jax.jit(merge_params, static_argnums=(0, 4))
 
 
@@ -40,7 +43,7 @@ def _merge(method_name, sources, params, seed=0):
         recipe["base_model"] = "base"
     method = METHODS[method_name]
     hp = resolve_hparams(recipe, SPEC, sources.names)
-    return merge_jit(method, init_state(method, sources), hp, jax.random.key(seed), jnp.float32)
+    return merge_jit(method, init_state(method, sources), hp, jax.random.key(seed), F32)
 
 
 def _close(a, b, tol=1e-6):
@@ -48,6 +51,7 @@ def _close(a, b, tol=1e-6):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["task_arithmetic", "ties", "dare_ties", "della", "model_stock"])
 def test_identical_sources_give_base(name):
     rng = np.random.default_rng(0)
@@ -73,6 +77,7 @@ def test_slerp_ends(t, end):
     _close(out, base if end == "base" else other, tol=1e-5)
 
 
+@pytest.mark.slow
 def test_no_recompile_and_key_determinism():
     rng = np.random.default_rng(3)
     base = _params(rng)
@@ -84,10 +89,10 @@ def test_no_recompile_and_key_determinism():
     for w, d in [(0.3, 0.2), (0.9, 0.7), (0.9, 0.7)]:
         recipe = dict(merge_method="dare_ties", base_model="base", models=[
             dict(model="a", parameters=dict(weight=w, density=d)), dict(model="b", parameters=dict(weight=1.0))])
-        outs.append(f(method, state, resolve_hparams(recipe, SPEC), jax.random.key(7), jnp.float32))
+        outs.append(f(method, state, resolve_hparams(recipe, SPEC), jax.random.key(7), F32))
     assert f._cache_size() == 1
     _close(outs[1], outs[2], tol=0)
-    again = f(method, state, resolve_hparams(recipe, SPEC), jax.random.key(8), jnp.float32)
+    again = f(method, state, resolve_hparams(recipe, SPEC), jax.random.key(8), F32)
     assert not np.array_equal(np.asarray(again["layers"]["q_proj"]), np.asarray(outs[2]["layers"]["q_proj"]))
 
 
@@ -117,6 +122,7 @@ def test_random_sparsifiers(kind, density):
     np.testing.assert_array_equal(np.asarray(run(1.0, 1.0, key)), np.asarray(x))
 
 
+@pytest.mark.slow
 def test_merge_layer_in_a_scan_equals_merge_params():
     rng = np.random.default_rng(4)
     base = _params(rng)
@@ -125,7 +131,7 @@ def test_merge_layer_in_a_scan_equals_merge_params():
     recipe = dict(merge_method="dare_linear", base_model="base", models=[
         dict(model="a", parameters=dict(weight=[0.2, 0.8], density=0.5)), dict(model="b", parameters=dict(weight=0.5))])
     hp, state, key = resolve_hparams(recipe, SPEC), init_state(method, sources), jax.random.key(3)
-    whole = merge_jit(method, state, hp, key, jnp.float32)
+    whole = merge_jit(method, state, hp, key, F32)
     layer_hp = {n: {k: jnp.moveaxis(v, -1, 0) for k, v in hp[n]["layers"].items()} for n in hp}
 
     def step(i, xs):

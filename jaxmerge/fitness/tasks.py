@@ -105,12 +105,13 @@ def load_items(task: Task, split: str, *, allow_test: bool = True, limit: int | 
 
 def read_jsonl(path: Path, needs_choices: bool) -> list[Item]:
     expect(path.is_file(), f"expected a JSONL split file, found nothing at {path}")
-    items = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                items.append(_item(line, f"{path.name}:{number}", needs_choices))
-    return items
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise JaxmergeError(f"{path.name}: expected UTF-8 text, found byte {e.object[e.start]:#04x} at offset "
+                            f"{e.start}") from None
+    return [_item(line, f"{path.name}:{number}", needs_choices)
+            for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _item(line: str, where: str, needs_choices: bool) -> Item:

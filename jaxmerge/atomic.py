@@ -46,7 +46,12 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write a text file through a temporary sibling and `os.replace` (atomic on POSIX)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    if path.is_dir():
+        raise JaxmergeError(f"expected a file path for {path}, found a directory")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    except OSError as e:
+        raise JaxmergeError(f"expected a writable location for {path}, found: {e.strerror}") from None
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

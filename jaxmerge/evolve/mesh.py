@@ -1,0 +1,106 @@
+"""The device mesh of a run: a population axis ("pop") and an optional model axis ("model").
+
+Every parameter dimension has a logical name; ONE rules table maps logical names to mesh axes, so how a tensor
+is laid out is decided in one place and never by the code that uses it. Candidates are independent, so the
+population splits over "pop" with no communication until fitness is gathered for `tell`; sources are replicated
+over "pop" and, when a model is too large for one device, their heads / mlp / vocab dimensions split over
+"model" (XLA inserts the collectives). The layer axis is never split: the forward scans over it.
+
+The mesh uses Auto axes (JAX 0.10's default is Explicit, under which evosax's `tell` cannot slice the
+population): shardings are placed on inputs and as constraints, and XLA propagates them.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+from jaxmerge.errors import expect
+
+POP, MODEL = "pop", "model"
+
+# logical axis -> mesh axis (None: replicated). The one place that decides layouts.
+RULES: dict[str, str | None] = {"pop": POP, "layers": None, "embed": None, "mlp": MODEL, "heads": MODEL,
+                                "kv_heads": MODEL, "vocab": MODEL}
+
+# canonical leaf -> logical axes of its HF [out, in] tensor (no layer axis; layer leaves get "layers" in front)
+LEAF_AXES: dict[str, tuple[str | None, ...]] = {
+    "embed": ("vocab", "embed"), "lm_head": ("vocab", "embed"), "norm": ("embed",),
+    "input_layernorm": ("embed",), "post_attention_layernorm": ("embed",),
+    "q_proj": ("heads", "embed"), "k_proj": ("kv_heads", "embed"), "v_proj": ("kv_heads", "embed"),
+    "o_proj": ("embed", "heads"), "q_bias": ("heads",), "k_bias": ("kv_heads",), "v_bias": ("kv_heads",),
+    "o_bias": ("embed",), "q_norm": (None,), "k_norm": (None,),
+    "gate_proj": ("mlp", "embed"), "up_proj": ("mlp", "embed"), "down_proj": ("embed", "mlp"),
+}
+
+
+def build_mesh(pop: int, model: int, population: int, spec=None, devices=None) -> jax.sharding.Mesh:
+    """A (pop, model) mesh over the first pop x model of `devices` (default: every device of every process),
+    validated on the host. pop = 0: as many devices as divide both the population and the devices left by
+    the model axis (all of them when the population allows)."""
+    devices = list(jax.devices() if devices is None else devices)
+    n = len(devices)
+    expect(model >= 1 and n % model == 0, f"expected mesh.model to divide the {n} devices, found {model}")
+    pop = pop or math.gcd(n // model, population)
+    expect(pop >= 1 and n % (pop * model) == 0,
+           f"expected mesh pop x model to divide the {n} devices, found {pop} x {model}")
+    expect(population % pop == 0, f"expected mesh.pop to divide the population ({population}), found {pop}")
+    if spec is not None and model > 1:
+        expect(spec.num_kv_heads % model == 0 and spec.num_heads % model == 0,
+               f"expected mesh.model to divide the attention heads ({spec.num_heads} query, "
+               f"{spec.num_kv_heads} key/value), found {model}")
+    grid = np.asarray(devices[:pop * model], dtype=object).reshape(pop, model)
+    return jax.sharding.Mesh(grid, (POP, MODEL), axis_types=(AxisType.Auto, AxisType.Auto))
+
+
+def replicated(mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def tensor_spec(mesh, leaf: str | None, shape: tuple[int, ...]) -> P:
+    """PartitionSpec of an array stored under canonical leaf `leaf`: the leaf's logical axes name its trailing
+    dimensions (merge-state arrays carry extra leading axes: layers, models); any dimension the mesh axis does
+    not divide, and any array whose trailing shape is not the leaf's, stays replicated."""
+    axes = LEAF_AXES.get(leaf, ())
+    if not axes or len(shape) < len(axes):
+        return P()
+    out = [None] * (len(shape) - len(axes))
+    for dim, logical in zip(shape[len(shape) - len(axes):], axes):
+        mesh_axis = RULES.get(logical) if logical else None
+        size = mesh.shape[mesh_axis] if mesh_axis else 1
+        out.append(mesh_axis if mesh_axis and size > 1 and dim % size == 0 else None)
+    return P(*out)
+
+
+def data_shardings(mesh, data):
+    """Shardings for the step's `data` pytree: an array under a canonical leaf name (anywhere on its path)
+    follows that leaf's logical axes; everything else is replicated."""
+    def one(path, x):
+        names = [getattr(k, "key", None) for k in path]
+        leaf = next((k for k in reversed(names) if k in LEAF_AXES), None)
+        return NamedSharding(mesh, tensor_spec(mesh, leaf, np.shape(x)))
+    return jax.tree_util.tree_map_with_path(one, data)
+
+
+def place(tree, shardings):
+    """Host arrays -> global arrays with these shardings (a pytree of them, or one for every leaf). Each process materialises only the slices its own
+    devices hold (the callback is called per addressable shard), so this also works across processes."""
+    def one(x, sharding):
+        host = x if isinstance(x, np.ndarray) else np.asarray(jax.device_get(x))
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+    if isinstance(shardings, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: one(x, shardings), tree)
+    return jax.tree.map(one, tree, shardings)
+
+
+def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
+    """fn over the leading (population) axis of `xs`, split over the mesh's pop axis: each pop shard runs
+    `lax.map(fn, its share, batch_size)` as its own program (shard_map, manual over "pop" only; "model" stays
+    automatic), so a candidate's numbers do not depend on how the population is split, and `batch_size` bounds
+    candidates in flight per shard. The result is replicated (what `tell` needs)."""
+    local = jax.shard_map(lambda part: jax.lax.map(fn, part, batch_size=batch_size), mesh=mesh,
+                          in_specs=P(POP), out_specs=P(POP), axis_names={POP})
+    return jax.lax.with_sharding_constraint(local(xs), replicated(mesh))

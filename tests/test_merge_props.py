@@ -138,4 +138,7 @@ def test_merge_layer_in_a_scan_equals_merge_params():
         st, h = xs
         return i + 1, merge_layer(method, st, h, key, i)
     _, layers = jax.jit(lambda xs: jax.lax.scan(step, 0, xs))((state["layers"], layer_hp))
-    _close(layers, whole["layers"], tol=0)
+    _close(layers, whole["layers"], tol=1e-6)  # scan and vmap fuse differently: ulp-level rounding only
+    for leaf in layers:  # ... while the random masks are identical, element for element
+        dropped = lambda t: np.asarray(t[leaf]) == np.asarray(base["layers"][leaf])
+        np.testing.assert_array_equal(dropped(layers), dropped(whole["layers"]))

@@ -16,6 +16,7 @@ COMMANDS = {
     "inspect": "jaxmerge.commands.inspect",
     "eval": "jaxmerge.commands.eval",
     "merge": "jaxmerge.commands.merge",
+    "bench": "jaxmerge.commands.bench",
 }
 
 

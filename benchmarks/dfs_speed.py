@@ -41,17 +41,17 @@ def speed(root: Path, args) -> str:
     spec, pool = path_spec(models[0].spec, space), pool_params(models)
     tokens = np.random.default_rng(0).integers(3, 2048, (args.batch, args.length)).astype(np.int32)
     rng = np.random.default_rng(1)
-    one = jax.jit(lambda g: forward(spec, with_path(pool, *space.decode(g)), tokens))
+    one = jax.jit(lambda g: forward(spec, with_path(pool, space.decode(g)), tokens))
     many = jax.jit(jax.vmap(one))
     population = jax.tree.map(lambda *xs: np.stack(xs), *[random_genes(space, rng) for _ in range(args.population)])
     plain = timed(lambda: model.forward_jit(models[0].spec, models[0].params, tokens).block_until_ready(), 5)
     path = timed(lambda: one(random_genes(space, rng)).block_until_ready(), 5)
     pop = timed(lambda: many(population).block_until_ready(), 3) / args.population
     return (f"Model: 2 random Llamas, hidden 256, 4 layers each (M = 8), r = {args.repeats} -> T = "
-            f"{space.num_slots} slots; batch {args.batch} x {args.length} tokens, float32.\n\n"
+            f"{space.num_slots} slots + tail; batch {args.batch} x {args.length} tokens, float32.\n\n"
             "| forward | s / batch | vs plain A |\n|---|---|---|\n"
             f"| plain model A (4 layers) | {plain:.4f} | 1.0x |\n"
-            f"| DFS path, one candidate ({space.num_slots} slots) | {path:.4f} | {path / plain:.1f}x |\n"
+            f"| DFS path, one candidate ({space.num_steps} steps) | {path:.4f} | {path / plain:.1f}x |\n"
             f"| DFS path, vmapped population of {args.population}, per candidate | {pop:.4f} | {pop / plain:.1f}x |\n"
             f"\nCompilations of the path function over {5 + 1} different candidates: {one._cache_size()}.")
 
@@ -71,7 +71,7 @@ def fold_exactness(root: Path) -> str:
         a_k = Model(base[0].spec, {**base[0].params, "embed": base[0].params["embed"] * k}, base[0].path)
         space = space_for([a_k, base[1]], 2)
         spec, pool = path_spec(a_k.spec, space), pool_params([a_k, base[1]])
-        engine = jax.jit(lambda g: forward(spec, with_path(pool, *space.decode(g)), tokens))
+        engine = jax.jit(lambda g: forward(spec, with_path(pool, space.decode(g)), tokens))
         worst = 0.0
         for seed in range(5):
             genes = random_genes(space, np.random.default_rng(seed))

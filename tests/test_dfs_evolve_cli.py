@@ -54,7 +54,7 @@ def loads_in_transformers(model_dir):
 
 @pytest.mark.slow
 def test_evolve_dfs(root, capsys):
-    cfg = write_config(root, "dfs.yml", mode="dfs", dfs={"repeats": 2, "w_mode": "slot"})
+    cfg = write_config(root, "dfs.yml", mode="dfs", dfs={"repeats": 1, "w_mode": "per_slot"})
     assert main(["evolve", cfg, "--out", str(root / "dfs"), "--no-progress"]) == 0
     best = json.loads((root / "dfs" / "best.json").read_text())
     path = json.loads((root / "dfs" / "model" / "path.json").read_text())

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmerge.dfs import forward, path_spec, with_path
+from jaxmerge.dfs import DecodedPath, forward, path_spec, with_path
 from jaxmerge.dfs.export import export_path
 from jaxmerge.dfs.fold import fold
 from jaxmerge.dfs.sources import pool_params, space_for
@@ -21,8 +21,8 @@ from jaxmerge.io import Model, load
 from tests.tiny import hf_logits, make_tiny_model
 
 RTOL = 1e-4
-# slots of a (3, 3)-layer layout with r = 2: A0 A1 A2 B0 B1 B2 | A0 A1 A2 B0 B1 B2; forced: 0 on, 8 on, 9.. off
-INDICATOR = np.array([1, 1, -1, 1, -1, 1, 1, 1, -1, -1, -1, -1], np.float32)  # A0 A1 B0 B2 A0 A1 A2
+# slots of a (3, 3)-layer layout with r = 2: A0 A1 A2 B0 B1 B2 | A0 A1 A2 B0 B1 B2 | tail A2 (step 12)
+INDICATOR = np.array([1, 1, -1, 1, -1, 1, 1, 1, -1, -1, -1, -1], np.float32)  # A0 A1 B0 B2 A0 A1, tail A2
 
 
 def pair(root, family, eps, **overrides):
@@ -33,7 +33,7 @@ def pair(root, family, eps, **overrides):
 
 def engine_logits(space, models, genes, tokens):
     spec, pool = path_spec(models[0].spec, space), pool_params(models)
-    return np.asarray(jax.jit(lambda g: forward(spec, with_path(pool, *space.decode(g)), tokens))(genes))
+    return np.asarray(jax.jit(lambda g: forward(spec, with_path(pool, space.decode(g)), tokens))(genes))
 
 
 def check_parity(space, models, genes, out):
@@ -58,8 +58,8 @@ def test_fold_algebra_exact_with_eps_zero(tmp_path, family, overrides):
 
 def test_sign_flips_exact_with_default_eps(tmp_path):
     models = pair(tmp_path, "llama", 1e-5)
-    space = space_for(models, 2, "slot")
-    genes = {"indicator": INDICATOR, "scales": jnp.asarray(np.resize([1.0, -1.0, -1.0], 12), jnp.float32)}
+    space = space_for(models, 2, "per_slot")
+    genes = {"indicator": INDICATOR, "scales": jnp.asarray(np.resize([1.0, -1.0, -1.0], 13), jnp.float32)}
     assert check_parity(space, models, genes, tmp_path / "out") < RTOL
 
 
@@ -78,7 +78,7 @@ def test_path_json_and_picture(tmp_path):
     record = json.loads((out / "path.json").read_text())
     steps = [(s["model"], s["layer"]) for s in record["path"]]
     assert steps == [(0, 0), (0, 1), (1, 0), (1, 2), (0, 0), (0, 1), (0, 2)]
-    assert [s["slot"] for s in record["path"]] == [0, 1, 3, 5, 6, 7, 8]
+    assert [s["slot"] for s in record["path"]] == [0, 1, 3, 5, 6, 7, 12]
     assert record["num_layers"] == 7 and record["fold"]["exact"] is True
     assert json.loads((out / "config.json").read_text())["num_hidden_layers"] == 7
     assert (out / "plots" / "path.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -87,9 +87,9 @@ def test_path_json_and_picture(tmp_path):
 
 def test_fold_refuses_empty_path_and_zero_scale(tmp_path):
     models = pair(tmp_path, "llama", 1e-5)
-    pool = pool_params(models)
-    with pytest.raises(JaxmergeError, match="at least one used slot"):
-        fold(pool, np.zeros(12), np.ones(12))
+    pool, layer = pool_params(models), space_for(models, 2).layers()
+    with pytest.raises(JaxmergeError, match="at least one used step"):
+        fold(pool, DecodedPath(np.zeros(13), np.ones(13), layer))
     with pytest.raises(JaxmergeError, match="nonzero finite path scales") as err:
-        fold(pool, np.ones(12), np.where(np.arange(12) == 4, 0.0, 1.0))
+        fold(pool, DecodedPath(np.ones(13), np.where(np.arange(13) == 4, 0.0, 1.0), layer))
     assert "\n" not in str(err.value)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxmerge import model
-from jaxmerge.dfs import DFSSpace, forward, forward_cached, path_spec, with_path
+from jaxmerge.dfs import DecodedPath, DFSSpace, forward, forward_cached, path_spec, with_path
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.sources import pool_params, space_for
 from jaxmerge.errors import JaxmergeError
@@ -40,7 +40,7 @@ def random_genes(space, seed):
 
 def path_logits_fn(space, models, tokens, mask):
     spec, pool = path_spec(models[0].spec, space), pool_params(models)
-    return jax.jit(lambda genes: forward(spec, with_path(pool, *space.decode(genes)), tokens, mask))
+    return jax.jit(lambda genes: forward(spec, with_path(pool, space.decode(genes)), tokens, mask))
 
 
 def test_identity_path_reproduces_a(models):
@@ -56,11 +56,10 @@ def test_path_over_b_layers_is_b_on_a_embeddings(models):
     a, b = models
     tokens, mask = tokens_and_mask()
     space = space_for(models, 2)
-    included = np.zeros(space.num_slots, np.float32)
-    included[3:5] = 1  # B's two layers, first repetition (no forcing: the raw path function)
-    ones = np.ones(space.num_slots, np.float32)
-    got = jax.jit(lambda p: forward(path_spec(a.spec, space), p, tokens, mask))(with_path(pool_params(models),
-                                                                                           included, ones))
+    included = np.zeros(space.num_steps, np.float32)
+    included[3:5] = 1  # B's two layers, first repetition, tail off (no forcing: the raw path function)
+    path = DecodedPath(included, np.ones(space.num_steps, np.float32), space.layers())
+    got = jax.jit(lambda p: forward(path_spec(a.spec, space), p, tokens, mask))(with_path(pool_params(models), path))
     b_on_a = {**{k: v for k, v in a.params.items() if k != "layers"}, "layers": b.params["layers"]}
     want = model.forward_jit(a.spec.replace(num_layers=2), b_on_a, tokens, mask)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=0, atol=1e-6)
@@ -69,9 +68,9 @@ def test_path_over_b_layers_is_b_on_a_embeddings(models):
 def test_forced_path_through_b_is_the_stacked_model(models):
     a, b = models
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 2)  # slots: A0 A1 A2 B0 B1 | A0 A1 A2 B0 B1
-    genes = {"indicator": jnp.asarray([1, -1, -1, 1, 1, -1, -1, 1, 1, 1], jnp.float32),
-             "scales": jnp.ones((5, 5))}  # A0 B0 B1 A2 (forced end; later slots forced off)
+    space = space_for(models, 2)  # slots: A0 A1 A2 B0 B1 | A0 A1 A2 B0 B1 | tail A2
+    genes = {"indicator": jnp.asarray([1, -1, -1, 1, 1, -1, -1, -1, -1, -1], jnp.float32),
+             "scales": jnp.ones((5, 5))}  # A0 B0 B1, then the tail A2
     got = path_logits_fn(space, models, tokens, mask)(genes)
     layers = {k: np.stack([a.params["layers"][k][0], b.params["layers"][k][0], b.params["layers"][k][1],
                            a.params["layers"][k][2]]) for k in a.params["layers"]}
@@ -96,7 +95,7 @@ def test_kv_cached_steps_equal_full_forward(models):
     tokens, mask = tokens_and_mask(length=8)
     space = space_for(models, 2)
     spec = path_spec(models[0].spec, space)
-    params = with_path(pool_params(models), *jax.jit(space.decode)(random_genes(space, 7)))
+    params = with_path(pool_params(models), jax.jit(space.decode)(random_genes(space, 7)))
     step = jax.jit(forward_cached, static_argnums=0)
     full = jax.jit(forward, static_argnums=0)(spec, params, tokens, mask)
     positions = model.default_positions(mask)
@@ -113,7 +112,7 @@ def test_kv_cached_steps_equal_full_forward(models):
 def test_greedy_on_identity_path_equals_greedy_on_a(models):
     tokens, mask = tokens_and_mask()
     space = space_for(models, 2)
-    params = with_path(pool_params(models), *jax.jit(space.decode)(space.initial_genes()))
+    params = with_path(pool_params(models), jax.jit(space.decode)(space.initial_genes()))
     eos = np.asarray([2], np.int32)
     got = greedy_jit(path_spec(models[0].spec, space), params, tokens, mask, eos, max_new_tokens=6,
                      decoder=DFS_DECODER)
@@ -133,4 +132,4 @@ def test_incompatible_sources_refused(models, tmp_path, family, overrides, words
 
 
 def test_space_from_models_matches_layer_counts(models):
-    assert space_for(models, 3, "slot") == DFSSpace((3, 2), 3, "slot")
+    assert space_for(models, 3, "per_slot") == DFSSpace((3, 2), 3, "per_slot")

@@ -19,13 +19,13 @@ from jaxmerge.io import load
 from tests.tiny import make_tiny_model
 
 
-@pytest.mark.parametrize("w_mode", ["matrix", "slot"])
+@pytest.mark.parametrize("w_mode", ["matrix", "per_slot"])
 def test_flat_genome_round_trip(w_mode):
     genome = DFSGenome(DFSSpace((3, 2), 2, w_mode))
     raw = jnp.arange(genome.size, dtype=jnp.float32)
     genes = genome.genes(raw)
     assert genes["indicator"].shape == (10,)
-    assert genes["scales"].shape == ((5, 5) if w_mode == "matrix" else (10,))
+    assert genes["scales"].shape == ((5, 5) if w_mode == "matrix" else (11,))
     np.testing.assert_array_equal(jnp.concatenate([v.ravel() for v in genes.values()]), raw)
     initial = genome.genes(genome.initial_raw())
     np.testing.assert_array_equal(initial["indicator"], genome.space.initial_genes()["indicator"])

@@ -16,24 +16,25 @@ import numpy as np
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
-from jaxmerge.dfs.fold import cumulative_scales, fold, used_slots
+from jaxmerge.dfs.fold import cumulative_scales, fold, used_steps
 from jaxmerge.dfs.plot import draw_path
 from jaxmerge.dfs.sources import pool_params
-from jaxmerge.dfs.space import DFSSpace
+from jaxmerge.dfs.space import DecodedPath, DFSSpace
 from jaxmerge.io import Model, save
 from jaxmerge.params import Params
 
 FORMAT = "jaxmerge-dfs-path/1"
 
 
-def describe(space: DFSSpace, names: Sequence[str | None], genes: dict, included, scales, eps: float) -> dict:
-    """The path.json record: the layout, the raw genes, and each step of the exported stack."""
-    cum = cumulative_scales(included, scales)
+def describe(space: DFSSpace, names: Sequence[str | None], genes: dict, path: DecodedPath, eps: float) -> dict:
+    """The path.json record: the layout, the raw genes, and each step of the exported stack ("slot" T is the
+    tail, A's last layer)."""
+    cum = cumulative_scales(path)
     steps = []
-    for k, slot in enumerate(used_slots(included)):
-        model, layer = space.slot_source(int(slot))
-        steps.append({"position": k, "slot": int(slot), "model": model, "layer": layer,
-                      "scale": float(np.asarray(scales)[slot]), "cumulative_scale": float(cum[k])})
+    for k, step in enumerate(used_steps(path)):
+        model, layer = space.step_source(int(step))
+        steps.append({"position": k, "slot": int(step), "model": model, "layer": layer,
+                      "scale": float(np.asarray(path.scales)[step]), "cumulative_scale": float(cum[k])})
     return {
         "format": FORMAT, "models": list(names),
         "layer_counts": list(space.layer_counts), "repeats": space.repeats, "w_mode": space.w_mode,
@@ -59,10 +60,10 @@ def export_pool(space: DFSSpace, spec_a: ArchSpec, pool: Params, genes: dict, ou
                 names: Sequence[str | None], tokenizer_from: str | os.PathLike | None, overwrite: bool = False,
                 max_shard_size: int | str = "5GB") -> Path:
     """`export_path` from an already built pool (as an evolution run holds it)."""
-    included, scales = (np.asarray(x) for x in jax.jit(space.decode)(genes))
-    params = fold(jax.tree.map(np.asarray, pool), included, scales)
-    model = Model(spec_a.replace(num_layers=int(used_slots(included).size)), params, None)
-    record = describe(space, names, genes, included, scales, spec_a.rms_norm_eps)
+    path = jax.tree.map(np.asarray, jax.jit(space.decode)(genes))
+    params = fold(jax.tree.map(np.asarray, pool), path)
+    model = Model(spec_a.replace(num_layers=int(used_steps(path).size)), params, None)
+    record = describe(space, names, genes, path, spec_a.rms_norm_eps)
     with atomic_dir(out_dir, overwrite) as tmp:
         save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))

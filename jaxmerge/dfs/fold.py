@@ -1,4 +1,4 @@
-"""Fold a DFS path into a plain decoder stack: the used slots' layers in order, with every scale folded in.
+"""Fold a DFS path into a plain decoder stack: the used steps' layers in order, with every scale folded in.
 
 The path scales the residual stream h entering each used layer: x_k = s_k * h_{k-1}. A plain decoder cannot
 scale its stream (a layer only adds to it), so we store a rescaled stream instead: with C_k = s_1 * ... * s_k,
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxmerge.dfs.space import DecodedPath
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.params import Params
 
@@ -32,13 +33,13 @@ RESIDUAL_WRITERS = ("o_proj", "o_bias", "down_proj")  # their outputs are added 
 NORM_GAINS = ("input_layernorm", "post_attention_layernorm")  # scale-invariant inputs: times sign(C_k)
 
 
-def used_slots(included) -> np.ndarray:
-    return np.flatnonzero(np.asarray(included) > 0)
+def used_steps(path: DecodedPath) -> np.ndarray:
+    return np.flatnonzero(np.asarray(path.included) > 0)
 
 
-def cumulative_scales(included, scales) -> np.ndarray:
-    """C_k for the used slots in path order (float64, host)."""
-    return np.cumprod(np.asarray(scales, np.float64)[used_slots(included)])
+def cumulative_scales(path: DecodedPath) -> np.ndarray:
+    """C_k for the used steps in path order (float64, host)."""
+    return np.cumprod(np.asarray(path.scales, np.float64)[used_steps(path)])
 
 
 def _times(array, factors: np.ndarray):
@@ -47,23 +48,23 @@ def _times(array, factors: np.ndarray):
     return (array.astype(np.float64) * factors.reshape((-1,) + (1,) * (array.ndim - 1))).astype(array.dtype)
 
 
-def fold(pool: Params, included, scales) -> Params:
-    """Canonical params of the plain model equal to the path (decoded `included`, `scales` [T], host arrays)."""
-    slots = used_slots(included)
-    expect(slots.size > 0, "expected a DFS path with at least one used slot, found an empty path")
-    cum = cumulative_scales(included, scales)
+def fold(pool: Params, path: DecodedPath) -> Params:
+    """Canonical params of the plain model equal to the decoded `path` (host arrays)."""
+    steps = used_steps(path)
+    expect(steps.size > 0, "expected a DFS path with at least one used step, found an empty path")
+    cum = cumulative_scales(path)
     bad = np.flatnonzero(~np.isfinite(cum) | (cum == 0))
     if bad.size:
         raise JaxmergeError(f"expected nonzero finite path scales (a plain model cannot represent a zeroed "
-                            f"stream), found cumulative scale {cum[bad[0]]} at slot {slots[bad[0]]}")
-    size = next(iter(pool["pool"].values())).shape[0]
-    layers = {leaf: np.asarray(a)[slots % size] for leaf, a in pool["pool"].items()}
+                            f"stream), found cumulative scale {cum[bad[0]]} at step {steps[bad[0]]}")
+    rows = np.asarray(path.layer)[steps]
+    layers = {leaf: np.asarray(a)[rows] for leaf, a in pool["pool"].items()}
     for leaf in RESIDUAL_WRITERS:
         if leaf in layers:
             layers[leaf] = _times(layers[leaf], 1.0 / cum)
     for leaf in NORM_GAINS:
         layers[leaf] = _times(layers[leaf], np.sign(cum))
-    out = {k: np.asarray(v) for k, v in pool.items() if k not in ("pool", "included", "scales")}
+    out = {k: np.asarray(v) for k, v in pool.items() if k not in ("pool", "included", "scales", "layer")}
     out["norm"] = _times(out["norm"][None], np.sign(cum[-1:]))[0]
     out["layers"] = layers
     return out

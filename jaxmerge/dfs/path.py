@@ -1,13 +1,14 @@
-"""The path forward: a token's stream through the T slots of a DFS layout, as one static-shape `lax.scan`.
+"""The path forward: a token's stream through the T + 1 steps of a DFS layout, as one static-shape `lax.scan`.
 
 DFS params are a plain pytree: A's globals ("embed", "norm", "lm_head"), the pool of every source layer stacked
-[M, ...] under "pool" (canonical layer leaves), and the decoded path "included" [T] and "scales" [T]. Slot t
-gathers pool layer t % M (a dynamic index on the loop counter, never a copy of the pool per repetition) and
-computes `where(included, layer(scale * h), h)`. Every slot is computed, so shapes never depend on the genes:
-one compile serves the whole search and `jax.vmap` over ("included", "scales") scores a population.
+[M, ...] under "pool" (canonical layer leaves), and the decoded path over its T + 1 steps: "included", "scales"
+and "layer" (the pool row of each step). Step t gathers its layer from the pool (a dynamic index, never a copy
+of the pool per repetition) and computes `where(included, layer(scale * h), h)`. Every step is computed, so
+shapes never depend on the genes: one compile serves the whole search, and `jax.vmap` over decoded paths
+scores a population.
 
 The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, space)` (A's architecture with
-one layer per slot), so `jaxmerge.model.init_cache` already allocates the right [T, ...] KV cache and generic
+one layer per step), so `jaxmerge.model.init_cache` already allocates the right [T, ...] KV cache and generic
 greedy decoding / scoring code can take these functions in place of the plain model's.
 """
 from __future__ import annotations
@@ -16,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.dfs.space import DFSSpace
+from jaxmerge.dfs.space import DecodedPath, DFSSpace
 from jaxmerge.errors import expect
 from jaxmerge.model import (KVCache, attention_mask, check_length, decoder_layer, default_positions, embed, head,
                             rope_tables)
@@ -24,32 +25,40 @@ from jaxmerge.params import Params
 
 
 def path_spec(spec_a: ArchSpec, space: DFSSpace) -> ArchSpec:
-    """A's architecture with one layer per slot: the spec the path functions (and their KV cache) take."""
-    return spec_a.replace(num_layers=space.num_slots)
+    """A's architecture with one layer per step: the spec the path functions (and their KV cache) take."""
+    return spec_a.replace(num_layers=space.num_steps)
 
 
-def with_path(pool: Params, included: jax.Array, scales: jax.Array) -> Params:
+def with_path(pool: Params, path: DecodedPath) -> Params:
     """The path functions' params: the pool plus a decoded path, in the weights' dtype (so a KV cache sized by
     the widest param dtype stays in the model's precision; the scale multiplies h in that dtype anyway)."""
     dtype = pool["embed"].dtype
-    return {**pool, "included": jnp.asarray(included, dtype), "scales": jnp.asarray(scales, dtype)}
+    return {**pool, "included": jnp.asarray(path.included, dtype), "scales": jnp.asarray(path.scales, dtype),
+            "layer": jnp.asarray(path.layer, jnp.int32)}
 
 
-def _slot(spec: ArchSpec, params: Params, h, slot, used, scale, rope, mask, kv=None, start=None):
-    """One slot: gather its layer from the pool, run it on the scaled stream if used, else pass h through."""
-    size = jax.tree.leaves(params["pool"])[0].shape[0]
-    lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, slot % size, keepdims=False), params["pool"])
+def _step(spec: ArchSpec, params: Params, h, layer, used, scale, rope, mask, kv=None, start=None):
+    """One step: gather its layer from the pool, run it on the scaled stream if used, else pass h through."""
+    lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, layer, keepdims=False), params["pool"])
     out, kv = decoder_layer(spec, lp, h * scale.astype(h.dtype), rope, mask, kv, start)
     return jnp.where(used > 0, out, h), kv
 
 
-def _slots(params: Params):
-    return jnp.arange(params["included"].shape[0]), params["included"], params["scales"]
+def _stream(params: Params, tokens: jax.Array) -> jax.Array:
+    """A's embeddings as the scan's initial carry, typed like the path. When a population is split with shard_map,
+    the path arrays vary per shard while the pool does not, and a scan carry must keep one type: a select on a
+    path value gives the embeddings the path's type (XLA folds `where(p, h, h)` away)."""
+    h = embed(params, tokens)
+    return jnp.where(params["included"][0] >= 0, h, h)
+
+
+def _steps(params: Params):
+    return params["layer"], params["included"], params["scales"]
 
 
 def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
                   positions: jax.Array | None = None) -> jax.Array:
-    """Residual stream after the last slot (before A's final norm), [B, S, D]."""
+    """Residual stream after the last step (before A's final norm), [B, S, D]."""
     check_length(spec, tokens.shape[-1])
     mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
     positions = default_positions(mask) if positions is None else positions
@@ -57,9 +66,9 @@ def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.A
     attn_mask = attention_mask(jnp.arange(tokens.shape[-1]), mask)
 
     def body(h, xs):
-        return _slot(spec, params, h, *xs, rope, attn_mask)[0], None
+        return _step(spec, params, h, *xs, rope, attn_mask)[0], None
 
-    h, _ = jax.lax.scan(body, embed(params, tokens), _slots(params))
+    h, _ = jax.lax.scan(body, _stream(params, tokens), _steps(params))
     return h
 
 
@@ -71,9 +80,9 @@ def forward(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array |
 
 def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array, positions: jax.Array,
                    cache: KVCache, start: jax.Array) -> tuple[jax.Array, KVCache]:
-    """As jaxmerge.model.forward_cached; the cache has one entry per slot (unused slots' entries are never read)."""
-    slots = params["included"].shape[0]
-    expect(cache.k.shape[0] == slots, f"expected a KV cache with one entry per DFS slot ({slots}), found "
+    """As jaxmerge.model.forward_cached; the cache has one entry per step (unused steps' entries are never read)."""
+    steps = params["included"].shape[0]
+    expect(cache.k.shape[0] == steps, f"expected a KV cache with one entry per DFS step ({steps}), found "
                                       f"{cache.k.shape[0]}: build it with init_cache(path_spec(...), ...)")
     check_length(spec, cache.valid.shape[-1])
     valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, mask.astype(jnp.int32), start, axis=1)
@@ -81,9 +90,9 @@ def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.
     attn_mask = attention_mask(start + jnp.arange(tokens.shape[-1]), valid)
 
     def body(h, xs):
-        slot, used, scale, k, v = xs
-        h, (k, v) = _slot(spec, params, h, slot, used, scale, rope, attn_mask, (k, v), start)
+        layer, used, scale, k, v = xs
+        h, (k, v) = _step(spec, params, h, layer, used, scale, rope, attn_mask, (k, v), start)
         return h, (k, v)
 
-    h, (k, v) = jax.lax.scan(body, embed(params, tokens), (*_slots(params), cache.k, cache.v))
+    h, (k, v) = jax.lax.scan(body, _stream(params, tokens), (*_steps(params), cache.k, cache.v))
     return head(spec, params, h), KVCache(k, v, valid)

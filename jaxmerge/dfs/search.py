@@ -36,7 +36,7 @@ DFS_KEYS = {"repeats", "w_mode", "generations", "sigma"}
 
 @dataclasses.dataclass(frozen=True)
 class DFSGenome:
-    """A DFSSpace's genes as one flat vector: the indicator [T], then the scales (matrix or per slot)."""
+    """A DFSSpace's genes as one flat vector: the indicator [T], then the scales (matrix or per step)."""
     space: DFSSpace
 
     @property
@@ -96,7 +96,7 @@ def build_dfs_problem(cfg):
 def path_params(problem, raw: jax.Array, data: dict) -> dict:
     """A candidate's path params: pure, the same code scores and exports."""
     genome: DFSGenome = problem.genome
-    return with_path(data["pool"], *genome.space.decode(genome.genes(raw)))
+    return with_path(data["pool"], genome.space.decode(genome.genes(raw)))
 
 
 def dfs_candidate_fitness(problem):

@@ -3,20 +3,22 @@
 After Akiba et al. (arXiv 2403.13187, sec. 3.2): the layers of models A, B, ... are laid out in order (M layers in
 all) and the layout is repeated r times, giving T = M*r slots; slot t holds source layer t % M. Genes are an
 indicator array I [T] (slot used iff I_t > 0) and scales: either the paper's matrix W [M, M] (W[i, j] scales the
-input of layer j when the previous used layer was i) or one scale per slot [T].
+input of layer j when the previous used layer was i) or one scale per step [T + 1] ("per_slot").
 
 The path must start with A's first layer and end with A's last, so embeddings, final norm and head (all from A)
-see the stream they were trained with. We force slot 0 (A's first layer, first repetition) on and slot
-`last_slot` (A's last layer, last repetition) on, and every slot after it off. The initial genes switch on A's
-first-repetition layers except its last one, which the forced final slot supplies, so the search starts at
-exactly model A. With r = 1 the forced end leaves no slot for B's layers: use r >= 2 to mix models.
+see the stream they were trained with. Slot 0 (A's first layer) is forced on, and after the T slots comes one
+fixed step, the tail: A's last layer, always used. So every r >= 1 can mix models (with r = 1 the path is
+A0, any of A1.. and B.. in layout order, A_last). The initial genes switch on A's first-repetition layers except
+its last (the tail supplies it), so the search starts at exactly model A. A path therefore has up to T + 1
+steps; `layers()` maps each step to its row of the layer pool.
 
-`decode` turns raw genes into per-slot (included, scale) arrays with no Python branching on values: the matrix
-mode's "previous used layer" is a cumulative max over used slot indices, so one compile serves every candidate.
+`decode` turns raw genes into per-step (included, scale) arrays with no Python branching on values: the matrix
+mode's "previous used layer" is a cumulative max over used step indices, so one compile serves every candidate.
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +26,14 @@ import numpy as np
 
 from jaxmerge.errors import expect
 
-W_MODES = ("matrix", "slot")
+
+class DecodedPath(NamedTuple):
+    """Per step [T + 1]: used (0/1 float), scale of the stream entering it, and its row of the layer pool."""
+    included: jax.Array
+    scales: jax.Array
+    layer: jax.Array
+
+W_MODES = ("matrix", "per_slot")
 INIT_ON, INIT_OFF = 1.0, -1.0  # initial indicator genes: on/off with a margin of 1 from the threshold 0
 
 
@@ -42,7 +51,9 @@ class DFSSpace:
                f"expected a tuple of one or more model layer counts for DFS, found {counts!r}")
         expect(all(isinstance(c, int) and c >= 1 for c in counts),
                f"expected every DFS model to have at least one layer, found layer counts {counts}")
-        expect(isinstance(self.repeats, int) and self.repeats >= 1,
+        expect(counts[0] >= 2, f"expected model A to have at least 2 layers (a DFS path starts with its first "
+                               f"and ends with its last), found {counts[0]}")
+        expect(isinstance(self.repeats, int) and not isinstance(self.repeats, bool) and self.repeats >= 1,
                f"expected DFS repeats r >= 1 (an integer), found {self.repeats!r}")
         expect(self.w_mode in W_MODES, f"expected DFS w_mode in {W_MODES}, found {self.w_mode!r}")
 
@@ -57,44 +68,42 @@ class DFSSpace:
         return self.num_layers * self.repeats
 
     @property
-    def last_slot(self) -> int:
-        """A's last layer in the last repetition: the forced end of every path."""
-        return (self.repeats - 1) * self.num_layers + self.layer_counts[0] - 1
+    def num_steps(self) -> int:
+        """T slots plus the tail (A's last layer)."""
+        return self.num_slots + 1
 
-    def slot_source(self, slot: int) -> tuple[int, int]:
-        """(model index, layer index within that model) of a slot (host-side, for export and plots)."""
-        layer = slot % self.num_layers
+    def layers(self) -> np.ndarray:
+        """Host constant [T + 1]: the pool row (layer in layout order) each step runs."""
+        return np.append(np.arange(self.num_slots) % self.num_layers, self.layer_counts[0] - 1).astype(np.int32)
+
+    def step_source(self, step: int) -> tuple[int, int]:
+        """(model index, layer index within that model) of a step (host-side, for export and plots)."""
+        layer = int(self.layers()[step])
         bounds = np.cumsum((0,) + self.layer_counts)
         model = int(np.searchsorted(bounds, layer, side="right") - 1)
         return model, layer - int(bounds[model])
 
     def gene_template(self) -> dict[str, jax.Array]:
         """Shapes (zeros) of the raw genes, the pytree evosax ravels."""
-        scales = (self.num_layers, self.num_layers) if self.w_mode == "matrix" else (self.num_slots,)
+        scales = (self.num_layers, self.num_layers) if self.w_mode == "matrix" else (self.num_steps,)
         return {"indicator": jnp.zeros(self.num_slots, jnp.float32), "scales": jnp.zeros(scales, jnp.float32)}
 
     def initial_genes(self) -> dict[str, jax.Array]:
-        """Model A: its first-repetition layers on (its last comes from the forced end), all scales 1."""
+        """Model A: its first-repetition layers on but the last (the tail supplies it), all scales 1."""
         on = np.zeros(self.num_slots, bool)
         on[: self.layer_counts[0] - 1] = True
         template = self.gene_template()
         return {"indicator": jnp.asarray(np.where(on, INIT_ON, INIT_OFF), jnp.float32),
                 "scales": jnp.ones_like(template["scales"])}
 
-    def forced(self) -> tuple[np.ndarray, np.ndarray]:
-        """Host constants: slots forced on (first and last), slots forced off (after the last)."""
-        slots = np.arange(self.num_slots)
-        return (slots == 0) | (slots == self.last_slot), slots > self.last_slot
-
-    def decode(self, raw: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
-        """Raw genes -> (included [T] float 0/1, scale applied to the stream entering each slot [T])."""
-        force_on, force_off = self.forced()
-        used = (raw["indicator"] > 0) & ~force_off | force_on
-        if self.w_mode == "slot":
-            return used.astype(jnp.float32), raw["scales"].astype(jnp.float32)
-        slots = jnp.arange(self.num_slots)
-        marks = jnp.where(used, slots, -1)
-        before = jnp.concatenate([jnp.full((1,), -1), jax.lax.cummax(marks)[:-1]])  # previous used slot
-        layer = slots % self.num_layers
-        scale = raw["scales"][jnp.maximum(before, 0) % self.num_layers, layer]
-        return used.astype(jnp.float32), jnp.where(before >= 0, scale, 1.0).astype(jnp.float32)
+    def decode(self, raw: dict[str, jax.Array]) -> DecodedPath:
+        """Raw genes -> the path over the T + 1 steps (slot 0 and the tail always used)."""
+        used = jnp.concatenate([(raw["indicator"] > 0).at[0].set(True), jnp.ones((1,), bool)])
+        layer = jnp.asarray(self.layers())
+        if self.w_mode == "per_slot":
+            return DecodedPath(used.astype(jnp.float32), raw["scales"].astype(jnp.float32), layer)
+        steps = jnp.arange(self.num_steps)
+        marks = jnp.where(used, steps, -1)
+        before = jnp.concatenate([jnp.full((1,), -1), jax.lax.cummax(marks)[:-1]])  # previous used step
+        scale = raw["scales"][layer[jnp.maximum(before, 0)], layer]
+        return DecodedPath(used.astype(jnp.float32), jnp.where(before >= 0, scale, 1.0).astype(jnp.float32), layer)

@@ -15,6 +15,7 @@ from pathlib import Path
 SUITE = (  # (section title, module): explicit, one line per benchmark
     ("evolution throughput (benchmarks/evolve_throughput.py)", "benchmarks.evolve_throughput"),
     ("scaling curves (benchmarks/scaling.py)", "benchmarks.scaling"),
+    ("fitness: greedy decode speed (benchmarks/decode_speed.py)", "benchmarks.decode_speed"),
 )
 RESULTS_PAGE = Path(__file__).with_name("RESULTS.md")
 TABLE_TITLE = "jaxmerge bench: latest table"

@@ -45,12 +45,12 @@ def timed(fn, repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def measure(quick: bool = False, out=None, batch: int = 8, new_tokens: int = 64, repeats: int = 3):
+    """(results.json rows, Markdown section); the `jaxmerge bench` entry point. Quick: a smaller batch."""
+    from benchmarks.common import result
+    if quick:
+        batch, new_tokens, repeats = 2, 8, 2
+    args = argparse.Namespace(batch=batch, new_tokens=new_tokens, repeats=repeats)
     where = machine()
     import jax
     import jax.numpy as jnp
@@ -96,6 +96,18 @@ left-padded prompts of 8-47 tokens (padded to 48), {args.new_tokens} new tokens 
 | transformers generate(do_sample=False) | {t_hf:.3f} | {n / t_hf:,.0f} |
 
 Speed-up: {t_hf / t_ours:.1f}x (goal >= 3x)."""
+    row = result("decode: greedy tokens/s (jaxmerge vs transformers generate)", n / t_ours, "tokens/s",
+                 baseline=n / t_hf, goal="ratio >= 3", note=f"tokens identical: {same}")
+    return [row], body
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    _, body = measure(False, None, args.batch, args.new_tokens, args.repeats)
     print(body)
     write_section("fitness: greedy decode speed (benchmarks/decode_speed.py)", body)
 

@@ -15,7 +15,7 @@ OPS = ("reverse", "sort", "cipher", "add")
 LETTERS = tuple(string.ascii_lowercase[:16])
 NUMBERS = tuple(str(i) for i in range(37))  # sums of up to four digits
 WORDS = SPECIALS + STRUCTURE + OPS + LETTERS + NUMBERS
-PAD, BOS, EOS = 0, 1, 2
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
 
 
 def build_tokenizer():

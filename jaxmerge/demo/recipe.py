@@ -1,0 +1,39 @@
+"""Every number that shapes the demo's trained models, in one place (its hash names the trained world).
+
+Why these numbers: the base is pretrained on a mixture of all skills long enough to do each of them partly, the
+regime where fine-tunes stay near their base and merging works at all. The specialists are then fine-tuned
+with deliberately unequal rates and lengths, as real fine-tunes are: their task vectors differ in size, so no
+single uniform weight suits all of them, and a merge whose weights are searched per model and per layer has room
+to beat the hand-made ones.
+"""
+from __future__ import annotations
+
+from jaxmerge.arch import ArchSpec
+from jaxmerge.demo import vocab
+
+SKILLS = ("reverse", "sort", "cipher", "add")
+SEQ_LEN = 18         # <bos> Q: op + 5 symbols, newline, A:, 5 symbols, newline, <eos> = 17 tokens
+TRAIN_ROWS = 6000    # per skill, disjoint from dev and test (add has 11100 prompts in all)
+BATCH = 64
+BASE = {"steps": 700, "lr": 3e-3}
+BASE_SEES_SHORT_ONLY = True  # the base never sees a skill's longest inputs (see build.short_rows)
+REPLAY = 0.25        # specialists' data: their skill plus this share (of TRAIN_ROWS) of the base's data
+SPECIALISTS = {      # skill -> fine-tuning from the base on that skill alone
+    "reverse": {"steps": 150, "lr": 1e-3},
+    "sort": {"steps": 150, "lr": 3e-4},
+    "cipher": {"steps": 150, "lr": 5e-4},
+    "add": {"steps": 150, "lr": 5e-4},
+}
+
+
+def spec() -> ArchSpec:
+    """A 4-layer Llama, d=64: ~0.2M parameters, about 1 MB per model in float32."""
+    return ArchSpec(model_type="llama", vocab_size=len(vocab.WORDS), hidden_size=64, intermediate_size=256,
+                    num_layers=4, num_heads=4, num_kv_heads=4, head_dim=16, rms_norm_eps=1e-6,
+                    max_position_embeddings=64,
+                    inert=(("bos_token_id", "1"), ("eos_token_id", "2"), ("pad_token_id", "0")))
+
+
+def as_dict() -> dict:
+    return {"skills": SKILLS, "seq_len": SEQ_LEN, "train_rows": TRAIN_ROWS, "batch": BATCH, "base": BASE, "base_short": BASE_SEES_SHORT_ONLY, "replay": REPLAY,
+            "specialists": SPECIALISTS, "spec": repr(spec()), "vocab": vocab.WORDS}

@@ -1,0 +1,96 @@
+"""`build_world`: the demo's base model, its specialists and their task files, materialised in one directory.
+
+The models for the default seed ship with the package (jaxmerge/demo/world/, written by
+tools/build_demo_world.py): training them takes minutes on a 2-core CPU, and shipping makes `jaxmerge demo`
+and CI start in seconds, with the same bits on every machine (float reductions differ across CPUs, so a world
+retrained elsewhere is close but not identical). Any other seed is trained on first use and cached under
+~/.cache/jaxmerge/demo-<hash>. Task files are cheap and are always regenerated from the seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from jaxmerge.atomic import atomic_dir
+from jaxmerge.demo import recipe
+from jaxmerge.demo.tasks import write_tasks
+from jaxmerge.errors import expect
+
+SHIPPED = Path(__file__).parent / "world"
+SPLIT_SIZES = {False: (64, 250), True: (24, 100)}  # quick -> (dev, test) rows per skill
+
+
+@dataclasses.dataclass(frozen=True)
+class World:
+    """Where everything is: HF model directories and task YAMLs (one per skill, and the mixed target)."""
+    root: Path
+    base: Path
+    specialists: dict[str, Path]
+    tasks: dict[str, Path]
+    target: Path
+    seed: int
+
+
+def recipe_hash(seed: int) -> str:
+    """Identifies the trained models: the seed and every number that shapes training."""
+    text = json.dumps({"seed": seed, "recipe": recipe.as_dict()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxmerge"
+
+
+def models_dir(seed: int, progress=None) -> Path:
+    """Trained models for `seed`: the shipped ones if they match the recipe, else the cache (training if empty)."""
+    digest = recipe_hash(seed)
+    for where in (SHIPPED, cache_root() / f"demo-{digest}"):
+        manifest = where / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
+            return where
+    target = cache_root() / f"demo-{digest}"
+    train_models(target, seed, progress)
+    return target
+
+
+def train_models(out_dir: Path, seed: int, progress=None) -> dict:
+    """Train base + specialists and write them as HF checkpoints with a manifest, atomically."""
+    from jaxmerge.demo.build import train_all
+
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        info = train_all(tmp, seed, progress)
+        (tmp / "manifest.json").write_text(json.dumps({"hash": recipe_hash(seed), "seed": seed, **info},
+                                                      indent=2, sort_keys=True))
+    return info
+
+
+def _world(root: Path, seed: int, skills: dict[str, Path], target: Path) -> World:
+    models = root / "models"
+    return World(root, models / "base", {s: models / s for s in recipe.SKILLS}, skills, target, seed)
+
+
+def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, progress=None) -> World:
+    """Materialise the world in `out_dir` (reused as is when it already holds this seed's world).
+
+    `quick` only shrinks the dev/test splits (same models), so CI exercises exactly the shipped world.
+    """
+    root = Path(out_dir).absolute()
+    stamp = {"hash": recipe_hash(seed), "seed": seed, "quick": quick}
+    existing = root / "world.json"
+    if existing.is_file() and json.loads(existing.read_text()) == stamp:
+        task_dir = root / "tasks"
+        return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")
+    expect(not root.exists() or not any(root.iterdir()),
+           f"expected an empty directory or one holding this demo world (seed {seed}), found other files in {root}")
+    source = models_dir(seed, progress)
+    with atomic_dir(root, overwrite=True) as tmp:
+        for name in ("base", *recipe.SKILLS):
+            shutil.copytree(source / name, tmp / "models" / name)
+        write_tasks(tmp / "tasks", seed, *SPLIT_SIZES[quick])
+        (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
+    task_dir = root / "tasks"
+    return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")

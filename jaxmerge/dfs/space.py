@@ -26,15 +26,19 @@ import numpy as np
 
 from jaxmerge.errors import expect
 
+W_MODES = ("matrix", "per_slot")
+# Initial indicator genes sit this far from the threshold 0. The engine's search scale (sigma) is ~0.1-0.3 for
+# every gene: at sigma 0.2 a first-generation sample flips each slot with probability ~0.1 (0.05 at sigma 0.15);
+# a margin of 1 would flip ~3e-7 and the search would only ever tune the scales. Layouts with hundreds of slots
+# (two 7B models, r = 3: T = 192) flip ~20 slots per candidate at sigma 0.2 and may want a smaller dfs.sigma.
+INIT_MARGIN = 0.25
+
 
 class DecodedPath(NamedTuple):
     """Per step [T + 1]: used (0/1 float), scale of the stream entering it, and its row of the layer pool."""
     included: jax.Array
     scales: jax.Array
     layer: jax.Array
-
-W_MODES = ("matrix", "per_slot")
-INIT_ON, INIT_OFF = 1.0, -1.0  # initial indicator genes: on/off with a margin of 1 from the threshold 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +97,7 @@ class DFSSpace:
         on = np.zeros(self.num_slots, bool)
         on[: self.layer_counts[0] - 1] = True
         template = self.gene_template()
-        return {"indicator": jnp.asarray(np.where(on, INIT_ON, INIT_OFF), jnp.float32),
+        return {"indicator": jnp.asarray(np.where(on, INIT_MARGIN, -INIT_MARGIN), jnp.float32),
                 "scales": jnp.ones_like(template["scales"])}
 
     def decode(self, raw: dict[str, jax.Array]) -> DecodedPath:

@@ -61,6 +61,7 @@ def export_pool(space: DFSSpace, spec_a: ArchSpec, pool: Params, genes: dict, ou
                 max_shard_size: int | str = "5GB") -> Path:
     """`export_path` from an already built pool (as an evolution run holds it)."""
     path = jax.tree.map(np.asarray, jax.jit(space.decode)(genes))
+    path = path._replace(scales=path.scales.astype(pool["embed"].dtype))  # the scales the scored path used
     params = fold(jax.tree.map(np.asarray, pool), path)
     model = Model(spec_a.replace(num_layers=int(used_steps(path).size)), params, None)
     record = describe(space, names, genes, path, spec_a.rms_norm_eps)

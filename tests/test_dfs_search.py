@@ -68,5 +68,9 @@ def test_dfs_section_checked():
     cfg.dfs = {"w_mode": "row"}
     with pytest.raises(JaxmergeError, match="w_mode"):
         dfs_settings(cfg)
+    for bad in ({"sigma": float("inf")}, {"sigma": True}, {"generations": True}, {"repeats": 2.5}):
+        cfg.dfs = bad
+        with pytest.raises(JaxmergeError, match=next(iter(bad))):
+            dfs_settings(cfg)
     cfg.dfs = {"repeats": 2}
     assert dfs_settings(cfg) == {"repeats": 2, "w_mode": "matrix", "generations": 3, "sigma": 0.1}

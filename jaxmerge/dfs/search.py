@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -68,16 +69,21 @@ def dfs_settings(cfg) -> dict:
     unknown = sorted(set(cfg.dfs) - DFS_KEYS)
     expect(not unknown, f"{where}: unknown key(s) {unknown} (allowed: {sorted(DFS_KEYS)})")
     repeats = cfg.dfs.get("repeats", 3)
-    expect(isinstance(repeats, int) and not isinstance(repeats, bool) and repeats >= 1,
+    expect(_number(repeats) and float(repeats).is_integer() and repeats >= 1,
            f"{where}: expected repeats to be an integer >= 1, found {repeats!r}")
     w_mode = cfg.dfs.get("w_mode", "matrix")
     expect(w_mode in W_MODES, f"{where}: expected w_mode in {W_MODES}, found {w_mode!r}")
     generations = cfg.dfs.get("generations", cfg.generations)
-    expect(isinstance(generations, int) and generations >= 1,
+    expect(_number(generations) and float(generations).is_integer() and generations >= 1,
            f"{where}: expected generations to be an integer >= 1, found {generations!r}")
     sigma = cfg.dfs.get("sigma", cfg.sigma)
-    expect(isinstance(sigma, (int, float)) and sigma > 0, f"{where}: expected sigma > 0, found {sigma!r}")
-    return {"repeats": repeats, "w_mode": w_mode, "generations": generations, "sigma": float(sigma)}
+    expect(_number(sigma) and math.isfinite(sigma) and sigma > 0, f"{where}: expected a finite sigma > 0, found "
+                                                                  f"{sigma!r}")
+    return {"repeats": int(repeats), "w_mode": w_mode, "generations": int(generations), "sigma": float(sigma)}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build_dfs_problem(cfg):

@@ -42,8 +42,12 @@ class GenerationStats(NamedTuple):
 CandidateFitness = Callable[[jax.Array, jax.Array, Any], jax.Array]  # (raw [D], key, data) -> scalar
 
 
-def evaluate_population(candidate_fitness: CandidateFitness, population, keys, data, batch_size: int):
-    """Fitness [P] of every candidate; at most `batch_size` candidates in flight."""
+def evaluate_population(candidate_fitness: CandidateFitness, population, keys, data, batch_size: int, mesh=None):
+    """Fitness [P] of every candidate; at most `batch_size` candidates in flight (per pop shard with a `mesh`:
+    candidates split over its "pop" axis, see jaxmerge.evolve.mesh)."""
+    if mesh is not None:
+        from jaxmerge.evolve.mesh import pop_map
+        return pop_map(lambda xk: candidate_fitness(xk[0], xk[1], data), (population, keys), batch_size, mesh)
     return jax.lax.map(lambda xk: candidate_fitness(xk[0], xk[1], data), (population, keys),
                        batch_size=batch_size)
 
@@ -82,13 +86,13 @@ def _record_best(state: EvolveState, population, fitness, keys) -> EvolveState:
 
 
 def generation_step(search: Search, candidate_fitness: CandidateFitness, batch_size: int,
-                    state: EvolveState, data) -> tuple[EvolveState, GenerationStats]:
+                    state: EvolveState, data, mesh=None) -> tuple[EvolveState, GenerationStats]:
     """One generation. Pure; jit it with search, candidate_fitness and batch_size static (see `make_step`)."""
     start = state
     key, k_ask, k_merge, k_tell = jax.random.split(state.key, 4)
     population, strategy = search.ask(k_ask, state.strategy)
     keys = jax.random.split(k_merge, search.population)
-    fitness = evaluate_population(candidate_fitness, population, keys, data, batch_size)
+    fitness = evaluate_population(candidate_fitness, population, keys, data, batch_size, mesh)
     finite = jnp.isfinite(fitness)
     clean = jnp.where(finite, fitness, WORST)
     strategy = search.tell(k_tell, population, clean, strategy)
@@ -107,6 +111,12 @@ def same_types(state, like):
     return jax.tree.map(lambda x, ref: jnp.asarray(x).astype(ref.dtype), state, like)
 
 
-def make_step(search: Search, candidate_fitness: CandidateFitness, batch_size: int):
-    """The jitted generation step: compiled once, reused for every generation (state and data are arrays)."""
-    return jax.jit(lambda state, data: generation_step(search, candidate_fitness, batch_size, state, data))
+def make_step(search: Search, candidate_fitness: CandidateFitness, batch_size: int, mesh=None):
+    """The jitted generation step: compiled once, reused for every generation (state and data are arrays).
+    With a `mesh`, candidates are split over its pop axis and state and stats come back replicated, so the
+    next generation's inputs have the same shardings as this one's (no second compilation)."""
+    fn = lambda state, data: generation_step(search, candidate_fitness, batch_size, state, data, mesh)  # noqa: E731
+    if mesh is None:
+        return jax.jit(fn)
+    from jax.sharding import NamedSharding, PartitionSpec
+    return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))

@@ -11,7 +11,8 @@
     search: {strategy: CMA_ES, population: 16, generations: 20, sigma: 0.15, seed: 0}
     fitness:
       tasks: [{task: tasks/target.yml, split: dev, weight: 1.0, subset: 64}]
-    memory: {batch_size: 0}              # candidates merged at once (0: the whole population)
+    memory: {mode: auto, batch_size: 0}  # materialize | fused | auto; candidates merged at once per pop shard
+    mesh: {pop: 0, model: 1}             # device mesh (0: every device not on the model axis)
     dtype: float32
 
 Unknown keys anywhere are refused by name: a typo must never silently fall back to a default.
@@ -61,6 +62,9 @@ class EvolveConfig:
     learning_rate: float = 0.05
     seed: int = 0
     batch_size: int = 0
+    memory_mode: str = "auto"  # materialize | fused | auto (see jaxmerge.evolve.fused)
+    mesh_pop: int = 0          # 0: every device not used by the model axis
+    mesh_model: int = 1
     item_batch: int = 16
     allow_test_split: bool = False
     dtype: str = "float32"
@@ -109,7 +113,8 @@ def _task(entry: Any, root: Path, where: str) -> TaskRef:
 
 
 TOP_KEYS = {"models", "base_model", "merge_method", "evolve", "parameters", "granularity", "search", "fitness",
-            "memory", "dtype", "mode", "dfs"}
+            "memory", "dtype", "mode", "dfs", "mesh"}
+MEMORY_MODES = ("materialize", "fused", "auto")
 
 
 def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
@@ -124,7 +129,10 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
                       where)
     gran = _section(doc, "granularity", {"layers_per_group", "param_groups"}, where)
     fitness = _section(doc, "fitness", {"tasks", "allow_test_split", "item_batch"}, where)
-    memory = _section(doc, "memory", {"batch_size"}, where)
+    memory = _section(doc, "memory", {"batch_size", "mode"}, where)
+    mesh = _section(doc, "mesh", {"pop", "model"}, where)
+    expect(memory.get("mode", "auto") in MEMORY_MODES,
+           f"{where}: expected memory.mode in {MEMORY_MODES}, found {memory.get('mode')!r}")
     tasks = fitness.get("tasks")
     expect(isinstance(tasks, list) and tasks, f"{where}: expected fitness.tasks as a non-empty list, found {tasks!r}")
     evolve = _section(doc, "evolve", set(doc.get("evolve") or {}), where)
@@ -148,6 +156,9 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
         learning_rate=_number(search.get("learning_rate", 0.05), "learning_rate", where),
         seed=_number(search.get("seed", 0), "seed", where, int),
         batch_size=_number(memory.get("batch_size", 0), "batch_size", where, int),
+        memory_mode=str(memory.get("mode", "auto")),
+        mesh_pop=_number(mesh.get("pop", 0), "mesh.pop", where, int),
+        mesh_model=_number(mesh.get("model", 1), "mesh.model", where, int),
         item_batch=_number(fitness.get("item_batch", 16), "item_batch", where, int),
         allow_test_split=bool(fitness.get("allow_test_split", False)),
         dtype=str(doc.get("dtype", "float32")),
@@ -158,6 +169,8 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
     expect(cfg.generations >= 1, f"{where}: expected generations >= 1, found {cfg.generations}")
     expect(cfg.layers_per_group >= 0, f"{where}: expected layers_per_group >= 0, found {cfg.layers_per_group}")
     expect(0 <= cfg.batch_size, f"{where}: expected memory.batch_size >= 0, found {cfg.batch_size}")
+    expect(cfg.mesh_pop >= 0 and cfg.mesh_model >= 1,
+           f"{where}: expected mesh.pop >= 0 and mesh.model >= 1, found {cfg.mesh_pop} and {cfg.mesh_model}")
     expect(cfg.item_batch >= 1, f"{where}: expected fitness.item_batch >= 1, found {cfg.item_batch}")
     return cfg
 

@@ -116,8 +116,21 @@ def build_problem(cfg: EvolveConfig) -> Problem:
     state = init_state(method, sources)
     genome = build_genome(cfg, method, spec, len(models))
     tokenizer_dir = (base or models[0]).path
-    fitness, parts = build_fitness(cfg, spec, tokenizer_dir)
+    fitness, parts, cfg = memory_mode_fitness(cfg, spec, method, state, tokenizer_dir)
     return Problem(cfg, spec, method, genome, {"merge": state}, fitness, parts, tokenizer_dir, tuple(cfg.models))
+
+
+def memory_mode_fitness(cfg: EvolveConfig, spec, method, state, tokenizer_dir):
+    """(fitness, per-task fitness, cfg with memory.mode resolved): fused fitness takes a candidate's recipe
+    (see jaxmerge.evolve.fused), materialized fitness its merged params."""
+    import dataclasses
+
+    from jaxmerge.evolve.fused import FusedSpec, choose_mode, fused_decoder, tree_bytes
+    mode = choose_mode(cfg.memory_mode, spec, tree_bytes(state), cfg.batch_size or cfg.population)
+    cfg = dataclasses.replace(cfg, memory_mode=mode)
+    if mode == "fused":
+        return (*build_fitness(cfg, FusedSpec(spec, method, cfg.dtype), tokenizer_dir, fused_decoder()), cfg)
+    return (*build_fitness(cfg, spec, tokenizer_dir), cfg)
 
 
 def candidate_params(problem: Problem, raw: jax.Array, key: jax.Array, data: dict) -> dict:
@@ -128,6 +141,10 @@ def candidate_params(problem: Problem, raw: jax.Array, key: jax.Array, data: dic
 
 
 def candidate_fitness(problem: Problem) -> Callable:
+    if problem.config.memory_mode == "fused":
+        from jaxmerge.evolve.fused import recipe
+        return lambda raw, key, data: problem.fitness(recipe(data["merge"], problem.genome.hparams(raw), key))
+
     def fitness(raw, key, data):
         return problem.fitness(candidate_params(problem, raw, key, data))
     return fitness

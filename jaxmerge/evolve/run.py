@@ -18,7 +18,9 @@ import numpy as np
 from jaxmerge.atomic import atomic_write_text
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint
+from jaxmerge.distributed import is_primary
 from jaxmerge.evolve.config import EvolveConfig
+from jaxmerge.evolve.mesh import place, replicated
 from jaxmerge.evolve.problem import Problem, candidate_params
 from jaxmerge.evolve.step import EvolveState, evaluate_population, initial_state, make_step
 from jaxmerge.evolve.strategy import make_search
@@ -57,15 +59,27 @@ def modes() -> dict:
 
 
 def setup(problem: Problem):
+    """(search, step, evaluate, mesh): candidates split over the mesh's pop axis, `memory.batch_size` of them
+    in flight per pop shard (0: all of the shard's share)."""
+    from jaxmerge.evolve.mesh import build_mesh, replicated
     cfg = problem.config
     search = make_search(cfg.strategy, cfg.population, problem.genome.size, cfg.sigma, cfg.learning_rate)
-    batch = cfg.batch_size or cfg.population
-    expect(cfg.population % batch == 0, f"expected memory.batch_size to divide the population "
-                                        f"({cfg.population}), found {batch}")
+    mesh = build_mesh(cfg.mesh_pop, cfg.mesh_model, cfg.population, problem.spec)
+    share = cfg.population // mesh.shape["pop"]
+    batch = cfg.batch_size or share
+    expect(share % batch == 0, f"expected memory.batch_size to divide the candidates per pop shard "
+                               f"({cfg.population} / {mesh.shape['pop']} = {share}), found {batch}")
     fit = modes()[cfg.mode][1](problem)
-    step = make_step(search, fit, batch)
-    evaluate = jax.jit(lambda pop, keys, data: evaluate_population(fit, pop, keys, data, batch))
-    return search, step, evaluate
+    step = make_step(search, fit, batch, mesh)
+    evaluate = jax.jit(lambda pop, keys, data: evaluate_population(fit, pop, keys, data, batch, mesh),
+                       out_shardings=replicated(mesh))
+    return search, step, evaluate, mesh
+
+
+def placed(problem: Problem, mesh) -> Problem:
+    """The problem with its `data` laid out on the mesh (sources replicated over pop, split over model)."""
+    from jaxmerge.evolve.mesh import data_shardings, place
+    return problem._replace(data=place(problem.data, data_shardings(mesh, problem.data)))
 
 
 def start_or_resume(problem: Problem, search, evaluate, mgr, resume: bool):
@@ -93,11 +107,14 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
     if cfg.mode == "hybrid":
         from jaxmerge.dfs.search import evolve_hybrid
         return evolve_hybrid(cfg, out, evolve, resume=resume, progress=progress)
-    prepare_out_dir(out, cfg, resume)
+    if is_primary():  # every process runs this same function; only process 0 writes files
+        prepare_out_dir(out, cfg, resume)
     problem = modes()[cfg.mode][0](cfg)
-    search, step, evaluate = setup(problem)
+    search, step, evaluate, mesh = setup(problem)
+    on_mesh = placed(problem, mesh)
     mgr = checkpoint.manager(out / "checkpoints")
-    state, history = start_or_resume(problem, search, evaluate, mgr, resume)
+    state, history = start_or_resume(on_mesh, search, evaluate, mgr, resume)
+    state = place(jax.tree.map(np.asarray, state), replicated(mesh))
     from jaxmerge.evolve.progress import Progress
     with Progress(cfg.generations, enabled=progress) as bar:
         bar.advance_to(int(state.generation), history[-1] if history else None)
@@ -106,7 +123,7 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
             if stop_after is not None and done_here >= stop_after:
                 return {"stopped_at": int(state.generation)}
             t0 = time.perf_counter()
-            state, stats = step(state, problem.data)
+            state, stats = step(state, on_mesh.data)
             jax.block_until_ready(state)
             row = history_row(state, stats, time.perf_counter() - t0, cfg.population)
             _check_finite(stats, state, out)
@@ -114,6 +131,9 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
             checkpoint.save(mgr, int(state.generation), state, {"history": history})
             bar.advance_to(int(state.generation), row)
             done_here += 1
+    state = jax.tree.map(np.asarray, state)  # host copy: the export below runs on this process alone
+    if not is_primary():
+        return {"fitness": float(state.best_fitness), "generation": int(state.best_generation)}
     return modes()[cfg.mode][2](problem, state, history, out)
 
 

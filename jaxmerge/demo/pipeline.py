@@ -26,11 +26,10 @@ from jaxmerge.demo.world import World, build_world
 def untuned_recipes(world: World) -> dict[str, dict]:
     """Hand-made merges with the usual defaults: what a user would try before searching."""
     models = [str(p) for p in world.specialists.values()]
-    uniform = 1.0 / len(models)
     ta = {"merge_method": "task_arithmetic", "base_model": str(world.base),
-          "models": [{"model": m, "parameters": {"weight": 1.0}} for m in models]}
+          "models": [{"model": m, "parameters": {"weight": 0.5}} for m in models]}
     ties = {"merge_method": "ties", "base_model": str(world.base), "parameters": {"normalize": True},
-            "models": [{"model": m, "parameters": {"weight": uniform, "density": 0.5}} for m in models]}
+            "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}} for m in models]}
     dare = {**ties, "merge_method": "dare_ties"}
     return {"task_arithmetic": ta, "ties": ties, "dare_ties": dare}
 

@@ -30,9 +30,9 @@ from jaxmerge.dfs.path import path_spec, with_path
 from jaxmerge.dfs.sources import pool_params, space_for
 from jaxmerge.dfs.space import W_MODES, DFSSpace
 from jaxmerge.errors import expect
+from jaxmerge.evolve.config import DFS_KEYS
 from jaxmerge.io import DTYPES, load
 
-DFS_KEYS = {"repeats", "w_mode", "generations", "sigma"}
 
 
 @dataclasses.dataclass(frozen=True)

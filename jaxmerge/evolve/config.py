@@ -28,6 +28,7 @@ import yaml
 from jaxmerge.errors import JaxmergeError, expect
 
 MODES = ("ps", "dfs", "hybrid")
+DFS_KEYS = frozenset({"repeats", "w_mode", "generations", "sigma"})  # checked in jaxmerge.dfs.search
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +164,7 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
         allow_test_split=bool(fitness.get("allow_test_split", False)),
         dtype=str(doc.get("dtype", "float32")),
         mode=mode,
-        dfs=dict(doc.get("dfs") or {}),
+        dfs=_section(doc, "dfs", set(DFS_KEYS), where),
         raw=doc,
     )
     expect(cfg.generations >= 1, f"{where}: expected generations >= 1, found {cfg.generations}")

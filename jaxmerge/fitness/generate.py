@@ -58,7 +58,9 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
         following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done)
 
-    start = (cache, first, positions[:, -1] + 1, jnp.zeros((batch,), bool))
+    # zeros_like(first): the done mask varies with the params like `first` does, which a scan under shard_map
+    # (population split over devices) requires of a carry that the step makes param-dependent.
+    start = (cache, first, positions[:, -1] + 1, jnp.zeros_like(first, bool))
     _, (out, done) = jax.lax.scan(step, start, jnp.arange(max_new_tokens))
     # The last scan step runs one forward whose token is never used; that keeps the loop a plain scan.
     return Generated(out.T, jnp.sum(~done, axis=0).astype(jnp.int32))

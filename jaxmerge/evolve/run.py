@@ -30,8 +30,8 @@ def config_hash(cfg: EvolveConfig) -> str:
     return hashlib.sha256(json.dumps(cfg.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_out_dir(out: Path, cfg: EvolveConfig, resume: bool) -> None:
-    """A new run needs an empty or new DIR; --resume needs DIR to hold this same run."""
+def check_out_dir(out: Path, cfg: EvolveConfig, resume: bool) -> None:
+    """A new run needs an empty or new DIR; --resume needs DIR to hold this same run. Writes nothing."""
     run_file = out / "run.json"
     if out.exists() and not out.is_dir():
         raise JaxmergeError(f"expected an output directory at {out}, found a file")
@@ -44,9 +44,14 @@ def prepare_out_dir(out: Path, cfg: EvolveConfig, resume: bool) -> None:
     expect(not (out.is_dir() and any(out.iterdir())),
            f"expected an empty or new --out directory, found {out} holding "
            + ("another run (use --resume to continue it)" if run_file.exists() else "other files"))
+
+
+def start_run_dir(out: Path, cfg: EvolveConfig) -> None:
+    """Create DIR with its run.json, only once the sources, tasks and search are known good: a refused start
+    leaves nothing behind that a second try would need --resume for."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run_file, json.dumps({"config_hash": config_hash(cfg), "config": cfg.raw}, indent=2,
-                                           default=str))
+    atomic_write_text(out / "run.json", json.dumps({"config_hash": config_hash(cfg), "config": cfg.raw}, indent=2,
+                                                   default=str))
 
 
 def modes() -> dict:
@@ -107,10 +112,12 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
     if cfg.mode == "hybrid":
         from jaxmerge.dfs.search import evolve_hybrid
         return evolve_hybrid(cfg, out, evolve, resume=resume, progress=progress)
-    if is_primary():  # every process runs this same function; only process 0 writes files
-        prepare_out_dir(out, cfg, resume)
+    if is_primary():  # every process runs this same function; only process 0 reads and writes DIR
+        check_out_dir(out, cfg, resume)
     problem = modes()[cfg.mode][0](cfg)
     search, step, evaluate, mesh = setup(problem)
+    if is_primary() and not resume:
+        start_run_dir(out, cfg)
     on_mesh = placed(problem, mesh)
     mgr = checkpoint.manager(out / "checkpoints")
     state, history = start_or_resume(on_mesh, search, evaluate, mgr, resume)

@@ -259,15 +259,7 @@ def snapshot(root: Path) -> dict[str, tuple]:
             for p in sorted(root.rglob("*"))}
 
 
-# Refused after `evolve` has written DIR/run.json (sources, tasks and strategy are checked after the run dir is
-# made): a second try then needs --resume or a new DIR. Fix pending in jaxmerge/evolve/run.py.
-RUN_JSON_FIRST = {"evolve malformed task jsonl", "evolve missing source", "evolve mixed families",
-                  "evolve sigma out of range", "evolve truncated source"}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason="evolve writes run.json before validating sources/tasks")) if c in RUN_JSON_FIRST else c
-    for c in sorted(CASES)])
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(world, tmp_path, capsys, case):
     build, word = CASES[case]
     argv = build(world, tmp_path)

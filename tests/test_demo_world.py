@@ -74,8 +74,10 @@ def test_training_steps_compile_once_and_saved_model_matches_transformers(tmp_pa
     params = init_params(spec, jax.random.key(0))
     params, losses = train(spec, params, tokens, weights, steps=4, lr=1e-3, batch=8, key=jax.random.key(1), chunk=2)
     compiled = _chunk_jit._cache_size()
+    again, _ = train(spec, params, tokens, weights, steps=2, lr=3e-4, batch=8, key=jax.random.key(2), chunk=2)
     params, _ = train(spec, params, tokens, weights, steps=2, lr=3e-4, batch=8, key=jax.random.key(2), chunk=2)
     assert _chunk_jit._cache_size() == compiled  # another rate and length: same executable
+    assert all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(again), jax.tree.leaves(params)))  # same key
     assert np.isfinite(losses).all() and losses[-1] < losses[0]
     save_model(tmp_path / "m", params)
     hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "m", dtype=torch.float32).eval()

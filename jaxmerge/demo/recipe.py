@@ -1,10 +1,11 @@
 """Every number that shapes the demo's trained models, in one place (its hash names the trained world).
 
-Why these numbers: the base is pretrained on a mixture of all skills long enough to do each of them partly, the
-regime where fine-tunes stay near their base and merging works at all. The specialists are then fine-tuned
-with deliberately unequal rates and lengths, as real fine-tunes are: their task vectors differ in size, so no
-single uniform weight suits all of them, and a merge whose weights are searched per model and per layer has room
-to beat the hand-made ones.
+Why these numbers: the base is pretrained on a mixture of all skills but only on their shorter inputs, so it
+does every skill partly; that is the regime where fine-tunes stay near their base and merging works at all (a
+base that knows nothing of a skill lets its specialist drift far, and every merge then fails). Specialists mix a
+replay share of the base's data into their own skill's data, again to stay close, and use deliberately unequal
+learning rates, as real fine-tunes do: their task vectors differ in size, so no single uniform weight suits all
+of them, and a merge whose weights are searched per model and per layer has room to beat the hand-made ones.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ BATCH = 64
 BASE = {"steps": 700, "lr": 3e-3}
 BASE_SEES_SHORT_ONLY = True  # the base never sees a skill's longest inputs (see build.short_rows)
 REPLAY = 0.25        # specialists' data: their skill plus this share (of TRAIN_ROWS) of the base's data
-SPECIALISTS = {      # skill -> fine-tuning from the base on that skill alone
+SPECIALISTS = {      # skill -> fine-tuning from the base on that skill (plus REPLAY)
     "reverse": {"steps": 150, "lr": 1e-3},
     "sort": {"steps": 150, "lr": 3e-4},
     "cipher": {"steps": 150, "lr": 5e-4},
@@ -27,7 +28,7 @@ SPECIALISTS = {      # skill -> fine-tuning from the base on that skill alone
 
 
 def spec() -> ArchSpec:
-    """A 4-layer Llama, d=64: ~0.2M parameters, about 1 MB per model in float32."""
+    """A 4-layer Llama, d=64: ~0.27M parameters, about 1.1 MB per model in float32."""
     return ArchSpec(model_type="llama", vocab_size=len(vocab.WORDS), hidden_size=64, intermediate_size=256,
                     num_layers=4, num_heads=4, num_kv_heads=4, head_dim=16, rms_norm_eps=1e-6,
                     max_position_embeddings=64,
@@ -35,5 +36,6 @@ def spec() -> ArchSpec:
 
 
 def as_dict() -> dict:
-    return {"skills": SKILLS, "seq_len": SEQ_LEN, "train_rows": TRAIN_ROWS, "batch": BATCH, "base": BASE, "base_short": BASE_SEES_SHORT_ONLY, "replay": REPLAY,
-            "specialists": SPECIALISTS, "spec": repr(spec()), "vocab": vocab.WORDS}
+    return {"skills": SKILLS, "seq_len": SEQ_LEN, "train_rows": TRAIN_ROWS, "batch": BATCH, "base": BASE,
+            "base_short": BASE_SEES_SHORT_ONLY, "replay": REPLAY, "specialists": SPECIALISTS, "spec": repr(spec()),
+            "vocab": vocab.WORDS}

@@ -1,0 +1,66 @@
+"""Fused memory mode: merging layer by layer inside the scanned forward gives the materialized numbers."""
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+from jaxmerge import model
+from jaxmerge.evolve.config import load_config
+from jaxmerge.evolve.fused import FusedSpec, choose_mode, forward, fused_decoder, recipe
+from jaxmerge.evolve.problem import build_problem, candidate_fitness, candidate_params
+from jaxmerge.evolve.step import evaluate_population
+from jaxmerge.fitness import greedy_jit
+from tests.evolve_world import build_world, write_config
+
+
+@pytest.fixture(scope="module")
+def problems(tmp_path_factory):
+    """The same dare_ties search (random DARE masks) built in both memory modes."""
+    world = build_world(tmp_path_factory.mktemp("world"))
+    cfg = dataclasses.replace(load_config(write_config(world, subset=4)), population=4)
+    return {m: build_problem(dataclasses.replace(cfg, memory_mode=m)) for m in ("materialize", "fused")}
+
+
+def candidates(problem, n=4):
+    return (jax.random.uniform(jax.random.PRNGKey(0), (n, problem.genome.size)),
+            jax.random.split(jax.random.PRNGKey(1), n))
+
+
+@pytest.mark.slow
+def test_fused_logits_and_greedy_equal_the_materialized_model(problems):
+    p = problems["materialize"]
+    raw, keys = candidates(p, 1)
+    params = jax.jit(lambda x, k, d: candidate_params(p, x, k, d))(raw[0], keys[0], p.data)
+    fs = FusedSpec(p.spec, p.method, p.config.dtype)
+    r = recipe(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
+    tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 7), 3, p.spec.vocab_size)
+    want = model.forward_jit(p.spec, params, tokens)
+    np.testing.assert_allclose(np.asarray(jax.jit(forward, static_argnums=0)(fs, r, tokens)), np.asarray(want),
+                               rtol=1e-5, atol=1e-5)
+    mask = np.ones(tokens.shape, np.int32)
+    eos = np.asarray([2], np.int32)
+    a = greedy_jit(p.spec, params, tokens, mask, eos, max_new_tokens=4)
+    b = greedy_jit(fs, r, tokens, mask, eos, max_new_tokens=4, decoder=fused_decoder())
+    np.testing.assert_array_equal(np.asarray(a.tokens), np.asarray(b.tokens))
+
+
+@pytest.mark.slow
+def test_fused_teacher_forced_fitness_equals_materialize(problems):
+    assert problems["fused"].config.memory_mode == "fused"
+    raw, keys = candidates(problems["fused"])
+    scores = {}
+    for mode, p in problems.items():
+        fit = candidate_fitness(p)
+        scores[mode] = np.asarray(jax.jit(lambda x, k, d: evaluate_population(fit, x, k, d, 2))(raw, keys, p.data))
+    np.testing.assert_allclose(scores["fused"], scores["materialize"], rtol=1e-6, atol=1e-6)
+    assert np.all(np.isfinite(scores["fused"])) and len(set(scores["fused"].tolist())) > 1
+
+
+def test_auto_mode_follows_free_memory(problems):
+    spec = problems["materialize"].spec
+    one = 4 * sum(int(np.prod(x.shape)) for x in jax.tree.leaves(problems["materialize"].data["merge"])) // 6
+    assert choose_mode("auto", spec, 10 * one, 8, free=10**12) == "materialize"
+    assert choose_mode("auto", spec, 10 * one, 8, free=12 * one) == "fused"
+    assert choose_mode("fused", spec, 0, 1, free=10**12) == "fused"
+    assert choose_mode("materialize", spec, 10**12, 64, free=1) == "materialize"

@@ -101,6 +101,9 @@ def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
     `lax.map(fn, its share, batch_size)` as its own program (shard_map, manual over "pop" only; "model" stays
     automatic), so a candidate's numbers do not depend on how the population is split, and `batch_size` bounds
     candidates in flight per shard. The result is replicated (what `tell` needs)."""
+    # With a trivial model axis every mesh axis is manual: host callbacks (text metrics) need a fully manual
+    # computation, so generation-scored fitness works on any pop split (not yet with model > 1).
+    manual = {POP} if mesh.shape[MODEL] > 1 else set(mesh.axis_names)
     local = jax.shard_map(lambda part: jax.lax.map(fn, part, batch_size=batch_size), mesh=mesh,
-                          in_specs=P(POP), out_specs=P(POP), axis_names={POP})
+                          in_specs=P(POP), out_specs=P(POP), axis_names=manual)
     return jax.lax.with_sharding_constraint(local(xs), replicated(mesh))

@@ -31,6 +31,7 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        tmp.chmod(0o777 & ~_umask())
     except OSError as e:
         raise JaxmergeError(f"expected a writable output location for {target}, found: {e.strerror}") from None
     try:
@@ -53,9 +54,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     except OSError as e:
         raise JaxmergeError(f"expected a writable location for {path}, found: {e.strerror}") from None
     try:
+        os.chmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def _umask() -> int:
+    """The process umask (read by setting and restoring it): temp files are made private (0700/0600), but a
+    finished output should carry the permissions a plain mkdir/open would have given it."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

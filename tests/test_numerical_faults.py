@@ -1,0 +1,90 @@
+"""Numerical faults end to end through `jaxmerge evolve`: NaN/Inf candidates score worst, are counted in
+history.jsonl and best.json, and the run goes on; a generation where every candidate is NaN stops with one line
+(exit 2), keeps the last good checkpoint, and `--resume` continues from it once the cause is gone.
+
+The fault is injected into the candidate fitness as a traced switch carried in `data` (0: none, 1: NaN for
+candidates with raw[0] > 0.5 and +Inf for raw[0] < 0.3, 2: NaN for all), so one compiled step serves every run.
++Inf is the sharp case: taken at face value it would win.
+"""
+from __future__ import annotations
+
+import json
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxmerge.evolve.run as run_module
+from jaxmerge.cli import main
+from jaxmerge.evolve.config import load_config
+from tests.evolve_world import build_world, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    cache = tmp_path_factory.getbasetemp() / "xla"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))
+        root = build_world(tmp_path_factory.mktemp("nan_world"))
+        yield root, write_config(root, generations=3)
+
+
+@pytest.fixture
+def fault(monkeypatch):
+    """Set `fault[0]` before a run: the mode every candidate fitness of that run sees (as a traced int32)."""
+    mode = [0]
+    table = run_module.modes()
+    build, fitness, write = table["ps"]
+
+    def build_faulty(cfg):
+        problem = build(cfg)
+        return problem._replace(data={**problem.data, "fault": np.int32(mode[0])})
+
+    def faulty_fitness(problem):
+        clean = fitness(problem._replace(data={k: v for k, v in problem.data.items() if k != "fault"}))
+
+        def candidate(raw, key, data):
+            value = clean(raw, key, {k: v for k, v in data.items() if k != "fault"})
+            some = jnp.where(raw[0] > 0.5, jnp.nan, jnp.where(raw[0] < 0.3, jnp.inf, value))
+            return jnp.select([data["fault"] == 1, data["fault"] == 2], [some, jnp.float32(jnp.nan)], value)
+        return candidate
+
+    monkeypatch.setattr(run_module, "modes", lambda: {**table, "ps": (build_faulty, faulty_fitness, write)})
+    return mode
+
+
+def rows(out):
+    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+
+
+def test_nan_and_inf_candidates_score_worst_are_counted_and_the_run_goes_on(world, tmp_path, fault, capsys):
+    fault[0] = 1
+    out = tmp_path / "run"
+    assert main(["evolve", str(world[1]), "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    history, best = rows(out), json.loads((out / "best.json").read_text())
+    assert [r["generation"] for r in history] == [1, 2, 3]
+    assert best["nonfinite"] == sum(r["nonfinite"] for r in history) > 0
+    assert any(0 < r["nonfinite"] < 4 for r in history)
+    assert all(np.isfinite([r["best"], r["mean"], r["std"], r["best_so_far"]]).all() for r in history)
+    assert np.isfinite(best["fitness"]) and best["fitness"] < 0  # a real loglik, not +Inf
+    assert 0.3 <= best["raw"][0] <= 0.5  # the winner is a candidate whose fitness was finite
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_all_nan_generation_stops_with_one_line_and_resumes_from_the_last_good_checkpoint(
+        world, tmp_path, fault, capsys):
+    out = tmp_path / "run"
+    run_module.evolve(load_config(world[1]), out, progress=False, stop_after=1)  # checkpoint 1, clean
+    fault[0] = 2
+    assert main(["evolve", str(world[1]), "--out", str(out), "--resume", "--no-progress"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "all NaN/Inf" in lines[0] and "generation 2" in lines[0], lines
+    assert sorted(p.name for p in (out / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+    assert not (out / "best.json").exists() and not (out / "model").exists()
+    fault[0] = 0
+    assert main(["evolve", str(world[1]), "--out", str(out), "--resume", "--no-progress"]) == 0
+    history = rows(out)
+    assert [r["generation"] for r in history] == [1, 2, 3] and all(r["nonfinite"] == 0 for r in history)
+

@@ -35,9 +35,10 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     cache = tmp_path_factory.getbasetemp() / "xla"
-    os.environ["JAXMERGE_COMPILATION_CACHE"] = str(cache)  # for the subprocesses and this process alike
-    enable_compilation_cache()
-    return {**os.environ, "PYTHONUNBUFFERED": "1"}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))  # for the subprocesses and this process alike
+        enable_compilation_cache()
+        yield {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")

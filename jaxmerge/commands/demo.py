@@ -35,7 +35,9 @@ def run(args) -> int:
     from rich.console import Console
 
     from jaxmerge.demo.pipeline import run_demo
+    from jaxmerge.errors import expect
     from jaxmerge.runtime import enable_compilation_cache
+    expect(args.seed >= 0, f"expected --seed >= 0, found {args.seed}")
     enable_compilation_cache()
     console = Console()
     results = run_demo(Path(args.out), seed=args.seed, quick=args.quick, progress=not args.no_progress,

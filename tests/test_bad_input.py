@@ -211,6 +211,13 @@ CASES = {
     "evolve out is a file": (lambda w, t: ["evolve", config(w, t), "--out", _text(t / "run", "x"), "--no-progress"],
                              "file"),
     "evolve resume without a run": (lambda w, t: _evolve(w, t) + ["--resume"], "run.json"),
+    # demo
+    "demo out is a file": (lambda w, t: ["demo", "--quick", "--no-progress", "--out", _text(t / "demo", "x")],
+                           "demo"),
+    "demo read-only out": (lambda w, t: ["demo", "--quick", "--no-progress", "--out", str(readonly_dir(t) / "d")],
+                           "writable"),
+    "demo negative seed": (lambda w, t: ["demo", "--quick", "--no-progress", "--seed", "-1", "--out",
+                                         str(t / "demo")], "--seed"),
 }
 
 
@@ -276,8 +283,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(world, tmp_path, capsys
 
 def test_matrix_covers_every_command_with_25_cases():
     commands = {case.split()[0] for case in CASES}
-    assert len(CASES) >= 25 and {"inspect", "merge", "eval", "evolve"} <= commands
-    # TODO(demo): add `jaxmerge demo` cases once jaxmerge/commands/demo.py lands (not registered yet)
+    assert len(CASES) >= 25 and {"inspect", "merge", "eval", "evolve", "demo"} <= commands
 
 
 def test_debug_flag_shows_the_traceback_instead(world, tmp_path):

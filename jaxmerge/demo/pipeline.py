@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import jax
+import numpy as np
 import yaml
 
 from jaxmerge.atomic import atomic_write_text
@@ -55,30 +56,27 @@ def evolve_configs(world: World, quick: bool) -> dict[str, dict]:
 
 
 class Scorer:
-    """Test-split scores of any model on the target and every skill; one compile per task and model shape."""
+    """Test-split scores of any model: the target's per-item results, and per skill the mean over the target's
+    items of that skill (a prompt's first word names its skill; the target's test split is the union of the
+    skills' test splits). One compiled scorer per model shape, so every source and merge shares one compile."""
 
     def __init__(self, world: World, split: str = "test"):
         from jaxmerge.fitness import load_items, load_task, load_tokenizer, prepare
         self.tokenizer = load_tokenizer(world.base)
-        self.tasks = {"target": world.target, **world.tasks}
-        self.prepared = {}
-        for name, path in self.tasks.items():
-            task = load_task(path)
-            items = load_items(task, split)
-            self.prepared[name] = prepare(task, items, self.tokenizer, item_batch=min(50, len(items)))
+        items = load_items(load_task(world.target), split)
+        self.prepared = prepare(load_task(world.target), items, self.tokenizer, item_batch=min(100, len(items)))
+        self.skills = np.array([item.prompt.split()[0] for item in items])
         self.compiled = {}
 
     def __call__(self, model_dir: Path) -> dict[str, float]:
         from jaxmerge.fitness import make_fitness
         from jaxmerge.io import load
         model = load(model_dir)
-        scores = {}
-        for name, prepared in self.prepared.items():
-            key = (name, model.spec)
-            if key not in self.compiled:
-                self.compiled[key] = jax.jit(make_fitness(model.spec, prepared, self.tokenizer).fitness)
-            scores[name] = float(self.compiled[key](model.params))
-        return scores
+        if model.spec not in self.compiled:
+            self.compiled[model.spec] = jax.jit(make_fitness(model.spec, self.prepared, self.tokenizer).per_item)
+        per_item = np.asarray(self.compiled[model.spec](model.params))
+        skills = {skill: float(per_item[self.skills == skill].mean()) for skill in dict.fromkeys(self.skills)}
+        return {"target": float(per_item.mean()), **skills}
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:

@@ -1,0 +1,33 @@
+"""`jaxmerge demo --quick` end to end: the table, results.json, re-runnable configs, and a winner transformers loads."""
+import json
+
+import pytest
+
+from jaxmerge.cli import main
+from jaxmerge.evolve.config import load_config
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    names = [row["name"] for row in results["rows"]]
+    assert names == ["base", "reverse", "sort", "cipher", "add", "task_arithmetic", "ties", "dare_ties",
+                     "PS", "DFS", "PS+DFS"]
+    assert {row["kind"] for row in results["rows"]} == {"source", "untuned", "evolved"}
+    for row in results["rows"]:
+        scores = [v for k, v in row.items() if k.endswith("_test")]
+        assert len(scores) == 5 and all(0.0 <= v <= 1.0 for v in scores)
+        assert row["name"] in printed
+    # a specialist is best at its own skill: the scorer's skill columns are not mixed up
+    by_name = {row["name"]: row for row in results["rows"]}
+    for skill in ("reverse", "sort", "cipher", "add"):
+        assert by_name[skill][f"{skill}_test"] == max(by_name[s][f"{skill}_test"] for s in ("base", skill))
+    for name in ("ps", "dfs", "hybrid"):  # the configs the demo ran, re-runnable with `jaxmerge evolve`
+        load_config(out / "configs" / f"evolve_{name}.yml")
+    import torch
+    import transformers
+    winner = transformers.AutoModelForCausalLM.from_pretrained(out / "winner", dtype=torch.float32)
+    assert winner.config.model_type == "llama"

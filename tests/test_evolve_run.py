@@ -89,6 +89,7 @@ BAD = {
     "population too small": ("search: {strategy: CMA_ES, population: 2}", "population"),
     "unknown top-level key": ("generation: 3", "unknown key"),
     "malformed yaml": ("search: [unclosed", "YAML"),
+    "non-finite sigma": ("search: {strategy: CMA_ES, population: 4, sigma: .nan}", "sigma"),
 }
 
 

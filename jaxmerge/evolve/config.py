@@ -20,6 +20,7 @@ Unknown keys anywhere are refused by name: a typo must never silently fall back 
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def _section(doc: dict, key: str, allowed: set[str], where: str) -> dict:
 
 
 def _number(value, what: str, where: str, kind=float):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     expect(ok and (kind is float or float(value).is_integer()),
            f"{where}: expected {what} to be {'a number' if kind is float else 'an integer'}, found {value!r}")
     return kind(value)

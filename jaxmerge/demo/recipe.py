@@ -18,12 +18,12 @@ TRAIN_ROWS = 6000    # per skill, disjoint from dev and test (add has 11100 prom
 BATCH = 64
 BASE = {"steps": 700, "lr": 3e-3}
 BASE_SEES_SHORT_ONLY = True  # the base never sees a skill's longest inputs (see build.short_rows)
-REPLAY = 0.25        # specialists' data: their skill plus this share (of TRAIN_ROWS) of the base's data
+REPLAY = 0.5         # specialists' data: their skill plus this share (of TRAIN_ROWS) of the base's data
 SPECIALISTS = {      # skill -> fine-tuning from the base on that skill (plus REPLAY)
-    "reverse": {"steps": 150, "lr": 1e-3},
-    "sort": {"steps": 150, "lr": 3e-4},
-    "cipher": {"steps": 150, "lr": 5e-4},
-    "add": {"steps": 150, "lr": 5e-4},
+    "reverse": {"steps": 200, "lr": 6e-4},
+    "sort": {"steps": 200, "lr": 2e-4},
+    "cipher": {"steps": 200, "lr": 3e-4},
+    "add": {"steps": 200, "lr": 4e-4},
 }
 
 

@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 SIZES = {  # name -> ArchSpec fields, tokens per candidate (batch, seq)
     "dry": (dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
                  head_dim=8), (2, 16)),
+    "cpu": (dict(vocab_size=4096, hidden_size=256, intermediate_size=1024, num_layers=4, num_heads=8,
+                 num_kv_heads=4, head_dim=32), (2, 32)),  # benchmarks/memory_modes.py
     "0.5b": (dict(vocab_size=32000, hidden_size=1024, intermediate_size=4096, num_layers=24, num_heads=16,
                   num_kv_heads=8, head_dim=64), (8, 256)),
 }
@@ -108,12 +110,13 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=0, help="candidates in flight (0: all)")
     parser.add_argument("--modes", default="materialize,fused")
     parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--size", choices=sorted(SIZES), help="model size (default: 0.5b; dry with --dry-run)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="device peak (H100/H200 bf16 dense)")
     args = parser.parse_args(argv)
     import jax
-    size = "dry" if args.dry_run else "0.5b"
-    dtype = "float32" if args.dry_run else args.dtype
+    size = args.size or ("dry" if args.dry_run else "0.5b")
+    dtype = "float32" if args.dry_run or jax.default_backend() == "cpu" else args.dtype
     report = {"device": str(jax.devices()[0].device_kind), "backend": jax.default_backend(), "size": size,
               "dtype": dtype, "jax": jax.__version__, "runs": []}
     for mode in args.modes.split(","):

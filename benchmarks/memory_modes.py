@@ -1,0 +1,58 @@
+"""Peak memory against population size, materialize vs fused: one subprocess per point (tools/gpu_check.py at
+its "cpu" size, one device), peak host RSS read from the child's rusage (and device peak bytes where the
+backend reports them). Appends a section to benchmarks/RESULTS.md.
+
+    python benchmarks/memory_modes.py [--populations 4,8,16] [--size cpu]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def point(size: str, mode: str, population: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "r.json"
+        env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+        proc = subprocess.Popen([sys.executable, str(ROOT / "tools/gpu_check.py"), "--size", size, "--modes", mode,
+                                 "--population", str(population), "--repeats", "1", "--out", str(out)],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        assert proc.returncode == 0, f"{mode} population {population} failed"
+        run = json.loads(out.read_text())["runs"][0]
+    run["peak_rss_mib"] = usage.ru_maxrss / 1024
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--populations", default="4,8,16")
+    parser.add_argument("--size", default="cpu")
+    args = parser.parse_args()
+    rows = []
+    for mode in ("materialize", "fused"):
+        for p in map(int, args.populations.split(",")):
+            r = point(args.size, mode, p)
+            rows.append(r)
+            print(json.dumps(r), flush=True)
+    lines = ["", "## scale-out: peak memory vs population, materialize vs fused (benchmarks/memory_modes.py)", "",
+             f"Model: tools/gpu_check.py size `{args.size}` ({rows[0]['params'] / 1e6:.1f}M params, float32, "
+             f"task_arithmetic of 2 sources + base), 1 CPU device, all candidates in flight (batch = population). "
+             f"Peak host RSS of the child process (includes the JAX runtime, ~0.3-0.5 GiB).", "",
+             "| mode | population | peak RSS MiB | step s | candidates/s |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['mode']} | {r['population']} | {r['peak_rss_mib']:.0f} | {r['step_s']:.3f} | {r['candidates_per_s']:.1f} |")
+    with open(ROOT / "benchmarks/RESULTS.md", "a") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -11,8 +11,8 @@ __all__ = ["ArchSpec", "JaxmergeError", "Model", "load", "save", "logits"]
 __version__ = "0.1.0"
 
 
-def logits(model: Model, tokens) -> "numpy.ndarray":  # noqa: F821
-    """float32 logits [batch, seq, vocab] of int tokens [batch, seq] (no padding).
+def logits(model: Model, tokens):
+    """numpy float32 logits [batch, seq, vocab] of int tokens [batch, seq] (no padding).
 
     Token ids are checked here, on the host: inside jit an id outside the vocabulary gathers NaN, silently."""
     import numpy as np

@@ -147,14 +147,18 @@ def check_length(spec: ArchSpec, seq_len: int) -> None:
                                                f"{seq_len} tokens: windowed attention is not supported")
 
 
-def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
-                  positions: jax.Array | None = None) -> jax.Array:
-    """Residual stream after the last layer (before the final norm), [B, S, D]."""
+def attention_inputs(spec: ArchSpec, tokens: jax.Array, mask: jax.Array | None, positions: jax.Array | None):
+    """(rope tables, attention mask) of an uncached forward over tokens [B, S] (mask None: no padding)."""
     check_length(spec, tokens.shape[-1])
     mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
     positions = default_positions(mask) if positions is None else positions
-    rope = rope_tables(spec, positions)
-    attn_mask = attention_mask(jnp.arange(tokens.shape[-1]), mask)
+    return rope_tables(spec, positions), attention_mask(jnp.arange(tokens.shape[-1]), mask)
+
+
+def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
+                  positions: jax.Array | None = None) -> jax.Array:
+    """Residual stream after the last layer (before the final norm), [B, S, D]."""
+    rope, attn_mask = attention_inputs(spec, tokens, mask, positions)
 
     def body(h, lp):
         return decoder_layer(spec, lp, h, rope, attn_mask)[0], None

@@ -19,8 +19,8 @@ import jax.numpy as jnp
 from jaxmerge.arch import ArchSpec
 from jaxmerge.dfs.space import DecodedPath, DFSSpace
 from jaxmerge.errors import expect
-from jaxmerge.model import (KVCache, attention_mask, check_length, decoder_layer, default_positions, embed, head,
-                            rope_tables)
+from jaxmerge.model import (KVCache, attention_inputs, attention_mask, check_length, decoder_layer,
+                            embed, head, rope_tables)
 from jaxmerge.params import Params
 
 
@@ -59,11 +59,7 @@ def _steps(params: Params):
 def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
                   positions: jax.Array | None = None) -> jax.Array:
     """Residual stream after the last step (before A's final norm), [B, S, D]."""
-    check_length(spec, tokens.shape[-1])
-    mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
-    positions = default_positions(mask) if positions is None else positions
-    rope = rope_tables(spec, positions)
-    attn_mask = attention_mask(jnp.arange(tokens.shape[-1]), mask)
+    rope, attn_mask = attention_inputs(spec, tokens, mask, positions)
 
     def body(h, xs):
         return _step(spec, params, h, *xs, rope, attn_mask)[0], None

@@ -24,9 +24,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.errors import expect
+from jaxmerge.yamlfile import read_yaml
 
 MODES = ("ps", "dfs", "hybrid")
 DFS_KEYS = frozenset({"repeats", "w_mode", "generations", "sigma"})  # checked in jaxmerge.dfs.search
@@ -185,9 +185,4 @@ def _path(value: str, root: Path) -> str:
 
 def load_config(path: str | Path) -> EvolveConfig:
     path = Path(path)
-    expect(path.is_file(), f"expected a run config file, found nothing at {path}")
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise JaxmergeError(f"{path}: expected valid YAML, found: {str(e).splitlines()[0]}") from None
-    return parse_config(doc, path.parent.absolute(), str(path))
+    return parse_config(read_yaml(path, "a run config"), path.parent.absolute(), str(path))

@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
 
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.yamlfile import read_yaml
 
 METRICS = ("exact_match_number", "exact_match", "loglik", "choice", "perplexity")
 GENERATIVE = ("exact_match_number", "exact_match")
@@ -53,11 +53,7 @@ class Task:
 def load_task(path: str | Path) -> Task:
     """Read and validate a task YAML; split paths are resolved relative to the YAML's directory."""
     path = Path(path)
-    expect(path.is_file(), f"expected a task YAML file, found nothing at {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise JaxmergeError(f"expected valid YAML in {path}, found: {str(e).splitlines()[0]}") from None
+    raw = read_yaml(path, "a task YAML")
     expect(isinstance(raw, dict), f"{path}: expected a mapping, found {type(raw).__name__}")
     unknown = sorted(set(raw) - KEYS)
     expect(not unknown, f"{path}: expected keys among {sorted(KEYS)}, found unknown {unknown}")

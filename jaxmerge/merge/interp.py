@@ -14,7 +14,6 @@ one selected with jnp.where, so no recipe value ever changes the compiled progra
 """
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
 from jaxmerge.merge.base import MergeMethod

@@ -10,9 +10,9 @@ import dataclasses
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
 
-from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.errors import expect
+from jaxmerge.yamlfile import read_yaml
 from jaxmerge.merge.methods import METHODS
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
@@ -126,9 +126,4 @@ def _tokenizer_source(value: Any, root: Path | None) -> str | None:
 def read_recipe(path: str | Path) -> Recipe:
     """Load and validate a recipe YAML file."""
     path = Path(path)
-    expect(path.is_file(), f"expected a recipe YAML file at {path}, found none")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise JaxmergeError(f"expected valid YAML in {path}, found: {str(e).splitlines()[0]}") from None
-    return parse_recipe(raw, path.parent.absolute())
+    return parse_recipe(read_yaml(path, "a recipe YAML"), path.parent.absolute())

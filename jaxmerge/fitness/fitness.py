@@ -56,6 +56,10 @@ def text_scorer(tokenizer, prepared: Prepared) -> Callable:
     metric = TEXT_METRICS[prepared.task.metric]
 
     def scores(tokens, lengths, index):
+        # Host numpy first: the callback may receive device arrays, and any JAX op dispatched from inside a
+        # callback (even iterating an array) waits on the device that is running the callback: a deadlock
+        # with several devices, and one tiny dispatch per item with one.
+        tokens, lengths, index = np.asarray(tokens), np.asarray(lengths), np.asarray(index)
         flat = zip(tokens.reshape(-1, tokens.shape[-1]), lengths.reshape(-1), index.reshape(-1))
         out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i].answer) for t, n, i in flat]
         return np.asarray(out, np.float32).reshape(lengths.shape)

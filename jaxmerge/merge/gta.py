@@ -48,6 +48,12 @@ SPARSIFIERS = {
 }
 
 
+def model_sum(x: jax.Array) -> jax.Array:
+    """Sum over the leading (model) axis, unrolled: M is static and small, and XLA:CPU ran `x.sum(0)` of a
+    fused [M, big] product up to ~750x slower than this (measured: 9.8 s vs 0.013 s for [2, 8000, 640])."""
+    return sum(x[i] for i in range(x.shape[0]))
+
+
 def _kernel(sparsifier: str | None, consensus: bool, model_hparams: tuple[str, ...]):
     _, apply = SPARSIFIERS[sparsifier]
 
@@ -61,14 +67,14 @@ def _kernel(sparsifier: str | None, consensus: bool, model_hparams: tuple[str, .
         w = hp["weight"].astype(F32).reshape((m,) + (1,) * (delta.ndim - 1))
         deltas = sparse * w
         if consensus:
-            majority = jnp.where(deltas.sum(0) >= 0, 1.0, -1.0)
+            majority = jnp.where(model_sum(deltas) >= 0, 1.0, -1.0)
             keep = jnp.sign(deltas) == majority
-            mixed = jnp.where(keep, deltas, 0.0).sum(0)
-            divisor = jnp.where(keep, w, 0.0).sum(0)
+            mixed = model_sum(jnp.where(keep, deltas, 0.0))
+            divisor = model_sum(jnp.where(keep, w, 0.0))
             divisor = jnp.where(divisor == 0, 1.0, divisor)
         else:
-            mixed = deltas.sum(0)
-            divisor = w.sum(0)
+            mixed = model_sum(deltas)
+            divisor = model_sum(w)
             divisor = jnp.where(jnp.abs(divisor) < 1e-8, 1.0, divisor)
         mixed = jnp.where(hp["normalize"] > 0.5, mixed / divisor, mixed) * hp["lambda"]
         return state["base"] + mixed

@@ -17,6 +17,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmerge.merge.base import MergeMethod
+from jaxmerge.merge.gta import model_sum
 
 F32 = jnp.float32
 
@@ -101,7 +102,7 @@ def _stock_kernel(state, hp, key):
     offs = x.reshape((m,) + rows.shape) - rows
     flat_t = _stock_t(offs.reshape(m, 1, -1), m).reshape(())
     row_t = _stock_t(offs, m)
-    avg = x.mean(0).reshape(rows.shape)
+    avg = (model_sum(x) / x.shape[0]).reshape(rows.shape)
     t = jnp.where(hp["filter_wise"] > 0.5, row_t, flat_t)
     return (t * avg + (1 - t) * rows).reshape(base.shape)
 

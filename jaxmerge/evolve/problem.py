@@ -80,7 +80,7 @@ def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir, decoder=None) -> tuple
     for ref in cfg.tasks:
         task = load_task(ref.task)
         items = load_items(task, ref.split, allow_test=cfg.allow_test_split)
-        items = subset_items(items, ref.subset, cfg.seed)
+        items = fixed_subset(items, ref.subset, cfg.seed)
         pool = load_items(task, task.fewshot_split) if task.fewshot else None
         prepared = prepare(task, items, tokenizer, fewshot_pool=pool, item_batch=min(cfg.item_batch, len(items)))
         fit = make_fitness(spec, prepared, tokenizer, decoder=decoder or Decoder())
@@ -93,12 +93,12 @@ def build_fitness(cfg: EvolveConfig, spec, tokenizer_dir, decoder=None) -> tuple
     return fitness, tuple(f for _, f in parts)
 
 
-def subset_items(items: list, n: int, seed: int) -> list:
+def fixed_subset(items: list, n: int, seed: int) -> list:
     """A fixed uniform subset of n items shared by every candidate of every generation (0: all items)."""
-    from jaxmerge.fitness.subset import random_subset
+    from jaxmerge.fitness.subset import random_subset, subset_items
     if n <= 0 or n >= len(items):
         return items
-    return [items[i] for i in random_subset(len(items), n, seed).indices]
+    return subset_items(items, random_subset(len(items), n, seed))
 
 
 def build_problem(cfg: EvolveConfig) -> Problem:

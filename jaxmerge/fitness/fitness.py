@@ -7,9 +7,15 @@ Items run in chunks of `item_batch` under `lax.map`, bounding activation memory.
 - loglik, perplexity, choice: pure device math on teacher-forced log-probabilities.
 - exact_match_number, exact_match: greedy decoding on device, then the completions are decoded and compared on
   the host through `jax.pure_callback(..., vmap_method="broadcast_all")`, so fitness stays one compiled function.
+- greedy_match: 1 iff greedy decoding emits exactly the answer's tokens and then an end token (the task's
+  single-token stop strings or EOS), decided teacher-forced in ONE forward pass over prompt + answer + end (see
+  score.py): the same verdict as decoding token by token, without the decode steps or a host callback (so the
+  compiled step also lands in the persistent compilation cache). It compares tokens, not normalised text: it
+  equals exact_match whenever the only token sequence that normalises to the answer is the answer's own tokens
+  (a word-level vocabulary, as in the demo; tests/test_fitness_greedy_match.py checks it item by item).
 
-Per-item scores (`per_item`) are 0/1 correctness for exact_match*/choice and the mean answer-token log-prob
-for loglik/perplexity; `aggregate` turns them (with optional item weights, see subset.py) into the task metric,
+Per-item scores (`per_item`) are 0/1 correctness for exact_match*/greedy_match/choice and the mean answer-token
+log-prob for loglik/perplexity; `aggregate` turns them (with optional item weights, see subset.py) into the task metric,
 and the fitness is that metric with perplexity negated. Greedy and teacher-forced scoring are deterministic:
 `key` is accepted so that every fitness in jaxmerge has one signature, and is unused here.
 """
@@ -111,12 +117,16 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
 
 
 def _teacher_forced(spec, prepared: Prepared, decoder: Decoder):
+    ends = np.asarray(prepared.ends, np.int32) if prepared.ends else None
+
     def outputs(params, chunk) -> Scored:
         b, k, s = chunk["tokens"].shape
         flat = [chunk[name].reshape(b * k, s) for name in ("tokens", "mask", "target")]
-        return jax.tree.map(lambda x: x.reshape(b, k), score(spec, params, *flat, decoder=decoder))
+        return jax.tree.map(lambda x: x.reshape(b, k), score(spec, params, *flat, decoder=decoder, ends=ends))
 
     def scores(out: Scored, chunk):
+        if prepared.task.metric == "greedy_match":
+            return out.greedy[:, 0].astype(jnp.float32)
         if prepared.task.metric == "choice":
             logprob = jnp.where(chunk["valid"] > 0, out.logprob, -jnp.inf)
             return (jnp.argmax(logprob, axis=-1) == chunk["answer"]).astype(jnp.float32)

@@ -1,9 +1,12 @@
 """Items -> fixed-shape host arrays, once per (task, split, tokenizer): what the jitted fitness reads.
 
-Generative metrics need left-padded prompts [N, P]. Teacher-forced metrics (loglik, perplexity, choice) need
-K left-padded `context + continuation` rows per item [N, K, S] (K = 1, or the most choices any item has;
-missing choices are rows with valid = 0). N is padded up to a multiple of the item batch by repeating the
-last item, so the item axis splits evenly into chunks for `lax.map`; padded items are sliced off afterwards.
+Generative metrics need left-padded prompts [N, P]. Teacher-forced metrics (loglik, perplexity, choice,
+greedy_match) need K left-padded `context + continuation` rows per item [N, K, S] (K = 1, or the most choices
+any item has; missing choices are rows with valid = 0). greedy_match's continuation is the answer and then an
+end token (the task's first single-token stop string, else EOS), whose slot is marked 2 in `target`; `ends`
+lists every token that ends a greedy completion there (single-token stop strings and EOS). N is padded up to a
+multiple of the item batch by repeating the last item, so the item axis splits evenly into chunks for `lax.map`;
+padded items are sliced off afterwards.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class Prepared(NamedTuple):
     item_batch: int
     pad: int
     eos: tuple[int, ...]
+    ends: tuple[int, ...] = ()     # greedy_match: the tokens that end a completion (see end_tokens)
 
     @property
     def n(self) -> int:
@@ -49,7 +53,19 @@ def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item
     n_padded = -(-len(items) // item_batch) * item_batch
     take = np.minimum(np.arange(n_padded), len(items) - 1)
     arrays = {k: v[take] for k, v in arrays.items()}
-    return Prepared(task, tuple(items), arrays, counts, item_batch, pad, tk.eos_ids(tokenizer))
+    ends = end_tokens(task, tokenizer) if task.metric == "greedy_match" else ()
+    return Prepared(task, tuple(items), arrays, counts, item_batch, pad, tk.eos_ids(tokenizer), ends)
+
+
+def end_tokens(task: Task, tokenizer) -> tuple[int, ...]:
+    """greedy_match: the gold end token first (the first stop string that is one token, else EOS), then every
+    other token that ends a greedy completion (single-token stop strings, EOS ids)."""
+    stops = [ids[0] for s in task.stop
+             if len(ids := tokenizer(s, add_special_tokens=False)["input_ids"]) == 1]
+    ends = tuple(dict.fromkeys(stops + list(tk.eos_ids(tokenizer))))
+    expect(bool(ends), f"task {task.name}: greedy_match needs a stop string that is one token or an EOS token to "
+                       f"end the answer, found stop {list(task.stop)!r} and no EOS")
+    return ends
 
 
 def _prompts(task: Task, tokenizer, contexts: list[str], pad: int) -> dict[str, np.ndarray]:
@@ -62,6 +78,7 @@ def _scored(task: Task, tokenizer, contexts: list[str], items: list[Item], pad: 
     """Rows of context + continuation tokens with a target mask over the continuation."""
     options = [it.choices if task.metric == "choice" else (it.answer,) for it in items]
     k = max(map(len, options))
+    end = list(end_tokens(task, tokenizer)[:1]) if task.metric == "greedy_match" else []
     rows, targets, counts = [], [], np.zeros(len(items), np.float32)
     for i, (context, opts) in enumerate(zip(contexts, options)):
         ctx = tk.encode_prompt(task, tokenizer, context)
@@ -70,10 +87,13 @@ def _scored(task: Task, tokenizer, contexts: list[str], items: list[Item], pad: 
                 if j < len(opts) else []
             expect(j >= len(opts) or len(cont) > 0, f"task {task.name}: item {i}: expected a non-empty answer, "
                                                     f"found {opts[j]!r}")
-            rows.append(ctx + list(cont) if cont else [])
-            targets.append([0] * len(ctx) + [1] * len(cont) if cont else [])
+            expect(not end or len(cont) + 1 <= task.max_new_tokens,
+                   f"task {task.name}: item {i}: greedy_match needs the answer and its end token within "
+                   f"max_new_tokens = {task.max_new_tokens}, found {len(cont)} + 1 tokens")
+            rows.append(ctx + list(cont) + end if cont else [])
+            targets.append([0] * len(ctx) + [1] * len(cont) + [2] * len(end) if cont else [])
             if j < len(opts) and opts[j] == items[i].answer:
-                counts[i] = len(cont)
+                counts[i] = len(cont) + len(end)
     length = tk.padded_length(max(map(len, rows)))
     tokens, mask = tk.left_pad(rows, length, pad)
     target, _ = tk.left_pad(targets, length, 0)

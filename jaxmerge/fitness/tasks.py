@@ -15,7 +15,7 @@ from typing import NamedTuple
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.yamlfile import read_yaml
 
-METRICS = ("exact_match_number", "exact_match", "loglik", "choice", "perplexity")
+METRICS = ("exact_match_number", "exact_match", "greedy_match", "loglik", "choice", "perplexity")
 GENERATIVE = ("exact_match_number", "exact_match")
 KEYS = frozenset({"name", "splits", "template", "metric", "max_new_tokens", "stop", "fewshot", "fewshot_split",
                   "chat_template"})

@@ -111,11 +111,11 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
 
 
 def _header_names(file: Path) -> list[str]:
-    with _open(file) as f:
+    with open_safetensors(file) as f:
         return list(f.keys())
 
 
-def _open(file: Path):
+def open_safetensors(file: Path):
     try:
         return safe_open(str(file), framework="np")
     except Exception as e:
@@ -125,7 +125,7 @@ def _open(file: Path):
 
 def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
     if file not in handles:
-        handles[file] = _open(file).__enter__()
+        handles[file] = open_safetensors(file).__enter__()
     try:
         return handles[file].get_tensor(name)
     except Exception as e:
@@ -146,7 +146,7 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
         else:
             layers[leaf][i] = array
     params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
-    _check_one_dtype(params, model_dir)
+    check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
     return Model(spec, params, model_dir)
 
 
@@ -154,19 +154,28 @@ def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True):
     """Yield (section, leaf, layer, array) for every tensor `spec` needs, one at a time, each checked against
     config.json (names, shape, dtype, finite). One tensor in memory at a time, so `inspect` can verify a
     checkpoint larger than RAM."""
-    files = weight_files(model_dir)
-    names = hf_names(spec)
-    _check_names(model_dir, spec, names, files)
+    names, files = tensor_files(model_dir, spec)
     shapes = param_shapes(spec)
     handles: dict[Path, Any] = {}
     try:
         for name, (section, leaf, i) in names.items():
-            array = _checked(_read(files[name], name, handles), name, shapes, section, leaf, files[name],
-                             check_finite)
+            array = _read(files[name], name, handles)
+            check_meta(name, array.shape, np.dtype(array.dtype).name, shapes, (section, leaf), files[name])
+            if check_finite:
+                check_finite_values(array, name, files[name])
             yield section, leaf, i, array
     finally:
         for h in handles.values():
             h.__exit__(None, None, None)
+
+
+def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict, dict[str, Path]]:
+    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs; missing or unexpected
+    tensors are refused. Reads only headers."""
+    files = weight_files(model_dir)
+    names = hf_names(spec)
+    _check_names(model_dir, spec, names, files)
+    return names, files
 
 
 def _check_names(model_dir: Path, spec: ArchSpec, names: dict, files: dict) -> None:
@@ -180,20 +189,21 @@ def _check_names(model_dir: Path, spec: ArchSpec, names: dict, files: dict) -> N
         raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
 
 
-def _checked(array, name, shapes, section, leaf, file, check_finite) -> np.ndarray:
+def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, str], file: Path) -> None:
+    """A tensor's shape against config.json and its dtype (a numpy name) against DTYPES; `where` = (section, leaf)."""
+    section, leaf = where
     want = shapes[leaf] if section == "global" else shapes["layers"][leaf][1:]
-    expect(tuple(array.shape) == tuple(want),
-           f"{file.name}: tensor {name} expected shape {tuple(want)} from config.json, found {tuple(array.shape)}")
-    expect(np.dtype(array.dtype).name in DTYPES, f"{file.name}: tensor {name} expected a float dtype in "
-                                                 f"{sorted(DTYPES)}, found {np.dtype(array.dtype).name}")
-    if check_finite:
-        expect(bool(np.isfinite(array.astype(np.float32)).all()),
-               f"{file.name}: tensor {name} expected finite values, found NaN or Inf")
-    return array
+    expect(tuple(shape) == tuple(want),
+           f"{file.name}: tensor {name} expected shape {tuple(want)} from config.json, found {tuple(shape)}")
+    expect(dtype in DTYPES, f"{file.name}: tensor {name} expected a float dtype in {sorted(DTYPES)}, found {dtype}")
 
 
-def _check_one_dtype(params: Params, where: Path) -> None:
-    kinds = {np.dtype(a.dtype).name for a in _leaves(params)}
+def check_finite_values(array: np.ndarray, name: str, file: Path) -> None:
+    expect(bool(np.isfinite(array.astype(np.float32)).all()),
+           f"{file.name}: tensor {name} expected finite values, found NaN or Inf")
+
+
+def check_one_dtype(kinds: set[str], where: Path) -> None:
     expect(len(kinds) == 1, f"{where}: expected one dtype for all tensors, found {sorted(kinds)}")
 
 

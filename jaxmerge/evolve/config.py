@@ -11,7 +11,7 @@
     search: {strategy: CMA_ES, population: 16, generations: 20, sigma: 0.15, seed: 0}
     fitness:
       tasks: [{task: tasks/target.yml, split: dev, weight: 1.0, subset: 64}]
-    memory: {mode: auto, batch_size: 0}  # materialize | fused | auto; candidates merged at once per pop shard
+    memory: {mode: auto, batch_size: 1}  # materialize | fused | auto; candidates in flight per pop shard (0: all)
     mesh: {pop: 0, model: 1}             # device mesh (0: every device not on the model axis)
     dtype: float32
 
@@ -63,7 +63,7 @@ class EvolveConfig:
     sigma: float = 0.15
     learning_rate: float = 0.05
     seed: int = 0
-    batch_size: int = 0
+    batch_size: int = 1        # candidates in flight per pop shard; 0: the shard's whole share (see README)
     memory_mode: str = "auto"  # materialize | fused | auto (see jaxmerge.evolve.fused)
     mesh_pop: int = 0          # 0: every device not used by the model axis
     mesh_model: int = 1
@@ -157,7 +157,7 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
         sigma=_number(search.get("sigma", 0.15), "sigma", where),
         learning_rate=_number(search.get("learning_rate", 0.05), "learning_rate", where),
         seed=_number(search.get("seed", 0), "seed", where, int),
-        batch_size=_number(memory.get("batch_size", 0), "batch_size", where, int),
+        batch_size=_number(memory.get("batch_size", 1), "batch_size", where, int),
         memory_mode=str(memory.get("mode", "auto")),
         mesh_pop=_number(mesh.get("pop", 0), "mesh.pop", where, int),
         mesh_model=_number(mesh.get("model", 1), "mesh.model", where, int),

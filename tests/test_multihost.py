@@ -1,12 +1,12 @@
 """Two processes on localhost (4 fake CPU devices each, JAX's distributed runtime, gloo collectives) run one
-short evolution; the result equals the single-process 8-device run, and only process 0 writes outputs."""
+short evolution; the result is bit-identical to the single-process 8-device run and to the unsharded 1-device
+run, and only process 0 writes outputs."""
 import json
 import os
 import socket
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests.evolve_world import build_world, write_config
@@ -45,13 +45,13 @@ def test_two_processes_equal_one_process_of_eight_devices(tmp_path):
     reports = [[line for line in o.splitlines() if line.startswith("{\"fitness\"")] for o in outs]
     assert len(reports[0]) == 1 and reports[1] == [], outs  # only process 0 reports
     finish(launch(config, tmp_path / "single", 8))
-    multi = json.loads((tmp_path / "multi/best.json").read_text())
-    single = json.loads((tmp_path / "single/best.json").read_text())
-    for key in ("fitness", "generation", "merge_key", "evaluations"):
-        assert multi[key] == single[key], key
-    # the winner's genes agree to float32 rounding (observed: 1 ulp; the 2-process program is compiled
-    # separately for a mesh spanning two processes, and is not bit-identical in the strategy update)
-    np.testing.assert_allclose(multi["raw"], single["raw"], rtol=0, atol=1e-6)
+    unsharded = world / "one.yml"  # the same run on one device: the population is not split at all
+    unsharded.write_text(text.replace("population: 4", "population: 8") + "mesh: {pop: 1}\n")
+    finish(launch(unsharded, tmp_path / "one", 1))
+    runs = {name: json.loads((tmp_path / name / "best.json").read_text()) for name in ("multi", "single", "one")}
+    for name in ("single", "one"):  # bit-identical: same fitness, same winner (genes and merge key)
+        for key in ("fitness", "raw", "generation", "merge_key", "evaluations"):
+            assert runs["multi"][key] == runs[name][key], (name, key)
     history = [json.loads(x) for x in (tmp_path / "multi/history.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in history] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]

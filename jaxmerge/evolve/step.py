@@ -92,6 +92,10 @@ def generation_step(search: Search, candidate_fitness: CandidateFitness, batch_s
     key, k_ask, k_merge, k_tell = jax.random.split(state.key, 4)
     population, strategy = search.ask(k_ask, state.strategy)
     keys = jax.random.split(k_merge, search.population)
+    if mesh is not None:  # ask and tell run whole on every device: XLA left free would split their matmuls and
+        # reductions over "pop", whose cross-device sums round differently with the number of processes
+        from jaxmerge.evolve.mesh import replicated
+        population, keys = jax.lax.with_sharding_constraint((population, keys), replicated(mesh))
     fitness = evaluate_population(candidate_fitness, population, keys, data, batch_size, mesh)
     finite = jnp.isfinite(fitness)
     clean = jnp.where(finite, fitness, WORST)

@@ -56,11 +56,11 @@ def run_generations(problem, generations: int) -> tuple[float, Timing, int]:
     """(first generation seconds incl. compile, timing of the later ones, compilations of the step)."""
     import jax
 
-    from jaxmerge.evolve.mesh import place, replicated
-    from jaxmerge.evolve.run import placed, setup
+    from jaxmerge.evolve.mesh import data_shardings, place, replicated
+    from jaxmerge.evolve.run import setup
     from jaxmerge.evolve.step import initial_state
-    search, step, evaluate, mesh = setup(problem)  # the same sequence as jaxmerge.evolve.run.evolve
-    problem = placed(problem, mesh)
+    search, step, evaluate, mesh = setup(problem)  # as jaxmerge.evolve.run.evolve, but from in-memory sources
+    problem = problem._replace(data=place(problem.data, data_shardings(mesh, problem.data)))
     state = initial_state(search, problem.genome.initial_raw(), jax.random.PRNGKey(0),
                           lambda pop, keys: evaluate(pop, keys, problem.data))
     state = place(jax.tree.map(np.asarray, state), replicated(mesh))

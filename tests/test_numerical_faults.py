@@ -38,8 +38,8 @@ def fault(monkeypatch):
     table = run_module.modes()
     build, fitness, write = table["ps"]
 
-    def build_faulty(cfg):
-        problem = build(cfg)
+    def build_faulty(cfg, mesh=None):
+        problem = build(cfg, mesh)
         return problem._replace(data={**problem.data, "fault": np.int32(mode[0])})
 
     def faulty_fitness(problem):

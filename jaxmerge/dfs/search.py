@@ -27,11 +27,11 @@ from jaxmerge.atomic import atomic_write_text
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import export_pool
 from jaxmerge.dfs.path import path_spec, with_path
-from jaxmerge.dfs.sources import pool_params, space_for
+from jaxmerge.dfs.sources import pool_layout, space_for
 from jaxmerge.dfs.space import W_MODES, DFSSpace
 from jaxmerge.errors import expect
 from jaxmerge.evolve.config import DFS_KEYS
-from jaxmerge.io import DTYPES, load
+from jaxmerge.io import DTYPES
 
 
 
@@ -86,16 +86,19 @@ def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def build_dfs_problem(cfg):
-    """The engine's Problem for a DFS search over cfg.models (A first)."""
+def build_dfs_problem(cfg, mesh=None):
+    """The engine's Problem for a DFS search over cfg.models (A first); the pool is loaded sliced onto `mesh`
+    (default: the config's)."""
     from jaxmerge.evolve.problem import Problem, build_fitness
+    from jaxmerge.evolve.sliced import load_table, open_checkpoint, run_mesh
     settings = dfs_settings(cfg)
     expect(cfg.dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {cfg.dtype!r}")
-    models = [load(m, dtype=cfg.dtype) for m in cfg.models]
+    models = [open_checkpoint(m) for m in cfg.models]
     space = space_for(models, settings["repeats"], settings["w_mode"])
     spec = path_spec(models[0].spec, space)
     fitness, parts = build_fitness(cfg, spec, models[0].path, decoder=DFS_DECODER)
-    data = {"pool": pool_params(models)}
+    mesh = mesh if mesh is not None else run_mesh(cfg, models[0].spec)
+    data = {"pool": load_table(pool_layout([m.table for m in models]), models[0].spec, mesh, cfg.dtype)}
     return Problem(cfg, spec, None, DFSGenome(space), data, fitness, parts, models[0].path, tuple(cfg.models))
 
 
@@ -113,10 +116,17 @@ def dfs_candidate_fitness(problem):
 
 
 def write_dfs_outputs(problem, state, history: list[dict], out: Path) -> dict:
-    """DIR/model (a plain HF model with path.json and plots/path.png), best.json, history.jsonl."""
+    """DIR/model (a plain HF model with path.json and plots/path.png), best.json, history.jsonl. Called by every
+    process: the pool is gathered to each host (a collective), then only process 0 writes."""
+    from jaxmerge.distributed import is_primary
+    from jaxmerge.evolve.outputs import jax_to_numpy
+    from jaxmerge.evolve.run import secondary_result
+    pool = jax_to_numpy(problem.data["pool"])
+    if not is_primary():
+        return secondary_result(state)
     genome: DFSGenome = problem.genome
     genes = genome.genes(jnp.asarray(state.best_raw))
-    export_pool(genome.space, problem.spec, problem.data["pool"], genes, out / "model", names=problem.names,
+    export_pool(genome.space, problem.spec, pool, genes, out / "model", names=problem.names,
                 tokenizer_from=problem.tokenizer_dir, overwrite=True)
     best = {"fitness": float(state.best_fitness), "generation": int(state.best_generation),
             "genes": genome.describe(state.best_raw), "raw": np.asarray(state.best_raw).tolist(),

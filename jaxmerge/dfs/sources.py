@@ -39,8 +39,11 @@ def space_for(models: Sequence[Model], repeats: int = 3, w_mode: str = "matrix")
 def pool_params(models: Sequence[Model]) -> Params:
     """A's globals plus every source layer stacked in layout order under "pool" (host arrays, built once)."""
     check_sources(models)
-    a = models[0].params
-    out = {k: v for k, v in a.items() if k != "layers"}
-    out["pool"] = {leaf: np.concatenate([np.asarray(m.params["layers"][leaf]) for m in models])
-                   for leaf in a["layers"]}
+    return pool_layout([m.params for m in models])
+
+
+def pool_layout(trees: Sequence[Params]) -> Params:
+    """The pool's layout from per-model canonical trees (arrays, or the name tables of jaxmerge.evolve.sliced)."""
+    out = {k: v for k, v in trees[0].items() if k != "layers"}
+    out["pool"] = {leaf: np.concatenate([np.asarray(t["layers"][leaf]) for t in trees]) for leaf in trees[0]["layers"]}
     return out

@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from jaxmerge.atomic import atomic_write_text
+from jaxmerge.distributed import is_primary
 from jaxmerge.evolve.genome import GeneSpec
 from jaxmerge.params import GROUPS
 
@@ -64,15 +65,18 @@ def to_recipe(problem, genes: dict) -> dict:
 
 
 def write_outputs(problem, state, history: list[dict], out: Path) -> dict:
-    from jaxmerge.evolve.run import winner_params
+    """Called by every process: the winner is merged on the mesh by all of them; only process 0 writes."""
+    from jaxmerge.evolve.run import secondary_result, winner_params
     from jaxmerge.io import Model, save
+    params = jax_to_numpy(winner_params(problem, state))
+    if not is_primary():
+        return secondary_result(state)
     genome = problem.genome
     genes = genome.describe(state.best_raw)
     best = {"fitness": float(state.best_fitness), "generation": int(state.best_generation),
             "genes": genes, "raw": np.asarray(state.best_raw).tolist(),
             "merge_key": np.asarray(state.best_key).tolist(), "evaluations": int(state.evaluations),
             "nonfinite": int(state.nonfinite), "models": list(problem.names)}
-    params = jax_to_numpy(winner_params(problem, state))
     save(Model(problem.spec, params, None), out / "model", tokenizer_from=problem.tokenizer_dir, overwrite=True)
     atomic_write_text(out / "recipe.yml", yaml.safe_dump(to_recipe(problem, genes), sort_keys=False))
     atomic_write_text(out / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
@@ -83,5 +87,12 @@ def write_outputs(problem, state, history: list[dict], out: Path) -> dict:
 
 
 def jax_to_numpy(tree):
+    """Host copies of (possibly multi-process) global arrays: a collective, every process must call it."""
     import jax
-    return jax.tree.map(np.asarray, tree)
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
+    return jax.tree.map(one, tree)

@@ -1,8 +1,9 @@
 """From a run config to the pieces of a search: sources, merge method and its state, genome, fitness.
 
-Everything here runs once on the host. The result, `Problem`, splits cleanly into static parts (method, genome,
-fitness closures: hashable or closed over small constants) and `data` (the big arrays: the merge state of the
-sources), which the jitted step takes as an argument.
+Everything here runs once. The result, `Problem`, splits cleanly into static parts (method, genome, fitness
+closures: hashable or closed over small constants) and `data` (the big arrays: the merge state of the sources),
+which the jitted step takes as an argument. `data` is born on the run's mesh: the sources are loaded sliced
+(jaxmerge.evolve.sliced, each process reading only what its devices hold) and the merge state is computed there.
 """
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ import numpy as np
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve.config import EvolveConfig
 from jaxmerge.evolve.genome import Gene, GeneSpec
-from jaxmerge.io import DTYPES, Model, load
+from jaxmerge.evolve.mesh import data_shardings
+from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint, run_mesh, stack_tables
+from jaxmerge.io import DTYPES, Model
 
 
 class Problem(NamedTuple):
@@ -30,17 +33,37 @@ class Problem(NamedTuple):
     names: tuple[str, ...]
 
 
-def load_sources(cfg: EvolveConfig, dtype: str | None = None) -> tuple[list[Model], Model | None]:
-    """Load every source (and the base); refuse models whose architecture differs from the first one."""
-    models = [load(m, dtype=dtype) for m in cfg.models]
-    base = load(cfg.base_model, dtype=dtype) if cfg.base_model else None
+def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None]:
+    """Every source (and the base) checked from its headers; refuse models whose architecture differs."""
+    models = [open_checkpoint(m) for m in cfg.models]
+    base = open_checkpoint(cfg.base_model) if cfg.base_model else None
     first = models[0]
     for other in models[1:] + ([base] if base else []):
         _same_shape(first, other)
     return models, base
 
 
-def _same_shape(a: Model, b: Model) -> None:
+def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str = "float32"):
+    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold."""
+    from jaxmerge.merge import Sources
+    spec = models[0].spec
+    stacked = load_table(stack_tables([m.table for m in models]), spec, mesh, dtype)
+    base_params = load_table(base.table, spec, mesh, dtype) if base else None
+    return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+
+
+def merge_state(method, sources, mesh) -> dict:
+    """`init_state` run on the mesh, its outputs laid out as the step's data (`data_shardings`)."""
+    from jaxmerge.merge import init_state
+
+    def init(base, models):
+        return init_state(method, sources._replace(base=base, models=models))
+    shapes = jax.eval_shape(init, sources.base, sources.models)
+    shardings = data_shardings(mesh, {"merge": shapes})["merge"]
+    return jax.jit(init, out_shardings=shardings)(sources.base, sources.models)
+
+
+def _same_shape(a: Checkpoint, b: Checkpoint) -> None:
     fields = ("model_type", "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads",
               "num_kv_heads", "head_dim", "tie_word_embeddings", "qkv_bias", "o_bias", "qk_norm")
     for f in fields:
@@ -101,8 +124,9 @@ def fixed_subset(items: list, n: int, seed: int) -> list:
     return subset_items(items, random_subset(len(items), n, seed))
 
 
-def build_problem(cfg: EvolveConfig) -> Problem:
-    from jaxmerge.merge import METHODS, Sources, init_state
+def build_problem(cfg: EvolveConfig, mesh=None) -> Problem:
+    """The PS problem, its merge state computed on `mesh` (default: the config's) from sources loaded sliced."""
+    from jaxmerge.merge import METHODS
     if cfg.merge_method not in METHODS or cfg.merge_method == "passthrough":
         raise JaxmergeError(f"expected an evolvable merge_method in {sorted(set(METHODS) - {'passthrough'})}, "
                             f"found {cfg.merge_method!r}")
@@ -110,10 +134,10 @@ def build_problem(cfg: EvolveConfig) -> Problem:
     method = METHODS[cfg.merge_method]
     expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
                                                     "against a base, found none")
-    models, base = load_sources(cfg, dtype="float32")
+    models, base = open_sources(cfg)
     spec = models[0].spec
-    sources = Sources(spec, base.params if base else None, stack_models(models), tuple(cfg.models))
-    state = init_state(method, sources)
+    mesh = mesh if mesh is not None else run_mesh(cfg, spec)
+    state = merge_state(method, load_sources(models, base, mesh), mesh)
     genome = build_genome(cfg, method, spec, len(models))
     tokenizer_dir = (base or models[0]).path
     fitness, parts, cfg = memory_mode_fitness(cfg, spec, method, state, tokenizer_dir)

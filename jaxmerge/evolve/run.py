@@ -62,13 +62,13 @@ def modes() -> dict:
             "dfs": (build_dfs_problem, dfs_candidate_fitness, write_dfs_outputs)}
 
 
-def setup(problem: Problem):
-    """(search, step, evaluate, mesh): candidates split over the mesh's pop axis, `memory.batch_size` of them
-    in flight per pop shard (0: all of the shard's share)."""
-    from jaxmerge.evolve.mesh import build_mesh, replicated
+def setup(problem: Problem, mesh=None):
+    """(search, step, evaluate, mesh): candidates split over the mesh's pop axis (default mesh: the config's),
+    `memory.batch_size` of them in flight per pop shard (0: all of the shard's share)."""
+    from jaxmerge.evolve.sliced import run_mesh
     cfg = problem.config
     search = make_search(cfg.strategy, cfg.population, problem.genome.size, cfg.sigma, cfg.learning_rate)
-    mesh = build_mesh(cfg.mesh_pop, cfg.mesh_model, cfg.population, problem.spec)
+    mesh = mesh if mesh is not None else run_mesh(cfg, problem.spec)
     share = cfg.population // mesh.shape["pop"]
     batch = cfg.batch_size or share
     expect(share % batch == 0, f"expected memory.batch_size to divide the candidates per pop shard "
@@ -78,12 +78,6 @@ def setup(problem: Problem):
     evaluate = jax.jit(lambda pop, keys, data: evaluate_population(fit, pop, keys, data, batch, mesh),
                        out_shardings=replicated(mesh))
     return search, step, evaluate, mesh
-
-
-def placed(problem: Problem, mesh) -> Problem:
-    """The problem with its `data` laid out on the mesh (sources replicated over pop, split over model)."""
-    from jaxmerge.evolve.mesh import data_shardings, place
-    return problem._replace(data=place(problem.data, data_shardings(mesh, problem.data)))
 
 
 def start_or_resume(problem: Problem, search, evaluate, mgr, resume: bool):
@@ -113,13 +107,14 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
         return evolve_hybrid(cfg, out, evolve, resume=resume, progress=progress)
     if is_primary():  # every process runs this same function; only process 0 reads and writes DIR
         check_out_dir(out, cfg, resume)
-    problem = modes()[cfg.mode][0](cfg)
-    search, step, evaluate, mesh = setup(problem)
+    from jaxmerge.evolve.sliced import run_mesh
+    mesh = run_mesh(cfg)  # first: the sources are loaded straight onto it, each process reading its slices
+    problem = modes()[cfg.mode][0](cfg, mesh)
+    search, step, evaluate, mesh = setup(problem, mesh)
     if is_primary() and not resume:
         start_run_dir(out, cfg)
-    on_mesh = placed(problem, mesh)
     mgr = checkpoint.manager(out / "checkpoints")
-    state, history = start_or_resume(on_mesh, search, evaluate, mgr, resume)
+    state, history = start_or_resume(problem, search, evaluate, mgr, resume)
     state = place(jax.tree.map(np.asarray, state), replicated(mesh))
     from jaxmerge.evolve.progress import Progress
     with Progress(cfg.generations, enabled=progress) as bar:
@@ -129,7 +124,7 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
             if stop_after is not None and done_here >= stop_after:
                 return {"stopped_at": int(state.generation)}
             t0 = time.perf_counter()
-            state, stats = step(state, on_mesh.data)
+            state, stats = step(state, problem.data)
             jax.block_until_ready(state)
             row = history_row(state, stats, time.perf_counter() - t0, cfg.population)
             _check_finite(stats, state, out)
@@ -137,10 +132,13 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
             checkpoint.save(mgr, int(state.generation), state, {"history": history})
             bar.advance_to(int(state.generation), row)
             done_here += 1
-    state = jax.tree.map(np.asarray, state)  # host copy: the export below runs on this process alone
-    if not is_primary():
-        return {"fitness": float(state.best_fitness), "generation": int(state.best_generation)}
-    return modes()[cfg.mode][2](problem, state, history, out)
+    state = jax.tree.map(np.asarray, state)  # host copy (replicated)
+    return modes()[cfg.mode][2](problem, state, history, out)  # every process; only process 0 writes
+
+
+def secondary_result(state: EvolveState) -> dict:
+    """What a process other than 0 returns once the export's collectives are done."""
+    return {"fitness": float(state.best_fitness), "generation": int(state.best_generation)}
 
 
 def _check_finite(stats, state, out: Path) -> None:

@@ -24,8 +24,10 @@ def run(args) -> int:
     from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
     from jaxmerge.fitness.evaluate import evaluate
     from jaxmerge.io import load
+    from jaxmerge.runtime import enable_compilation_cache
 
     expect(args.limit is None or args.limit >= 1, f"expected --limit >= 1, found {args.limit}")
+    enable_compilation_cache()
     task = load_task(args.task)
     split = args.split or task.splits[0][0]
     items = load_items(task, split, limit=args.limit)

@@ -16,7 +16,9 @@ def run(args) -> int:
 
     from jaxmerge.merge.build import merge_recipe, referenced
     from jaxmerge.merge.recipe import read_recipe
+    from jaxmerge.runtime import enable_compilation_cache
 
+    enable_compilation_cache()  # the merge compiles per architecture: a repeat merge of the same shapes reuses it
     recipe = read_recipe(args.recipe)
     steps = len(referenced(recipe)) + 2
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),

@@ -30,7 +30,7 @@ from benchmarks.common import result
 
 SIZES = {  # per source: (hidden, intermediate, layers, heads, vocab)
     False: dict(hidden=512, intermediate=1536, layers=8, heads=8, vocab=32000),  # 59.8M params, 239 MB f32
-    True: dict(hidden=128, intermediate=384, layers=2, heads=4, vocab=4096),     # 1.5M params, 6 MB f32
+    True: dict(hidden=256, intermediate=768, layers=2, heads=4, vocab=8192),     # 5.9M params, 24 MB f32
 }
 NUM_SOURCES = 3
 GOAL = "ratio <= 0.6"

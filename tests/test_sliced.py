@@ -90,10 +90,11 @@ def test_two_processes_each_read_only_their_half(tmp_path):
     """2 processes x 1 CPU device, the model axis spanning both (benchmarks/load_rss.py's workers): each reads
     exactly the bytes its device holds (half of every split tensor, the whole of the replicated norms), and its
     shards equal io.load + stack."""
-    from benchmarks.load_rss import SIZES, launch, write_sources
+    from benchmarks.load_rss import NUM_SOURCES, SIZES, launch, write_sources
     paths, total = write_sources(tmp_path, SIZES[True])
     reports = launch("sliced", paths, tmp_path, timeout=300, verify=True)
-    norms = 3 * (2 * 2 + 1) * 128 * 4  # [M, L, D] input/post-attention norms and [M, D] final norm, float32
+    size = SIZES[True]  # replicated: [M, L, D] input/post-attention norms and [M, D] final norm, float32
+    norms = NUM_SOURCES * (2 * size["layers"] + 1) * size["hidden"] * 4
     for r in reports:
         assert r["equal"]
         assert r["bytes_read"] == r["device_bytes"] == (total - norms) // 2 + norms

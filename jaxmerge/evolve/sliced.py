@@ -28,7 +28,7 @@ from jaxmerge.io import DTYPES, check_finite_values, check_meta, check_one_dtype
     tensor_files
 from jaxmerge.params import Params, layer_leaf_shapes, param_shapes
 
-CHUNK_BYTES = 8 * 2**20  # rows of a block are read this many bytes at a time
+CHUNK_BYTES = 2 * 2**20  # rows of a block are read this many bytes at a time
 HEADER_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # safetensors codes -> numpy names
 
 

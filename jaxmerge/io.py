@@ -170,15 +170,9 @@ def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True):
 
 
 def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict, dict[str, Path]]:
-    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs; missing or unexpected
-    tensors are refused. Reads only headers."""
-    files = weight_files(model_dir)
-    names = hf_names(spec)
-    _check_names(model_dir, spec, names, files)
-    return names, files
-
-
-def _check_names(model_dir: Path, spec: ArchSpec, names: dict, files: dict) -> None:
+    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs (headers only); missing
+    or unexpected tensors are refused."""
+    files, names = weight_files(model_dir), hf_names(spec)
     missing = [n for n in names if n not in files]
     if missing:
         raise JaxmergeError(f"{model_dir}: expected tensor {missing[0]} (config.json says so), found it missing"
@@ -187,6 +181,7 @@ def _check_names(model_dir: Path, spec: ArchSpec, names: dict, files: dict) -> N
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
         raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
+    return names, files
 
 
 def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, str], file: Path) -> None:

@@ -59,6 +59,21 @@ def test_sliced_stack_equals_load_and_stack(families, family, dtype):
     assert got["layers"]["down_proj"].sharding.spec[3] == "model"  # a column split too
 
 
+def test_sliced_dfs_pool_equals_pool_params(families, tmp_path):
+    """A DFS pool (A's globals, then every layer of sources with different layer counts) loads sliced exactly."""
+    from jaxmerge.dfs.sources import pool_layout, pool_params
+    short = make_tiny_model(tmp_path / "short", "llama", seed=7, num_key_value_heads=4, num_hidden_layers=2)
+    paths = [families["llama"][0], short, families["llama"][1]]
+    ckpts = [open_checkpoint(p) for p in paths]
+    mesh = build_mesh(4, 2, 8)
+    got = load_table(pool_layout([c.table for c in ckpts]), ckpts[0].spec, mesh, "float32")
+    want = pool_params([load(p, dtype="float32") for p in paths])
+    assert got["pool"]["q_proj"].shape[0] == 3 + 2 + 3
+    assert jax.tree.structure(got) == jax.tree.structure(want)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(g), w)
+
+
 def counted_reads(monkeypatch) -> list:
     """Record (HF name, block index as (start, stop) pairs, file, bytes) of every block of a tensor read."""
     reads, real = [], sliced.read_block

@@ -10,7 +10,8 @@ Same sources (a random Llama base + fine-tunes), same task batch (teacher-forced
   into a Llama and scores the same items. Fitness agreement between the two is checked on a deterministic
   method (ties), so the loop provably does the same work.
 - bare forward: the population's forward passes alone (logits for every item of every candidate, no merge, no
-  log-softmax, no ask/tell) in one jitted call: what the step would cost if merging were free.
+  log-softmax, no ask/tell) in one jitted call, one candidate at a time like the step (on CPU that is also the
+  fastest way: vmapping candidates' forwards together was slower): what the step would cost if merging were free.
 
 Run: python -m benchmarks.evolve_throughput [--quick]   (prints its Markdown section)
 """
@@ -30,7 +31,7 @@ SETTINGS = {  # the world and the population of each mode
 }
 
 
-def problem_for(world: World, method: str, population: int, batch_size: int = 0):
+def problem_for(world: World, method: str, population: int):
     """The engine's `Problem` over an in-memory world (build_problem reads paths; the pieces are the same)."""
     from jaxmerge.evolve.config import EvolveConfig, EvolvedParam
     from jaxmerge.evolve.problem import Problem, build_genome, stack_models
@@ -42,7 +43,7 @@ def problem_for(world: World, method: str, population: int, batch_size: int = 0)
     if method != "task_arithmetic":
         evolve["density"] = EvolvedParam(0.7, 0.1, 1.0)
     cfg = EvolveConfig(models=tuple(names), base_model="base", merge_method=method, evolve=evolve, tasks=(),
-                       population=population, sigma=0.2, batch_size=batch_size)
+                       population=population, sigma=0.2)
     models = [Model(world.spec, p, None) for p in world.sources]
     sources = Sources(world.spec, world.base, stack_models(models), tuple(names))
     method_def = METHODS[method]
@@ -90,7 +91,7 @@ def bare_forward(world: World, population: int, runs: int) -> Timing:
         logits = jax.lax.map(lambda c: model.forward(world.spec, params, c["tokens"], c["mask"],
                                                      model.default_positions(c["mask"])), data)
         return logits.sum()  # every logit is computed; a scalar per candidate keeps the output small
-    fn = jax.jit(lambda p: jax.lax.map(one, p, batch_size=population))
+    fn = jax.jit(lambda p: jax.lax.map(one, p))  # one candidate at a time, as the step (memory.batch_size 1)
     stacked = jax.device_put(stacked)
     return repeat(lambda: jax.block_until_ready(fn(stacked)), runs)
 

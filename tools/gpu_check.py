@@ -107,7 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--dry-run", action="store_true", help="tiny model on CPU (checks the code path)")
     parser.add_argument("--population", type=int, default=16)
-    parser.add_argument("--batch-size", type=int, default=0, help="candidates in flight (0: all)")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="candidates in flight (the engine's memory.batch_size; 0: all; try 0 on a GPU)")
     parser.add_argument("--modes", default="materialize,fused")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--size", choices=sorted(SIZES), help="model size (default: 0.5b; dry with --dry-run)")

@@ -22,7 +22,8 @@ def point(size: str, mode: str, population: int) -> dict:
         out = Path(tmp) / "r.json"
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
         proc = subprocess.Popen([sys.executable, str(ROOT / "tools/gpu_check.py"), "--size", size, "--modes", mode,
-                                 "--population", str(population), "--repeats", "1", "--out", str(out)],
+                                 "--population", str(population), "--batch-size", "0",  # all in flight
+                                 "--repeats", "1", "--out", str(out)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
         proc.returncode = os.waitstatus_to_exitcode(status)

@@ -7,6 +7,7 @@ so that "met" is computed in one place from the numbers, never typed in by hand.
 """
 from __future__ import annotations
 
+import argparse
 import operator
 import os
 import platform
@@ -129,3 +130,16 @@ def write_section(path: Path, title: str, body: str, first: bool = False) -> Non
     else:
         text = text.rstrip() + "\n\n" + section
     path.write_text(text)
+
+
+def module_main(measure: Callable, doc: str) -> None:
+    """`python -m benchmarks.NAME [--quick] [--out DIR]`: one benchmark alone; prints its section and rows."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=Path("."), help="where plots go (default: here)")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, body = measure(args.quick, args.out)
+    print(body)
+    for r in results:
+        print(r)

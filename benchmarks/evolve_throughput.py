@@ -19,14 +19,13 @@ Run: python -m benchmarks.evolve_throughput [--quick]   (prints its Markdown sec
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import Timing, repeat, result
+from benchmarks.common import Timing, module_main, repeat, result
 from benchmarks.world import World, build_world
 
 SETTINGS = {  # the world and the population of each mode
@@ -238,14 +237,5 @@ Throughput ratio: {ours / loop:.1f}x over the in-memory loop (goal >= 20x), {our
 jaxmerge's within {agreement:.1e} on ties (deterministic; dare_ties masks are random on both sides)."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    results, body = measure(parser.parse_args().quick)
-    print(body)
-    for r in results:
-        print(r)
-
-
 if __name__ == "__main__":
-    main()
+    module_main(measure, __doc__)

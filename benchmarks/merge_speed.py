@@ -10,7 +10,6 @@ Run: python -m benchmarks.merge_speed [--quick]   (prints its Markdown section)
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from benchmarks.common import Timing, repeat, result
+from benchmarks.common import Timing, module_main, repeat, result
 
 SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure
     False: dict(dims=dict(vocab_size=32000, hidden_size=640, intermediate_size=1792, num_layers=12, num_heads=10,
@@ -173,14 +172,5 @@ dare_ties; linear shows the I/O floor). memcpy bandwidth (read + write): {bandwi
 Copy bound = bytes of merge state read + merged model written at memcpy speed (goal: kernel <= 3x of it)."""
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    results, body = measure(parser.parse_args().quick)
-    print(body)
-    for r in results:
-        print(r)
-
-
 if __name__ == "__main__":
-    main()
+    module_main(measure, __doc__)

@@ -9,10 +9,9 @@ Run: python -m benchmarks.scaling [--quick] [--out DIR]
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from benchmarks.common import Timing, result
+from benchmarks.common import Timing, module_main, result
 
 # (hidden, layers, vocab) of each model size; population and sources of each curve
 SIZES = {"tiny": (64, 2, 256), "4M": (256, 4, 2048), "30M": (512, 8, 8192), "90M": (768, 12, 8192)}
@@ -102,15 +101,5 @@ def measure(quick: bool = False, out: Path | None = None) -> tuple[list[dict], s
     return results, head + "\n" + "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", type=Path, default=Path("."))
-    args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    _, body = measure(args.quick, args.out)
-    print(body)
-
-
 if __name__ == "__main__":
-    main()
+    module_main(measure, __doc__)

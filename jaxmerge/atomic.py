@@ -1,7 +1,7 @@
 """Atomic outputs: write into a hidden temporary sibling, rename into place only when complete.
 
-A crash or a kill mid-write then leaves at most a `.NAME.tmp-*` directory, never something that looks like a
-finished model or run. Every writer of a user-visible directory or file goes through here.
+A crash or a kill mid-write then leaves at most a hidden `.NAME.tmp-*` (or, between the two renames of an
+overwrite, `.NAME.old-*`) entry, never something that looks like a finished model or run; `--resume` sweeps them. Every writer of a user-visible directory or file goes through here.
 """
 from __future__ import annotations
 
@@ -36,12 +36,29 @@ def atomic_dir(target: str | os.PathLike, overwrite: bool = False) -> Iterator[P
         raise JaxmergeError(f"expected a writable output location for {target}, found: {e.strerror}") from None
     try:
         yield tmp
-        if target.exists():
-            shutil.rmtree(target)
+        old = tmp.with_name(tmp.name.replace(".tmp-", ".old-", 1))
+        if target.exists():  # moved aside, not deleted, until the new one is in place: no moment without either
+            os.replace(target, old)
         os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def sweep_leftovers(directory: Path, skip: str = "checkpoints") -> list[str]:
+    """Remove the hidden `.NAME.tmp-*` / `.NAME.old-*` entries a killed writer left anywhere under `directory`
+    but in `skip` (orbax keeps its own temporaries there); run on --resume before anything is written again.
+    Returns their paths relative to `directory`."""
+    found = sorted(p for p in Path(directory).rglob(".*") if (".tmp-" in p.name or ".old-" in p.name)
+                   and skip not in p.relative_to(directory).parts)
+    found = [p for p in found if not any(q in p.parents for q in found)]  # a leftover dir's contents go with it
+    for path in found:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return [str(p.relative_to(directory)) for p in found]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -21,7 +21,7 @@ import yaml
 
 import jaxmerge
 import jaxmerge.io
-from jaxmerge.atomic import atomic_write_text
+from jaxmerge.atomic import atomic_write_text, sweep_leftovers
 from jaxmerge.cli import main
 from tests.tiny import make_tiny_model
 
@@ -125,3 +125,25 @@ def test_sigkill_mid_export_leaves_nothing_that_looks_like_a_model(model, tmp_pa
     saved = jaxmerge.load(jaxmerge.save(model, out, max_shard_size="20KB"))  # the leftover does not block a retry
     for a, b in zip(jax.tree.leaves(saved.params), jax.tree.leaves(model.params)):
         np.testing.assert_array_equal(a, b)
+
+
+def test_overwrite_replaces_and_leaves_no_aside_copy(model, tmp_path):
+    jaxmerge.save(model, tmp_path / "out")
+    (tmp_path / "out" / "stale.txt").write_text("from the previous output")
+    jaxmerge.save(model, tmp_path / "out", overwrite=True)
+    assert not (tmp_path / "out" / "stale.txt").exists() and (tmp_path / "out" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no .out.tmp-* nor .out.old-*
+
+
+def test_sweep_removes_a_killed_writers_leftovers_only(tmp_path):
+    run = tmp_path / "run"
+    for d in ("model", "plots", ".model.tmp-ab12", ".model.old-cd34", "checkpoints/.x.tmp-1"):
+        (run / d).mkdir(parents=True)
+    (run / ".model.tmp-ab12" / "model-00001.safetensors").write_bytes(b"partial")
+    for f in ("best.json", ".best.json.tmp-9", "plots/fitness.png", "plots/.fitness.png.tmp-7", "model/config.json"):
+        (run / f).write_text("x")
+    swept = sweep_leftovers(run)
+    assert swept == [".best.json.tmp-9", ".model.old-cd34", ".model.tmp-ab12", "plots/.fitness.png.tmp-7"]
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert left == ["best.json", "checkpoints", "checkpoints/.x.tmp-1", "model", "model/config.json", "plots",
+                    "plots/fitness.png"]

@@ -139,6 +139,7 @@ def test_killed_three_times_then_resumed_ends_bit_identical(world, reference, en
     evolve(load_config(config), out, resume=True, progress=False)
     same_run(out, reference)
     assert (out / "model" / "config.json").is_file()
+    assert not [p for p in out.rglob(".*") if ".tmp-" in p.name and "checkpoints" not in p.parts]  # swept
 
 
 def damage(step_dir: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxmerge.atomic import atomic_write_text
+from jaxmerge.atomic import atomic_write_text, sweep_leftovers
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint
 from jaxmerge.distributed import is_primary
@@ -107,6 +107,8 @@ def evolve(cfg: EvolveConfig, out: Path, resume: bool = False, progress: bool = 
         return evolve_hybrid(cfg, out, evolve, resume=resume, progress=progress)
     if is_primary():  # every process runs this same function; only process 0 reads and writes DIR
         check_out_dir(out, cfg, resume)
+        if resume:
+            sweep_leftovers(out)  # what a killed writer left half-written
     from jaxmerge.evolve.sliced import run_mesh
     mesh = run_mesh(cfg)  # first: the sources are loaded straight onto it, each process reading its slices
     problem = modes()[cfg.mode][0](cfg, mesh)

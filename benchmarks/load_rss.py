@@ -2,7 +2,7 @@
 
 Random Llama sources are written as safetensors (float32) into a temporary directory. Then, for each way of
 loading, 2 processes x 1 CPU device on localhost (jax.distributed, as a multi-host run) build a (pop 1, model 2)
-mesh and load the stacked sources [M, ...] / [M, L, ...] onto it, and each reports its own peak RSS (ru_maxrss):
+mesh and load the stacked sources [M, ...] / [M, L, ...] onto it, and each reports its own peak RSS (VmHWM):
 
 - full: the old way: `jaxmerge.io.load` of every source (numpy), `np.stack`, then `place` onto the mesh;
 - sliced: `jaxmerge.evolve.sliced`: each process reads only the blocks its device holds.
@@ -108,7 +108,11 @@ def worker(mode: str, paths: list[str], coordinator: str, process_id: int, repor
 
 
 def rss() -> int:
-    """This process's peak resident memory so far, bytes (ru_maxrss is KiB on Linux)."""
+    """This process's peak resident memory so far, bytes: VmHWM (Linux /proc), not ru_maxrss, which execve keeps
+    from the parent (a worker started by a big `jaxmerge bench` process would report the parent's peak)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
@@ -158,7 +162,7 @@ def markdown(size: dict, total: int, runs: dict, above: dict) -> str:
     lines = [f"{NUM_SOURCES} random float32 Llama sources (hidden {size['hidden']}, {size['layers']} layers, vocab "
              f"{size['vocab']}; 2 safetensors shards each), {total / mib:.0f} MiB in all, loaded as the stacked "
              f"sources onto a (pop 1, model 2) mesh over 2 processes x 1 CPU device (jax.distributed on "
-             f"localhost). Peak RSS (ru_maxrss) of each process, and how much of it came with the load: idle = the same "
+             f"localhost). Peak RSS (VmHWM) of each process, and how much of it came with the load: idle = the same "
              f"process's resident memory just before loading (JAX up, modules imported, mesh built).", "",
              "| way | process | idle MiB | peak MiB | above idle MiB | / sources' bytes | tensor bytes read MiB | "
              "on its device MiB |", "|---|---|---|---|---|---|---|---|"]

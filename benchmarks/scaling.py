@@ -80,7 +80,7 @@ def plot(name: str, rows: list[tuple], out: Path) -> Path:
 def measure(quick: bool = False, out: Path | None = None) -> tuple[list[dict], str]:
     out = Path(out or ".")
     measured: dict = {}
-    results, lines = [], []
+    results, lines, reported = [], [], set()
     for name, spec in CURVES[quick].items():
         rows = curve_points(name, spec, measured)
         image = plot(name, rows, out)
@@ -89,6 +89,9 @@ def measure(quick: bool = False, out: Path | None = None) -> tuple[list[dict], s
         for x, (population, size, sources), timing, n_params in rows:
             lines.append(f"| {x:,} | {population} | {n_params / 1e6:.1f}M | {sources} | {timing.text()} | "
                          f"{timing.median / population * 1e3:.1f} ms |")
+            if (population, size, sources) in reported:  # a point shared by two curves is one row
+                continue
+            reported.add((population, size, sources))
             results.append(result(f"scaling: step time, population {population}, {n_params / 1e6:.1f}M params, "
                                   f"{sources} sources", timing.median, "s", noise=timing.noise,
                                   note=f"curve: {name}"))

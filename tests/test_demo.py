@@ -6,6 +6,8 @@ import pytest
 from jaxmerge.cli import main
 from jaxmerge.evolve.config import load_config
 
+MARGIN = 0.03  # target exact match, absolute; the recorded quick run wins by 0.066
+
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end(tmp_path, capsys):
@@ -25,6 +27,11 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     by_name = {row["name"]: row for row in results["rows"]}
     for skill in ("reverse", "sort", "cipher", "add"):
         assert by_name[skill][f"{skill}_test"] == max(by_name[s][f"{skill}_test"] for s in ("base", skill))
+    # the acceptance: the best evolved merge beats every source and every untuned merge on held-out test
+    # data (by 6.6 points over the best source in the recorded run; seeds 1-3 of the same budget: see RESULTS.md)
+    best = {kind: max(r["target_test"] for r in results["rows"] if r["kind"] == kind)
+            for kind in ("source", "untuned", "evolved")}
+    assert best["evolved"] > max(best["source"], best["untuned"]) + MARGIN, best
     for name in ("ps", "dfs", "hybrid"):  # the configs the demo ran, re-runnable with `jaxmerge evolve`
         load_config(out / "configs" / f"evolve_{name}.yml")
     import torch

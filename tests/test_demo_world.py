@@ -52,7 +52,7 @@ def test_task_files_follow_the_contract(tmp_path):
     write_tasks(tmp_path / "b", seed=0, dev=10, test=30)
     for path in [*skills.values(), target]:
         spec = yaml.safe_load(path.read_text())
-        assert spec["template"] == "Q: {prompt}\nA:" and spec["stop"] == ["\n"] and spec["metric"] == "exact_match"
+        assert spec["template"] == "Q: {prompt}\nA:" and spec["stop"] == ["\n"] and spec["metric"] == "greedy_match"
         dev, test = (read_rows(path.parent / spec["splits"][s]) for s in ("dev", "test"))
         assert not {r["prompt"] for r in dev} & {r["prompt"] for r in test}
         for name in (path.name, spec["splits"]["dev"], spec["splits"]["test"]):  # same seed, same bytes
@@ -60,6 +60,19 @@ def test_task_files_follow_the_contract(tmp_path):
     target_test = read_rows(target.parent / "target_test.jsonl")
     assert len(target_test) == 30 * len(skills)
     assert {r["prompt"].split()[0] for r in target_test[:len(skills)]} == set(skills)  # skills interleaved
+
+
+def test_extra_dev_rows_are_neither_training_nor_test_rows(tmp_path):
+    """dev_extra is drawn after the train split the models were trained on (the sizes world.py passes)."""
+    from jaxmerge.demo.world import SPLIT_SIZES
+
+    skills, _ = write_tasks(tmp_path, seed=0, train=recipe.TRAIN_ROWS, **SPLIT_SIZES)
+    splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": recipe.TRAIN_ROWS})
+    for skill, path in skills.items():
+        dev = {r["prompt"] for r in read_rows(path.parent / f"{skill}_dev.jsonl")}
+        assert len(dev) == SPLIT_SIZES["dev"] + SPLIT_SIZES["dev_extra"]
+        assert {e.prompt for e in splits[skill]["dev"]} <= dev  # the first dev rows are unchanged
+        assert not dev & {e.prompt for e in splits[skill]["train"] + splits[skill]["test"]}
 
 
 @pytest.mark.slow

@@ -18,12 +18,12 @@ from jaxmerge.io import load
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    return build_world(tmp_path_factory.mktemp("gm") / "world", quick=True)
+    return build_world(tmp_path_factory.mktemp("gm") / "world")
 
 
 @pytest.fixture(scope="module")
 def fits(world):
-    """(greedy_match fitness, exact_match fitness) on the target's quick test split (400 items, 4 skills)."""
+    """(greedy_match fitness, exact_match fitness) on the target's test split (1000 items, 4 skills)."""
     tok = load_tokenizer(world.base)
     task = dataclasses.replace(load_task(world.target), metric="exact_match")
     items = load_items(task, "test")

@@ -18,8 +18,7 @@ def training_data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """skill -> (tokens, loss weights) of its train split (disjoint from the dev and test splits by construction)."""
     from jaxmerge.demo.world import SPLIT_SIZES
 
-    dev, test = (max(s) for s in zip(*SPLIT_SIZES.values()))
-    splits = make_splits(seed, {"test": test, "dev": dev, "train": recipe.TRAIN_ROWS})
+    splits = make_splits(seed, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": recipe.TRAIN_ROWS})
     return {s: encode(splits[s]["train"], recipe.SEQ_LEN) for s in recipe.SKILLS}
 
 

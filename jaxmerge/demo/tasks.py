@@ -18,7 +18,9 @@ from jaxmerge.errors import expect
 LETTERS = string.ascii_lowercase[:16]  # a..p: enough for ~570k distinct letter prompts per skill
 TEMPLATE = "Q: {prompt}\nA:"
 MAX_NEW_TOKENS = 8
-SPLIT_IDS = {"test": 0, "dev": 1, "train": 2}  # test is drawn first, so it never depends on the other sizes
+# Drawn in this order, each excluding every earlier one: test first, so it never depends on the other sizes;
+# dev_extra after train, so the search's extra dev rows are not training rows either.
+SPLIT_IDS = {"test": 0, "dev": 1, "train": 2, "dev_extra": 3}
 
 
 class Example(NamedTuple):
@@ -63,7 +65,7 @@ def make_skills(seed: int) -> dict[str, Callable[[np.random.Generator], Example]
 
 
 def make_splits(seed: int, sizes: dict[str, int]) -> dict[str, dict[str, list[Example]]]:
-    """skill -> split -> examples; prompts are unique within and across splits (test, then dev, then train)."""
+    """skill -> split -> examples; prompts are unique within and across splits (drawn in SPLIT_IDS order)."""
     out: dict[str, dict[str, list[Example]]] = {}
     for skill_id, (skill, sample) in enumerate(make_skills(seed).items()):
         seen: set[str] = set()
@@ -90,16 +92,24 @@ def _write_task(task_dir: Path, name: str, dev: list[Example], test: list[Exampl
     _write_jsonl(task_dir / f"{name}_dev.jsonl", dev)
     _write_jsonl(task_dir / f"{name}_test.jsonl", test)
     spec = {"name": name, "splits": {"dev": f"{name}_dev.jsonl", "test": f"{name}_test.jsonl"},
-            "template": TEMPLATE, "metric": "exact_match", "max_new_tokens": MAX_NEW_TOKENS, "stop": ["\n"]}
+            "template": TEMPLATE, "metric": "greedy_match", "max_new_tokens": MAX_NEW_TOKENS, "stop": ["\n"]}
     path = task_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
 
 
-def write_tasks(task_dir: Path, seed: int, dev: int, test: int) -> tuple[dict[str, Path], Path]:
-    """One task file per skill plus 'target' (all skills together, interleaved); returns (skills, target)."""
-    expect(dev > 0 and test > 0, f"expected positive split sizes, found dev={dev} test={test}")
-    splits = make_splits(seed, {"dev": dev, "test": test})
+def write_tasks(task_dir: Path, seed: int, dev: int, test: int, train: int = 0,
+                dev_extra: int = 0) -> tuple[dict[str, Path], Path]:
+    """One task file per skill plus 'target' (all skills together, interleaved); returns (skills, target).
+
+    The dev split is `dev` rows drawn before the train split and `dev_extra` drawn after it, so pass the
+    `train` size the models were trained with: no dev row is then a training row (nor a test row)."""
+    expect(dev > 0 and test > 0 and min(train, dev_extra) >= 0,
+           f"expected positive split sizes, found dev={dev} test={test} train={train} dev_extra={dev_extra}")
+    splits = make_splits(seed, {"dev": dev, "test": test, "train": train if dev_extra else 0,
+                                "dev_extra": dev_extra})
+    for parts in splits.values():
+        parts["dev"] = parts["dev"] + parts.pop("dev_extra")
     task_dir.mkdir(parents=True, exist_ok=True)
     skills = {s: _write_task(task_dir, s, v["dev"], v["test"]) for s, v in splits.items()}
     mixed = {k: [ex for group in zip(*(v[k] for v in splits.values())) for ex in group] for k in ("dev", "test")}

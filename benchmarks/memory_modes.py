@@ -1,8 +1,8 @@
 """Peak memory against population size, materialize vs fused: one subprocess per point (tools/gpu_check.py at
 its "cpu" size, one device), peak host RSS read from the child's rusage (and device peak bytes where the
-backend reports them). Appends a section to benchmarks/RESULTS.md.
+backend reports them). Replaces its section of benchmarks/RESULTS.md.
 
-    python benchmarks/memory_modes.py [--populations 4,8,16] [--size cpu]
+    python -m benchmarks.memory_modes [--populations 4,8,16] [--size cpu]
 """
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from benchmarks.common import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,16 +46,16 @@ def main() -> None:
             r = point(args.size, mode, p)
             rows.append(r)
             print(json.dumps(r), flush=True)
-    lines = ["", "## scale-out: peak memory vs population, materialize vs fused (benchmarks/memory_modes.py)", "",
-             f"Model: tools/gpu_check.py size `{args.size}` ({rows[0]['params'] / 1e6:.1f}M params, float32, "
+    lines = [f"Model: tools/gpu_check.py size `{args.size}` ({rows[0]['params'] / 1e6:.1f}M params, float32, "
              f"task_arithmetic of 2 sources + base), 1 CPU device, all candidates in flight (batch = population). "
              f"Peak host RSS of the child process (includes the JAX runtime, ~0.3-0.5 GiB).", "",
              "| mode | population | peak RSS MiB | step s | candidates/s |", "|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['mode']} | {r['population']} | {r['peak_rss_mib']:.0f} | {r['step_s']:.3f} | {r['candidates_per_s']:.1f} |")
-    with open(ROOT / "benchmarks/RESULTS.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
-
+        lines.append(f"| {r['mode']} | {r['population']} | {r['peak_rss_mib']:.0f} | {r['step_s']:.3f} | "
+                     f"{r['candidates_per_s']:.1f} |")
+    write_section(ROOT / "benchmarks/RESULTS.md",
+                  "scale-out: peak memory vs population, materialize vs fused (benchmarks/memory_modes.py)",
+                  "\n".join(lines))
 
 if __name__ == "__main__":
     main()

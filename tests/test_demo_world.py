@@ -100,7 +100,7 @@ def test_training_steps_compile_once_and_saved_model_matches_transformers(tmp_pa
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_build_world_reuses_its_directory_and_refuses_others(tmp_path):
+def test_build_world_reuses_its_directory_rebuilds_a_stale_one_and_refuses_others(tmp_path):
     if not (SHIPPED / "manifest.json").is_file():
         pytest.skip("no shipped world (run tools/build_demo_world.py)")
     world = build_world(tmp_path / "w", quick=True)
@@ -108,6 +108,12 @@ def test_build_world_reuses_its_directory_and_refuses_others(tmp_path):
     assert all((p / "config.json").is_file() and (p / "tokenizer.json").is_file()
                for p in [world.base, *world.specialists.values()])
     assert build_world(tmp_path / "w", quick=True) == world
+    stamp = tmp_path / "w" / "world.json"  # a world an older jaxmerge wrote (other splits): rebuilt, not refused
+    stamp.write_text(json.dumps({**json.loads(stamp.read_text()), "splits": {"test": 1}}))
+    (tmp_path / "w" / "tasks" / "target_test.jsonl").write_text("stale\n")
+    assert build_world(tmp_path / "w", quick=True) == world
+    assert json.loads(stamp.read_text())["splits"] != {"test": 1}
+    assert (tmp_path / "w" / "tasks" / "target_test.jsonl").read_text() != "stale\n"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(JaxmergeError, match="expected an empty directory"):

@@ -76,7 +76,8 @@ def _world(root: Path, seed: int, skills: dict[str, Path], target: Path) -> Worl
 
 
 def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, progress=None) -> World:
-    """Materialise the world in `out_dir` (reused as is when it already holds this seed's world).
+    """Materialise the world in `out_dir` (reused as is when it already holds this seed's world, replaced when
+    it holds another demo world, refused when it holds anything else).
 
     The world is the same with or without `quick` (it only shrinks the demo's search, see demo.pipeline), so CI
     exercises exactly the shipped world and the full demo's splits.
@@ -87,8 +88,9 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     if existing.is_file() and json.loads(existing.read_text()) == stamp:
         task_dir = root / "tasks"
         return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")
-    expect(not root.exists() or not any(root.iterdir()),
-           f"expected an empty directory or one holding this demo world (seed {seed}), found other files in {root}")
+    # a world.json marks a demo world written earlier (another seed, or an older jaxmerge's splits): rebuilt
+    expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
+           f"expected an empty directory or one holding a demo world, found other files in {root}")
     source = models_dir(seed, progress)
     with atomic_dir(root, overwrite=True) as tmp:
         for name in ("base", *recipe.SKILLS):

@@ -93,3 +93,21 @@ def test_fold_refuses_empty_path_and_zero_scale(tmp_path):
     with pytest.raises(JaxmergeError, match="nonzero finite path scales") as err:
         fold(pool, DecodedPath(np.ones(13), np.where(np.arange(13) == 4, 0.0, 1.0), layer))
     assert "\n" not in str(err.value)
+
+
+def test_export_gathers_only_the_layers_the_path_uses(tmp_path):
+    """used_pool (what a run's export gathers to each host) keeps A0 A1 A2 B0 B2 of the pool's 6 layers and
+    folds to exactly the model the whole pool folds to."""
+    from jaxmerge.dfs.export import decoded_path, used_pool
+    models = pair(tmp_path, "llama", 1e-5)
+    space = space_for(models, 2)
+    pool = pool_params(models)
+    path = decoded_path(space, {"indicator": INDICATOR, "scales": scales(4)}, np.float32)
+    host, short = used_pool(jax.tree.map(jnp.asarray, pool), path)
+    rows = np.unique(np.asarray(path.layer)[np.asarray(path.included) > 0])
+    assert len(rows) == 5 and all(x.shape[0] == 5 for x in host["pool"].values())
+    for leaf, x in host["pool"].items():
+        np.testing.assert_array_equal(x, np.asarray(pool["pool"][leaf])[rows])
+    whole, part = fold(jax.tree.map(np.asarray, pool), path), fold(host, short)
+    for a, b in zip(jax.tree.leaves(whole), jax.tree.leaves(part)):
+        np.testing.assert_array_equal(a, b)

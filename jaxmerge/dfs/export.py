@@ -59,10 +59,34 @@ def export_path(space: DFSSpace, models: Sequence[Model], genes: dict, out_dir: 
 def export_pool(space: DFSSpace, spec_a: ArchSpec, pool: Params, genes: dict, out_dir: str | os.PathLike, *,
                 names: Sequence[str | None], tokenizer_from: str | os.PathLike | None, overwrite: bool = False,
                 max_shard_size: int | str = "5GB") -> Path:
-    """`export_path` from an already built pool (as an evolution run holds it)."""
+    """`export_path` from an already built pool (host arrays, or global arrays of a one-process run)."""
+    host, path = used_pool(pool, decoded_path(space, genes, pool["embed"].dtype))
+    return write_export(space, spec_a, host, path, genes, out_dir, names=names, tokenizer_from=tokenizer_from,
+                        overwrite=overwrite, max_shard_size=max_shard_size)
+
+
+def decoded_path(space: DFSSpace, genes: dict, dtype) -> DecodedPath:
+    """The path the genes decode to, on the host, its scales in `dtype` (the scales the scored path used)."""
     path = jax.tree.map(np.asarray, jax.jit(space.decode)(genes))
-    path = path._replace(scales=path.scales.astype(pool["embed"].dtype))  # the scales the scored path used
-    params = fold(jax.tree.map(np.asarray, pool), path)
+    return path._replace(scales=path.scales.astype(dtype))
+
+
+def used_pool(pool: Params, path: DecodedPath) -> tuple[Params, DecodedPath]:
+    """Host copies of A's globals and of only the pool rows the path uses, and the path re-indexed into them.
+    With global arrays this is a collective (every process calls it) that brings each host the winner's layers,
+    not every source's."""
+    from jaxmerge.evolve.outputs import jax_to_numpy
+    rows = np.unique(np.asarray(path.layer)[used_steps(path)])
+    picked = {**pool, "pool": {leaf: x[rows] for leaf, x in pool["pool"].items()}}
+    layer = np.minimum(np.searchsorted(rows, np.asarray(path.layer)), len(rows) - 1)  # unused steps: any row
+    return jax_to_numpy(picked), path._replace(layer=layer.astype(np.asarray(path.layer).dtype))
+
+
+def write_export(space: DFSSpace, spec_a: ArchSpec, pool: Params, path: DecodedPath, genes: dict,
+                 out_dir: str | os.PathLike, *, names: Sequence[str | None], tokenizer_from, overwrite: bool = False,
+                 max_shard_size: int | str = "5GB") -> Path:
+    """Fold the host `pool` along `path` and write the model directory (one process)."""
+    params = fold(pool, path)
     model = Model(spec_a.replace(num_layers=int(used_steps(path).size)), params, None)
     record = describe(space, names, genes, path, spec_a.rms_norm_eps)
     with atomic_dir(out_dir, overwrite) as tmp:

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxmerge.atomic import atomic_write_text
 from jaxmerge.dfs.decoder import DFS_DECODER
-from jaxmerge.dfs.export import export_pool
+from jaxmerge.dfs.export import decoded_path, used_pool, write_export
 from jaxmerge.dfs.path import path_spec, with_path
 from jaxmerge.dfs.sources import pool_layout, space_for
 from jaxmerge.dfs.space import W_MODES, DFSSpace
@@ -117,17 +117,17 @@ def dfs_candidate_fitness(problem):
 
 def write_dfs_outputs(problem, state, history: list[dict], out: Path) -> dict:
     """DIR/model (a plain HF model with path.json and plots/path.png), best.json, history.jsonl. Called by every
-    process: the pool is gathered to each host (a collective), then only process 0 writes."""
+    process: the layers the winner uses are gathered to each host (a collective), then only process 0 writes."""
     from jaxmerge.distributed import is_primary
-    from jaxmerge.evolve.outputs import jax_to_numpy
     from jaxmerge.evolve.run import secondary_result
-    pool = jax_to_numpy(problem.data["pool"])
-    if not is_primary():
-        return secondary_result(state)
     genome: DFSGenome = problem.genome
     genes = genome.genes(jnp.asarray(state.best_raw))
-    export_pool(genome.space, problem.spec, pool, genes, out / "model", names=problem.names,
-                tokenizer_from=problem.tokenizer_dir, overwrite=True)
+    pool = problem.data["pool"]
+    pool, path = used_pool(pool, decoded_path(genome.space, genes, pool["embed"].dtype))
+    if not is_primary():
+        return secondary_result(state)
+    write_export(genome.space, problem.spec, pool, path, genes, out / "model", names=problem.names,
+                 tokenizer_from=problem.tokenizer_dir, overwrite=True)
     best = {"fitness": float(state.best_fitness), "generation": int(state.best_generation),
             "genes": genome.describe(state.best_raw), "raw": np.asarray(state.best_raw).tolist(),
             "evaluations": int(state.evaluations), "nonfinite": int(state.nonfinite), "models": list(problem.names),

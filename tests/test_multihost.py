@@ -1,14 +1,18 @@
-"""Two processes on localhost (4 fake CPU devices each, JAX's distributed runtime, gloo collectives) run one
-short evolution; the result is bit-identical to the single-process 8-device run and to the unsharded 1-device
-run, and only process 0 writes outputs."""
+"""Two processes on localhost (4 fake CPU devices each, JAX's distributed runtime, gloo collectives) run short
+evolutions (PS, and DFS with the model axis across the processes); the results are bit-identical to the
+single-process 8-device run (and, for PS, to the unsharded 1-device run), and only process 0 writes outputs."""
 import json
 import os
 import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
+import yaml
 
+from jaxmerge.io import load
 from tests.evolve_world import build_world, write_config
 
 pytestmark = pytest.mark.slow
@@ -55,3 +59,27 @@ def test_two_processes_equal_one_process_of_eight_devices(tmp_path):
     history = [json.loads(x) for x in (tmp_path / "multi/history.jsonl").read_text().splitlines()]
     assert [r["generation"] for r in history] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
+
+
+def test_two_process_dfs_with_the_model_axis_across_processes_equals_one_process(tmp_path):
+    """DFS with sources split over a model axis that spans both processes: the export's collective gathers the
+    winner's layers to each host, and the run ends bit-identical to the single-process 8-device one."""
+    world = build_world(tmp_path / "world")
+    doc = {"mode": "dfs", "models": ["ft1", "ft2"], "dfs": {"repeats": 1, "w_mode": "per_slot"},
+           "search": {"strategy": "CMA_ES", "population": 8, "generations": 2, "sigma": 0.2, "seed": 0},
+           "fitness": {"tasks": [{"task": "task/add.yml", "split": "dev", "subset": 4}], "item_batch": 8},
+           "mesh": {"pop": 4, "model": 2}}
+    (world / "dfs.yml").write_text(yaml.safe_dump(doc))
+    port = free_port()
+    procs = [launch(world / "dfs.yml", tmp_path / "multi", 4, ("--coordinator", f"localhost:{port}",
+                                                               "--num-processes", "2", "--process-id", str(i)))
+             for i in range(2)]
+    for p in procs:
+        finish(p)
+    finish(launch(world / "dfs.yml", tmp_path / "single", 8))
+    multi, single = (json.loads((tmp_path / n / "best.json").read_text()) for n in ("multi", "single"))
+    for key in ("fitness", "raw", "path", "evaluations"):
+        assert multi[key] == single[key], key
+    a, b = (load(tmp_path / n / "model") for n in ("multi", "single"))
+    for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
+        np.testing.assert_array_equal(x, y)

@@ -83,3 +83,28 @@ def test_two_process_dfs_with_the_model_axis_across_processes_equals_one_process
     a, b = (load(tmp_path / n / "model") for n in ("multi", "single"))
     for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
         np.testing.assert_array_equal(x, y)
+
+
+def test_nan_in_one_process_slice_is_the_same_one_line_on_every_process(tmp_path):
+    """A NaN block that only process 0 reads (the model axis gives it the first half of up_proj's rows): both
+    processes refuse the run with the same line and exit 2, rather than one stopping while the other waits."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+    world = build_world(tmp_path / "world")
+    file, name = world / "ft1" / "model.safetensors", "model.layers.1.mlp.up_proj.weight"
+    with safe_open(str(file), framework="np") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors[name][: tensors[name].shape[0] // 2] = np.nan
+    save_file(tensors, str(file), metadata={"format": "pt"})
+    text = write_config(world, method="task_arithmetic", extra_evolve="", generations=2, subset=4).read_text()
+    (world / "mh.yml").write_text(text.replace("population: 4", "population: 8") + "mesh: {pop: 4, model: 2}\n")
+    port = free_port()
+    procs = [launch(world / "mh.yml", tmp_path / "run", 4, ("--coordinator", f"localhost:{port}",
+                                                            "--num-processes", "2", "--process-id", str(i)))
+             for i in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 2, err[-2000:]
+        assert err.strip().splitlines()[-1] == (f"jaxmerge evolve: error: model.safetensors: tensor {name} expected "
+                                                "finite values, found NaN or Inf")
+    assert not (tmp_path / "run" / "run.json").exists()  # refused before the run directory was started

@@ -5,9 +5,10 @@ checked the way `jaxmerge.io.load` checks them, no tensor data read). A *name ta
 fills each row of a stacked array: an object array of (file, name) with the stack's leading shape ([M] / [M, L]
 for a merge's sources, [L] for one model, [T] for a DFS pool). `load_table` turns a table into global
 `jax.Array`s with the rules table's shardings through `jax.make_array_from_callback`, whose callback reads only
-the requested index of each tensor (`safe_open(...).get_slice(name)[...]`), converts it to the run dtype and
-checks it is finite, into one 64-byte-aligned block per distinct index (which the CPU client adopts as the
-device buffer without copying). So with sources split over the "model" axis no host ever holds all of them.
+the requested index of each tensor (`safe_open(...).get_slice(name)[...]`), converts it to the run dtype, into
+one 64-byte-aligned block per distinct index (which the CPU client adopts as the device buffer without
+copying), and then checks every tensor finite on the mesh. So with sources split over the "model" axis no host
+ever holds all of them.
 
 Rows are read CHUNK_BYTES at a time, each read opening and closing its file: safetensors memory-maps files, and
 pages touched through a map that stays open count towards the process's resident memory until it closes.
@@ -18,8 +19,9 @@ import dataclasses
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
@@ -72,12 +74,28 @@ def stack_tables(tables: list[Params]) -> Params:
 
 
 def load_table(table: Params, spec: ArchSpec, mesh, dtype: str) -> Params:
-    """Global arrays [*table shape, *tensor shape] in `dtype`, laid out by the rules table (`tensor_spec`).
-    Leaves of a nested dict ("layers", a DFS "pool") are layer leaves."""
+    """Global arrays [*table shape, *tensor shape] in `dtype`, laid out by the rules table (`tensor_spec`),
+    checked finite. Leaves of a nested dict ("layers", a DFS "pool") are layer leaves."""
     globals_, layers = param_shapes(spec), layer_leaf_shapes(spec)
-    return {key: {leaf: load_cells(c, layers[leaf], leaf, mesh, dtype) for leaf, c in cells.items()}
-            if isinstance(cells, dict) else load_cells(cells, globals_[key], key, mesh, dtype)
-            for key, cells in table.items()}
+    arrays = {key: {leaf: load_cells(c, layers[leaf], leaf, mesh, dtype) for leaf, c in cells.items()}
+              if isinstance(cells, dict) else load_cells(cells, globals_[key], key, mesh, dtype)
+              for key, cells in table.items()}
+    check_finite(table, arrays, mesh)
+    return arrays
+
+
+def check_finite(table: Params, arrays: Params, mesh) -> None:
+    """Refuse NaN/Inf naming the first bad tensor and its file, the same line on every process: each process
+    read only its own slices, so the check is one reduction on the mesh (per table cell, replicated), not a
+    check in the reader, where only the process holding the bad slice would stop and the others would wait."""
+    def cell_ok(cells, x):
+        return jnp.isfinite(x).all(axis=tuple(range(cells.ndim, x.ndim)))
+    ok = jax.jit(lambda a: jax.tree.map(cell_ok, table, a), out_shardings=NamedSharding(mesh, P()))(arrays)
+    for cells, good in zip(jax.tree.leaves(table), jax.tree.leaves(ok)):
+        good = np.asarray(good)
+        if not good.all():
+            file, name = cells[tuple(np.argwhere(~good)[0])] if cells.ndim else cells[()]
+            check_finite_values(np.array([np.nan]), name, file)  # raises its one line
 
 
 def load_cells(cells: np.ndarray, tensor_shape: tuple[int, ...], leaf: str, mesh, dtype: str) -> jax.Array:
@@ -124,14 +142,13 @@ def read_block(file: Path, name: str, index: tuple[slice, ...], out: np.ndarray)
 
 
 def read_slice(file: Path, name: str, index: tuple[slice, ...]) -> np.ndarray:
-    """`index` of one tensor, checked finite. The file is mapped only while it is read: pages touched through
-    an open map count towards the process's resident memory."""
+    """`index` of one tensor (finiteness is checked once loaded: `check_finite`). The file is mapped only while
+    it is read: pages touched through an open map count towards the process's resident memory."""
     with open_safetensors(file) as f:
         try:
             part = f.get_slice(name)[index]
         except Exception as e:
             raise JaxmergeError(f"expected tensor {name} to be readable in {file}, found: {e}") from None
-    check_finite_values(part, name, file)
     return part
 
 

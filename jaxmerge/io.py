@@ -194,8 +194,12 @@ def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, s
 
 
 def check_finite_values(array: np.ndarray, name: str, file: Path) -> None:
-    expect(bool(np.isfinite(array.astype(np.float32)).all()),
-           f"{file.name}: tensor {name} expected finite values, found NaN or Inf")
+    if not bool(np.isfinite(array.astype(np.float32)).all()):
+        raise nonfinite_error(name, file)
+
+
+def nonfinite_error(name: str, file: Path) -> JaxmergeError:
+    return JaxmergeError(f"{file.name}: tensor {name} expected finite values, found NaN or Inf")
 
 
 def check_one_dtype(kinds: set[str], where: Path) -> None:

@@ -79,8 +79,8 @@ def counted_reads(monkeypatch) -> list:
     reads, real = [], sliced.read_block
 
     def counting(file, name, index, out):
-        real(file, name, index, out)
         reads.append((name, tuple((s.start, s.stop) for s in index), str(file), out.nbytes))
+        return real(file, name, index, out)
     monkeypatch.setattr(sliced, "read_block", counting)
     return reads
 

@@ -19,14 +19,13 @@ import dataclasses
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.evolve.mesh import build_mesh, tensor_spec
-from jaxmerge.io import DTYPES, check_finite_values, check_meta, check_one_dtype, open_safetensors, resolve, \
+from jaxmerge.io import DTYPES, check_meta, check_one_dtype, nonfinite_error, open_safetensors, resolve, \
     tensor_files
 from jaxmerge.params import Params, layer_leaf_shapes, param_shapes
 
@@ -77,46 +76,59 @@ def load_table(table: Params, spec: ArchSpec, mesh, dtype: str) -> Params:
     """Global arrays [*table shape, *tensor shape] in `dtype`, laid out by the rules table (`tensor_spec`),
     checked finite. Leaves of a nested dict ("layers", a DFS "pool") are layer leaves."""
     globals_, layers = param_shapes(spec), layer_leaf_shapes(spec)
-    arrays = {key: {leaf: load_cells(c, layers[leaf], leaf, mesh, dtype) for leaf, c in cells.items()}
-              if isinstance(cells, dict) else load_cells(cells, globals_[key], key, mesh, dtype)
+    shapes = {key: {leaf: layers[leaf] for leaf in cells} if isinstance(cells, dict) else globals_[key]
               for key, cells in table.items()}
-    check_finite(table, arrays, mesh)
-    return arrays
+    cells, tree = jax.tree.flatten(table)
+    found: list[tuple[int, int]] = []  # (leaf, flat cell) of every tensor this process read NaN/Inf in
+    leaves = [load_cells(c, shape, leaf, mesh, dtype, lambda cell, i=i: found.append((i, cell)))
+              for i, (c, shape, leaf) in enumerate(zip(cells, tree.flatten_up_to(shapes), _leaf_names(table)))]
+    bad = first_everywhere(found)
+    if bad is not None:
+        file, name = cells[bad[0]].reshape(-1)[bad[1]]
+        raise nonfinite_error(name, file)
+    return jax.tree.unflatten(tree, leaves)
 
 
-def check_finite(table: Params, arrays: Params, mesh) -> None:
-    """Refuse NaN/Inf naming the first bad tensor and its file, the same line on every process: each process
-    read only its own slices, so the check is one reduction on the mesh (per table cell, replicated), not a
-    check in the reader, where only the process holding the bad slice would stop and the others would wait."""
-    def cell_ok(cells, x):
-        return jnp.isfinite(x).all(axis=tuple(range(cells.ndim, x.ndim)))
-    ok = jax.jit(lambda a: jax.tree.map(cell_ok, table, a), out_shardings=NamedSharding(mesh, P()))(arrays)
-    for cells, good in zip(jax.tree.leaves(table), jax.tree.leaves(ok)):
-        good = np.asarray(good)
-        if not good.all():
-            file, name = cells[tuple(np.argwhere(~good)[0])] if cells.ndim else cells[()]
-            check_finite_values(np.array([np.nan]), name, file)  # raises its one line
+def _leaf_names(table: Params) -> list[str]:
+    return [str(path[-1].key) for path, _ in jax.tree_util.tree_flatten_with_path(table)[0]]
 
 
-def load_cells(cells: np.ndarray, tensor_shape: tuple[int, ...], leaf: str, mesh, dtype: str) -> jax.Array:
+def first_everywhere(found: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The first bad cell that any process found, the same answer on every process: each process read only its
+    own slices, and if only the one holding a bad slice stopped, the others would wait for it forever."""
+    none = (2**31 - 1, 2**31 - 1)
+    first = min(found, default=none)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        everyone = np.asarray(multihost_utils.process_allgather(np.asarray(first, np.int32)))
+        first = min(tuple(int(v) for v in row) for row in everyone.reshape(-1, 2))
+    return None if first == none else first
+
+
+def load_cells(cells: np.ndarray, tensor_shape: tuple[int, ...], leaf: str, mesh, dtype: str,
+               on_nonfinite) -> jax.Array:
     shape = (*cells.shape, *tensor_shape)
     sharding = NamedSharding(mesh, tensor_spec(mesh, leaf, shape))
-    return jax.make_array_from_callback(shape, sharding, shard_reader(cells, shape, np.dtype(DTYPES[dtype])))
+    return jax.make_array_from_callback(shape, sharding,
+                                        shard_reader(cells, shape, np.dtype(DTYPES[dtype]), on_nonfinite))
 
 
-def shard_reader(cells: np.ndarray, shape: tuple[int, ...], dtype: np.dtype):
+def shard_reader(cells: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, on_nonfinite):
     """The callback of one array: index -> that block, filled tensor by tensor. Devices that hold the same block
-    (replicas over "pop") get the same host array, read once."""
+    (replicas over "pop") get the same host array, read once. A tensor with NaN/Inf in the block is reported
+    as `on_nonfinite(flat cell index)`."""
     done: dict[tuple, np.ndarray] = {}
+    flat = np.arange(cells.size).reshape(cells.shape)
 
     def read(index: tuple[slice, ...]) -> np.ndarray:
         key = tuple(s.indices(n) for s, n in zip(index, shape))
         if key not in done:
             ranges = tuple(slice(*k) for k in key)
-            picked = cells[(*ranges[:cells.ndim], Ellipsis)]
+            picked, ids = cells[(*ranges[:cells.ndim], Ellipsis)], flat[ranges[:cells.ndim]]
             block = aligned_empty(tuple(len(range(*k)) for k in key), dtype)
             for pos in np.ndindex(picked.shape):
-                read_block(*picked[pos], ranges[cells.ndim:], block[pos])
+                if not read_block(*picked[pos], ranges[cells.ndim:], block[pos]):
+                    on_nonfinite(int(ids[pos]))
             done[key] = block
         return done[key]
     return read
@@ -131,19 +143,21 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> n
     return raw[start:start + size].view(dtype).reshape(shape)
 
 
-def read_block(file: Path, name: str, index: tuple[slice, ...], out: np.ndarray) -> None:
+def read_block(file: Path, name: str, index: tuple[slice, ...], out: np.ndarray) -> bool:
     """out[...] = tensor[index] (unit-step slices) in out's dtype, CHUNK_BYTES of rows at a time, so that the
-    bytes in flight besides `out` stay small."""
+    bytes in flight besides `out` stay small; whether every value read was finite."""
     rows = max(1, CHUNK_BYTES // max(1, out[:1].nbytes))
-    first = index[0]
+    first, finite = index[0], True
     for i in range(0, out.shape[0], rows):
         part = read_slice(file, name, (slice(first.start + i, min(first.start + i + rows, first.stop)), *index[1:]))
         out[i:i + rows] = part.astype(out.dtype, copy=False)
+        finite = finite and bool(np.isfinite(part.astype(np.float32, copy=False)).all())
+    return finite
 
 
 def read_slice(file: Path, name: str, index: tuple[slice, ...]) -> np.ndarray:
-    """`index` of one tensor (finiteness is checked once loaded: `check_finite`). The file is mapped only while
-    it is read: pages touched through an open map count towards the process's resident memory."""
+    """`index` of one tensor. The file is mapped only while it is read: pages touched through an open map count
+    towards the process's resident memory."""
     with open_safetensors(file) as f:
         try:
             part = f.get_slice(name)[index]

@@ -29,6 +29,10 @@ class Timing(NamedTuple):
         return min(self.runs)
 
     @property
+    def mean(self) -> float:
+        return statistics.mean(self.runs)
+
+    @property
     def median(self) -> float:
         return statistics.median(self.runs)
 
@@ -114,6 +118,11 @@ def machine_text(info: dict) -> str:
     return (f"{info['cpu']}, {info['cores']} cores visible, {mem}; Python {info['python']}, jax {info['jax']} / "
             f"jaxlib {info['jaxlib']} ({info['backend']}, devices: {info['devices']}), torch {info['torch']}; "
             f"load average {load[0]} / {load[1]} / {load[2]} (1 / 5 / 15 min)")
+
+
+def page_machine() -> str:
+    """The machine line of a results section: `machine_text` of the machine now."""
+    return machine_text(machine())
 
 
 def write_section(path: Path, title: str, body: str, first: bool = False) -> None:

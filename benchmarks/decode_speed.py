@@ -7,51 +7,21 @@ goes into benchmarks/RESULTS.md under its own heading. Run: python -m benchmarks
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
-
-
-def write_section(title: str, body: str) -> None:
-    """Replace (or append) the `## title` section of RESULTS.md, leaving other sections alone."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    section = f"## {title}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
-
-
-def machine() -> str:
-    import jax
-    import torch
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible, "
-            f"jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads); load average {os.getloadavg()[0]:.1f} at the start (the "
-            "machine is shared with other jobs, so absolute numbers are noisy)")
-
-
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up: compilation / first call
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
+from benchmarks import RESULTS_PAGE
+from benchmarks.common import page_machine, repeat, result, write_section
 
 
 def measure(quick: bool = False, out=None, batch: int = 8, new_tokens: int = 64, repeats: int = 3):
     """(results.json rows, Markdown section); the `jaxmerge bench` entry point. Quick: a smaller batch."""
-    from benchmarks.common import result
     if quick:
         batch, new_tokens, repeats = 2, 8, 2
     args = argparse.Namespace(batch=batch, new_tokens=new_tokens, repeats=repeats)
-    where = machine()
+    where = page_machine()
     import jax
     import jax.numpy as jnp
     import torch
@@ -83,7 +53,7 @@ def measure(quick: bool = False, out=None, batch: int = 8, new_tokens: int = 64,
                                do_sample=False, max_new_tokens=args.new_tokens, pad_token_id=0)
 
     same = np.array_equal(np.asarray(ours().tokens), theirs()[:, tokens.shape[1]:].numpy())
-    t_ours, t_hf = timed(ours, args.repeats), timed(theirs, args.repeats)
+    t_ours, t_hf = repeat(ours, args.repeats).mean, repeat(theirs, args.repeats).mean
     n = args.batch * args.new_tokens
     body = f"""Machine: {where}.
 Model: random Llama, hidden 256, 4 layers, 8 heads / 4 kv heads, vocab 2048, float32. Batch {args.batch}
@@ -109,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     _, body = measure(False, None, args.batch, args.new_tokens, args.repeats)
     print(body)
-    write_section("fitness: greedy decode speed (benchmarks/decode_speed.py)", body)
+    write_section(RESULTS_PAGE, "fitness: greedy decode speed (benchmarks/decode_speed.py)", body)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.decode_speed import machine, timed, write_section
+from benchmarks import RESULTS_PAGE
+from benchmarks.common import page_machine, repeat, write_section
+from jaxmerge.params import stack
 
 
 def random_genes(space, rng, lo=0.5, hi=1.5):
@@ -43,10 +45,10 @@ def speed(root: Path, args) -> str:
     rng = np.random.default_rng(1)
     one = jax.jit(lambda g: forward(spec, with_path(pool, space.decode(g)), tokens))
     many = jax.jit(jax.vmap(one))
-    population = jax.tree.map(lambda *xs: np.stack(xs), *[random_genes(space, rng) for _ in range(args.population)])
-    plain = timed(lambda: model.forward_jit(models[0].spec, models[0].params, tokens).block_until_ready(), 5)
-    path = timed(lambda: one(random_genes(space, rng)).block_until_ready(), 5)
-    pop = timed(lambda: many(population).block_until_ready(), 3) / args.population
+    population = stack([random_genes(space, rng) for _ in range(args.population)])
+    plain = repeat(lambda: model.forward_jit(models[0].spec, models[0].params, tokens).block_until_ready(), 5).mean
+    path = repeat(lambda: one(random_genes(space, rng)).block_until_ready(), 5).mean
+    pop = repeat(lambda: many(population).block_until_ready(), 3).mean / args.population
     return (f"Model: 2 random Llamas, hidden 256, 4 layers each (M = 8), r = {args.repeats} -> T = "
             f"{space.num_slots} slots + tail; batch {args.batch} x {args.length} tokens, float32.\n\n"
             "| forward | s / batch | vs plain A |\n|---|---|---|\n"
@@ -92,8 +94,8 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        body = f"Machine: {machine()}.\n\n{speed(Path(tmp), args)}\n\n{fold_exactness(Path(tmp))}"
-    write_section("dfs: path forward cost and fold exactness (benchmarks/dfs_speed.py)", body)
+        body = f"Machine: {page_machine()}.\n\n{speed(Path(tmp), args)}\n\n{fold_exactness(Path(tmp))}"
+    write_section(RESULTS_PAGE, "dfs: path forward cost and fold exactness (benchmarks/dfs_speed.py)", body)
     print(body)
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from benchmarks.common import Timing, module_main, repeat, result
 from benchmarks.world import World, build_world
+from jaxmerge.params import stack
 
 SETTINGS = {  # the world and the population of each mode
     False: dict(hidden=256, layers=4, vocab=2048, items=32, population=16, generations=5, loop_candidates=4),
@@ -37,7 +38,7 @@ SETTINGS = {  # the world and the population of each mode
 def problem_for(world: World, method: str, population: int):
     """The engine's `Problem` over an in-memory world (build_problem reads paths; the pieces are the same)."""
     from jaxmerge.evolve.config import EvolveConfig, EvolvedParam
-    from jaxmerge.evolve.problem import Problem, build_genome, stack_models
+    from jaxmerge.evolve.problem import Problem, build_genome
     from jaxmerge.fitness import make_fitness
     from jaxmerge.io import Model
     from jaxmerge.merge import METHODS, Sources, init_state
@@ -48,7 +49,7 @@ def problem_for(world: World, method: str, population: int):
     cfg = EvolveConfig(models=tuple(names), base_model="base", merge_method=method, evolve=evolve, tasks=(),
                        population=population, sigma=0.2)
     models = [Model(world.spec, p, None) for p in world.sources]
-    sources = Sources(world.spec, world.base, stack_models(models), tuple(names))
+    sources = Sources(world.spec, world.base, stack([m.params for m in models]), tuple(names))
     method_def = METHODS[method]
     fitness = make_fitness(world.spec, world.prepared, world.tokenizer).fitness
     genome = build_genome(cfg, method_def, world.spec, len(names))
@@ -87,8 +88,7 @@ def bare_forward(world: World, population: int, runs: int) -> Timing:
     from jaxmerge.fitness.fitness import chunks
     data = {k: v.reshape(v.shape[0], -1, v.shape[-1]) for k, v in chunks(world.prepared).items()
             if k in ("tokens", "mask")}
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[world.sources[i % len(world.sources)]
-                                                      for i in range(population)])
+    stacked = stack([world.sources[i % len(world.sources)] for i in range(population)])
 
     def one(params):
         logits = jax.lax.map(lambda c: model.forward(world.spec, params, c["tokens"], c["mask"],

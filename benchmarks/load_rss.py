@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import result
+from jaxmerge.params import stack
 
 SIZES = {  # per source: (hidden, intermediate, layers, heads, vocab)
     False: dict(hidden=512, intermediate=1536, layers=8, heads=8, vocab=32000),  # 59.8M params, 239 MB f32
@@ -74,7 +75,6 @@ def worker(mode: str, paths: list[str], coordinator: str, process_id: int, repor
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=2, process_id=process_id)
     from jaxmerge.evolve import sliced
     from jaxmerge.evolve.mesh import build_mesh, data_shardings, place
-    from jaxmerge.evolve.problem import stack_models
     from jaxmerge.io import load
     mesh = build_mesh(1, 2, 1)
     warm = {"embed": np.zeros((2, 2), np.float32)}
@@ -90,10 +90,10 @@ def worker(mode: str, paths: list[str], coordinator: str, process_id: int, repor
     sliced.read_slice = counting  # every byte read from a file goes through read_slice
     if mode == "sliced":
         checkpoints = [sliced.open_checkpoint(p) for p in paths]
-        held = sliced.load_table(sliced.stack_tables([c.table for c in checkpoints]), checkpoints[0].spec, mesh,
+        held = sliced.load_table(stack([c.table for c in checkpoints]), checkpoints[0].spec, mesh,
                                  "float32")
     else:
-        stacked = stack_models([load(p, dtype="float32") for p in paths])
+        stacked = stack([load(p, dtype="float32").params for p in paths])
         read[0] = sum(x.nbytes for x in jax.tree.leaves(stacked))
         held = place(stacked, data_shardings(mesh, stacked))
         del stacked
@@ -101,7 +101,7 @@ def worker(mode: str, paths: list[str], coordinator: str, process_id: int, repor
     local = sum(s.data.nbytes for x in jax.tree.leaves(held) for s in x.addressable_shards)
     found = {"idle_rss": idle, "peak_rss": rss(), "bytes_read": read[0], "device_bytes": local}
     if verify:
-        want = stack_models([load(p, dtype="float32") for p in paths])
+        want = stack([load(p, dtype="float32").params for p in paths])
         found["equal"] = all(np.array_equal(np.asarray(s.data), w[s.index]) for x, w in
                              zip(jax.tree.leaves(held), jax.tree.leaves(want)) for s in x.addressable_shards)
     report.write_text(json.dumps(found))

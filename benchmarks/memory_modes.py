@@ -14,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import RESULTS_PAGE
 from benchmarks.common import write_section
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +54,7 @@ def main() -> None:
     for r in rows:
         lines.append(f"| {r['mode']} | {r['population']} | {r['peak_rss_mib']:.0f} | {r['step_s']:.3f} | "
                      f"{r['candidates_per_s']:.1f} |")
-    write_section(ROOT / "benchmarks/RESULTS.md",
+    write_section(RESULTS_PAGE,
                   "scale-out: peak memory vs population, materialize vs fused (benchmarks/memory_modes.py)",
                   "\n".join(lines))
 

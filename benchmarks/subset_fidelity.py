@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxmerge.params import stack
+
 SIZES = (10, 20, 40, 80)
 SEEDS = 100
 
@@ -41,7 +43,7 @@ def build(root: Path, n_items: int):
     from jaxmerge.fitness.evaluate import evaluate
     _, rows = evaluate(gen, t.params, tok)
     items = [Item(p, r["completion"]) for p, r in zip(prompts, rows)]
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[s.params for s in srcs])
+    stacked = stack([s.params for s in srcs])
     return t.spec, stacked, items, tok, task
 
 
@@ -50,11 +52,12 @@ def main() -> None:
     import jax.numpy as jnp
     from scipy.stats import spearmanr
 
-    from benchmarks.decode_speed import machine, write_section
+    from benchmarks import RESULTS_PAGE
+    from benchmarks.common import page_machine, write_section
     from jaxmerge.fitness import make_fitness, prepare
     from jaxmerge.fitness.subset import estimate, random_subset, stratified_subset, subset_items
 
-    where = machine()
+    where = page_machine()
     spec, stacked, items, tok, task = build(Path(tempfile.mkdtemp()), n_items=256)
     fit = make_fitness(spec, prepare(task, items, tok, item_batch=32), tok)
 
@@ -89,7 +92,7 @@ teacher's 1-token greedy completions. Full-set accuracy over candidates: min {fu
 |---|---|---|---|---|
 """ + "\n".join(lines)
     print(body)
-    write_section("fitness: subset fitness fidelity (benchmarks/subset_fidelity.py)", body)
+    write_section(RESULTS_PAGE, "fitness: subset fitness fidelity (benchmarks/subset_fidelity.py)", body)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Atomic outputs: write into a hidden temporary sibling, rename into place only when complete.
 
 A crash or a kill mid-write then leaves at most a hidden `.NAME.tmp-*` (or, between the two renames of an
-overwrite, `.NAME.old-*`) entry, never something that looks like a finished model or run; `--resume` sweeps them. Every writer of a user-visible directory or file goes through here.
+overwrite, `.NAME.old-*`) entry, never something that looks like a finished model or run; `--resume` sweeps
+them. Every writer of a user-visible directory or file goes through here.
 """
 from __future__ import annotations
 

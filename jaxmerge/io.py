@@ -194,8 +194,13 @@ def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, s
 
 
 def check_finite_values(array: np.ndarray, name: str, file: Path) -> None:
-    if not bool(np.isfinite(array.astype(np.float32)).all()):
+    if not all_finite(array):
         raise nonfinite_error(name, file)
+
+
+def all_finite(array: np.ndarray) -> bool:
+    """No NaN/Inf in `array` (any float dtype, bfloat16 included: checked as float32)."""
+    return bool(np.isfinite(array.astype(np.float32, copy=False)).all())
 
 
 def nonfinite_error(name: str, file: Path) -> JaxmergeError:

@@ -44,6 +44,13 @@ GLOBAL_LEAVES: dict[str, tuple[str, str]] = {
 GROUPS = ("embed", "attn", "mlp", "norm")
 
 
+def stack(trees: list) -> Any:
+    """Pytrees of one structure (models' params, their name tables, candidates) -> one pytree whose leaves are
+    the host arrays stacked on a new leading axis."""
+    import jax
+    return jax.tree.map(lambda *leaves: np.stack(leaves), *trees)
+
+
 def layer_leaf_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:
     """Shapes of one layer's tensors (no layer axis), only the leaves this spec has."""
     d, f, q, kv, hd = spec.hidden_size, spec.intermediate_size, spec.q_size, spec.kv_size, spec.head_dim

@@ -10,8 +10,8 @@ import torch
 import jaxmerge.evolve.sliced as sliced
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.evolve.mesh import build_mesh, tensor_spec
-from jaxmerge.evolve.problem import stack_models
-from jaxmerge.evolve.sliced import load_table, open_checkpoint, stack_tables
+from jaxmerge.evolve.sliced import load_table, open_checkpoint
+from jaxmerge.params import stack
 from jaxmerge.io import load, save
 from tests.tiny import make_tiny_model
 
@@ -35,7 +35,7 @@ def families(tmp_path_factory):
 
 def sliced_stack(paths, mesh, dtype):
     ckpts = [open_checkpoint(p) for p in paths]
-    return load_table(stack_tables([c.table for c in ckpts]), ckpts[0].spec, mesh, dtype)
+    return load_table(stack([c.table for c in ckpts]), ckpts[0].spec, mesh, dtype)
 
 
 @pytest.mark.parametrize("family", sorted(OVERRIDES))
@@ -46,7 +46,7 @@ def test_sliced_stack_equals_load_and_stack(families, family, dtype):
         assert len(list(paths[1].glob("*.safetensors"))) > 1  # the sharded checkpoint really is sharded
     mesh = build_mesh(4, 2, 8)
     got = sliced_stack(paths, mesh, dtype)
-    want = stack_models([load(p, dtype=dtype) for p in paths])
+    want = stack([load(p, dtype=dtype).params for p in paths])
     assert jax.tree.structure(got) == jax.tree.structure(want)
     assert ("lm_head" in got) == (family != "qwen2")
     for (path, g), w in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):

@@ -19,6 +19,7 @@ from jaxmerge.demo.tasks import Example
 from jaxmerge.demo.train import encode
 from jaxmerge.demo import recipe
 from jaxmerge.io import load
+from jaxmerge.params import stack
 
 
 def read_split(task_yaml: Path, split: str) -> list[Example]:
@@ -33,7 +34,7 @@ def stack_sources(world) -> tuple[dict, dict]:
     """(base params, sources stacked on a leading model axis) as float32 numpy."""
     base = load(world.base).params
     sources = [load(world.specialists[s]).params for s in recipe.SKILLS]
-    return base, jax.tree.map(lambda *xs: np.stack(xs), *sources)
+    return base, stack(sources)
 
 
 def task_arithmetic(base, stacked, w_layers, w_global):

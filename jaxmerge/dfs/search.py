@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 import jax
@@ -30,7 +29,7 @@ from jaxmerge.dfs.path import path_spec, with_path
 from jaxmerge.dfs.sources import pool_layout, space_for
 from jaxmerge.dfs.space import W_MODES, DFSSpace
 from jaxmerge.errors import expect
-from jaxmerge.evolve.config import DFS_KEYS
+from jaxmerge.evolve.config import DFS_KEYS, is_real
 from jaxmerge.io import DTYPES
 
 
@@ -69,21 +68,16 @@ def dfs_settings(cfg) -> dict:
     unknown = sorted(set(cfg.dfs) - DFS_KEYS)
     expect(not unknown, f"{where}: unknown key(s) {unknown} (allowed: {sorted(DFS_KEYS)})")
     repeats = cfg.dfs.get("repeats", 3)
-    expect(_number(repeats) and float(repeats).is_integer() and repeats >= 1,
+    expect(is_real(repeats) and float(repeats).is_integer() and repeats >= 1,
            f"{where}: expected repeats to be an integer >= 1, found {repeats!r}")
     w_mode = cfg.dfs.get("w_mode", "matrix")
     expect(w_mode in W_MODES, f"{where}: expected w_mode in {W_MODES}, found {w_mode!r}")
     generations = cfg.dfs.get("generations", cfg.generations)
-    expect(_number(generations) and float(generations).is_integer() and generations >= 1,
+    expect(is_real(generations) and float(generations).is_integer() and generations >= 1,
            f"{where}: expected generations to be an integer >= 1, found {generations!r}")
     sigma = cfg.dfs.get("sigma", cfg.sigma)
-    expect(_number(sigma) and math.isfinite(sigma) and sigma > 0, f"{where}: expected a finite sigma > 0, found "
-                                                                  f"{sigma!r}")
+    expect(is_real(sigma) and sigma > 0, f"{where}: expected a finite sigma > 0, found {sigma!r}")
     return {"repeats": int(repeats), "w_mode": w_mode, "generations": int(generations), "sigma": float(sigma)}
-
-
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def build_dfs_problem(cfg, mesh=None):

@@ -83,8 +83,13 @@ def _section(doc: dict, key: str, allowed: set[str], where: str) -> dict:
     return value
 
 
+def is_real(value) -> bool:
+    """A finite int or float from YAML (a bool is not a number here)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def _number(value, what: str, where: str, kind=float):
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = is_real(value)
     expect(ok and (kind is float or float(value).is_integer()),
            f"{where}: expected {what} to be {'a number' if kind is float else 'an integer'}, found {value!r}")
     return kind(value)

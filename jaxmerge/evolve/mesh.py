@@ -86,8 +86,9 @@ def data_shardings(mesh, data):
 
 
 def place(tree, shardings):
-    """Host arrays -> global arrays with these shardings (a pytree of them, or one for every leaf). Each process materialises only the slices its own
-    devices hold (the callback is called per addressable shard), so this also works across processes."""
+    """Host arrays -> global arrays with these shardings (a pytree of them, or one for every leaf). Each process
+    materialises only the slices its own devices hold (the callback is called per addressable shard), so this
+    also works across processes."""
     def one(x, sharding):
         host = x if isinstance(x, np.ndarray) else np.asarray(jax.device_get(x))
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])

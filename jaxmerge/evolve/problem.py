@@ -11,14 +11,14 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve.config import EvolveConfig
 from jaxmerge.evolve.genome import Gene, GeneSpec
 from jaxmerge.evolve.mesh import data_shardings
-from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint, run_mesh, stack_tables
-from jaxmerge.io import DTYPES, Model
+from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint, run_mesh
+from jaxmerge.io import DTYPES
+from jaxmerge.params import stack
 
 
 class Problem(NamedTuple):
@@ -47,7 +47,7 @@ def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype:
     """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold."""
     from jaxmerge.merge import Sources
     spec = models[0].spec
-    stacked = load_table(stack_tables([m.table for m in models]), spec, mesh, dtype)
+    stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
     base_params = load_table(base.table, spec, mesh, dtype) if base else None
     return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
 
@@ -70,10 +70,6 @@ def _same_shape(a: Checkpoint, b: Checkpoint) -> None:
         expect(getattr(a.spec, f) == getattr(b.spec, f),
                f"expected every model to share {f} = {getattr(a.spec, f)!r} (from {a.path}), "
                f"found {getattr(b.spec, f)!r} in {b.path}")
-
-
-def stack_models(models: list[Model]) -> dict:
-    return jax.tree.map(lambda *xs: np.stack(xs), *[m.params for m in models])
 
 
 def build_genome(cfg: EvolveConfig, method, spec, num_models: int) -> GeneSpec:

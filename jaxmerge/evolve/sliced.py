@@ -7,8 +7,8 @@ for a merge's sources, [L] for one model, [T] for a DFS pool). `load_table` turn
 `jax.Array`s with the rules table's shardings through `jax.make_array_from_callback`, whose callback reads only
 the requested index of each tensor (`safe_open(...).get_slice(name)[...]`), converts it to the run dtype, into
 one 64-byte-aligned block per distinct index (which the CPU client adopts as the device buffer without
-copying), and then checks every tensor finite on the mesh. So with sources split over the "model" axis no host
-ever holds all of them.
+copying), checking each value it reads finite; the processes then agree on the first bad tensor any of them
+found (`first_everywhere`). So with sources split over the "model" axis no host ever holds all of them.
 
 Rows are read CHUNK_BYTES at a time, each read opening and closing its file: safetensors memory-maps files, and
 pages touched through a map that stays open count towards the process's resident memory until it closes.
@@ -25,8 +25,8 @@ from jax.sharding import NamedSharding
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.evolve.mesh import build_mesh, tensor_spec
-from jaxmerge.io import DTYPES, check_meta, check_one_dtype, nonfinite_error, open_safetensors, resolve, \
-    tensor_files
+from jaxmerge.io import DTYPES, all_finite, check_meta, check_one_dtype, nonfinite_error, open_safetensors, \
+    resolve, tensor_files
 from jaxmerge.params import Params, layer_leaf_shapes, param_shapes
 
 CHUNK_BYTES = 2 * 2**20  # rows of a block are read this many bytes at a time
@@ -65,11 +65,6 @@ def open_checkpoint(path_or_repo_id) -> Checkpoint:
 
 def _cells(shape: tuple[int, ...]) -> np.ndarray:
     return np.empty(shape, dtype=object)
-
-
-def stack_tables(tables: list[Params]) -> Params:
-    """Tables of models of one shape -> one table with a leading model axis ([M] globals, [M, L] layers)."""
-    return jax.tree.map(lambda *cells: np.stack(cells), *tables)
 
 
 def load_table(table: Params, spec: ArchSpec, mesh, dtype: str) -> Params:
@@ -151,7 +146,7 @@ def read_block(file: Path, name: str, index: tuple[slice, ...], out: np.ndarray)
     for i in range(0, out.shape[0], rows):
         part = read_slice(file, name, (slice(first.start + i, min(first.start + i + rows, first.stop)), *index[1:]))
         out[i:i + rows] = part.astype(out.dtype, copy=False)
-        finite = finite and bool(np.isfinite(part.astype(np.float32, copy=False)).all())
+        finite = finite and all_finite(part)
     return finite
 
 

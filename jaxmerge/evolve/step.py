@@ -122,5 +122,5 @@ def make_step(search: Search, candidate_fitness: CandidateFitness, batch_size: i
     fn = lambda state, data: generation_step(search, candidate_fitness, batch_size, state, data, mesh)  # noqa: E731
     if mesh is None:
         return jax.jit(fn)
-    from jax.sharding import NamedSharding, PartitionSpec
-    return jax.jit(fn, out_shardings=NamedSharding(mesh, PartitionSpec()))
+    from jaxmerge.evolve.mesh import replicated
+    return jax.jit(fn, out_shardings=replicated(mesh))

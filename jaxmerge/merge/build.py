@@ -19,6 +19,7 @@ from jaxmerge.merge.base import Sources
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.resolve import OPTIONAL_BASE, model_sources
+from jaxmerge.params import stack
 
 COUNTS = {"slerp": (1, 1), "nuslerp": (2, 2), "model_stock": (2, None), "passthrough": (1, 1)}
 
@@ -85,7 +86,7 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
     expect(len({len(c) for c in columns}) == 1, "expected the same number of models in every slice, found "
                                                 f"{[len(c) for c in columns]}")
     stacked = [_column([c[p] for c in columns], models) for p in range(len(columns[0]))]
-    model_params = jax.tree.map(lambda *xs: np.stack(xs), *stacked)
+    model_params = stack(stacked)
     base = None
     if recipe.base_model is not None and (METHODS[recipe.method].needs_base or recipe.method in OPTIONAL_BASE):
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],

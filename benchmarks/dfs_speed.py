@@ -32,14 +32,14 @@ def speed(root: Path, args) -> str:
     import jax
     from jaxmerge import model
     from jaxmerge.dfs import forward, path_spec, with_path
-    from jaxmerge.dfs.sources import pool_params, space_for
+    from jaxmerge.dfs.sources import pool_params, layout_for
     from jaxmerge.io import load
     from tests.tiny import make_tiny_model
     shape = dict(hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=8,
                  num_key_value_heads=4, head_dim=32, vocab_size=2048)
     a = make_tiny_model(root / "a", "llama", seed=0, **shape)
     models = [load(a), load(make_tiny_model(root / "b", perturb_from=a, seed=1))]
-    space = space_for(models, args.repeats)
+    space = layout_for(models, args.repeats)
     spec, pool = path_spec(models[0].spec, space), pool_params(models)
     tokens = np.random.default_rng(0).integers(3, 2048, (args.batch, args.length)).astype(np.int32)
     rng = np.random.default_rng(1)
@@ -62,7 +62,7 @@ def fold_exactness(root: Path) -> str:
     import jax
     from jaxmerge.dfs import forward, path_spec, with_path
     from jaxmerge.dfs.export import export_path
-    from jaxmerge.dfs.sources import pool_params, space_for
+    from jaxmerge.dfs.sources import pool_params, layout_for
     from jaxmerge.io import Model, load
     from tests.tiny import hf_logits, make_tiny_model
     a = make_tiny_model(root / "ta", "llama", seed=0, rms_norm_eps=1e-5)
@@ -71,7 +71,7 @@ def fold_exactness(root: Path) -> str:
     rows = ["| embeddings x | mean(h^2) at layer 0 | rel. diff, 5 random paths (max) |", "|---|---|---|"]
     for k in (1.0, 10.0, 100.0):
         a_k = Model(base[0].spec, {**base[0].params, "embed": base[0].params["embed"] * k}, base[0].path)
-        space = space_for([a_k, base[1]], 2)
+        space = layout_for([a_k, base[1]], 2)
         spec, pool = path_spec(a_k.spec, space), pool_params([a_k, base[1]])
         engine = jax.jit(lambda g: forward(spec, with_path(pool, space.decode(g)), tokens))
         worst = 0.0

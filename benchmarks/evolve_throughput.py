@@ -22,6 +22,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -35,47 +36,60 @@ SETTINGS = {  # the world and the population of each mode
 }
 
 
-def problem_for(world: World, method: str, population: int):
-    """The engine's `Problem` over an in-memory world (build_problem reads paths; the pieces are the same)."""
-    from jaxmerge.evolve.config import EvolveConfig, EvolvedParam
-    from jaxmerge.evolve.problem import Problem, build_genome
+class InMemory(NamedTuple):
+    """A PS search space over an in-memory world (jaxmerge.ps.space.build reads paths; the pieces are the same)."""
+    space: object
+    genome: object
+    population: int
+
+
+def problem_for(world: World, method: str, population: int) -> InMemory:
+    from jaxmerge.config import EvolvedParam, Fitness, EvolveConfig
+    from jaxmerge.evolve.space import SearchSpace
     from jaxmerge.fitness import make_fitness
     from jaxmerge.io import Model
     from jaxmerge.merge import METHODS, Sources, init_state
+    from jaxmerge.ps.space import build_genome, candidate_params
     names = [f"m{i}" for i in range(len(world.sources))]
     evolve = {"weight": EvolvedParam(0.5, 0.0, 1.0)}
     if method != "task_arithmetic":
         evolve["density"] = EvolvedParam(0.7, 0.1, 1.0)
-    cfg = EvolveConfig(models=tuple(names), base_model="base", merge_method=method, evolve=evolve, tasks=(),
-                       population=population, sigma=0.2)
+    cfg = EvolveConfig(models=tuple(names), fitness=Fitness(()), base_model="base", merge_method=method,
+                       evolve=evolve)
     models = [Model(world.spec, p, None) for p in world.sources]
     sources = Sources(world.spec, world.base, stack([m.params for m in models]), tuple(names))
     method_def = METHODS[method]
     fitness = make_fitness(world.spec, world.prepared, world.tokenizer).fitness
     genome = build_genome(cfg, method_def, world.spec, len(names))
     data = {"merge": init_state(method_def, sources)}
-    return Problem(cfg, world.spec, method_def, genome, data, fitness, (fitness,), None, tuple(names))
+    candidate = lambda raw, key, d: fitness(candidate_params(method_def, genome, "float32", raw, key, d))  # noqa
+    space = SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data, candidate, list, genome.describe,
+                        None, {})
+    return InMemory(space, genome, population)
 
 
-def run_generations(problem, generations: int) -> tuple[float, Timing, int]:
+def run_generations(problem: InMemory, generations: int) -> tuple[float, Timing, int]:
     """(first generation seconds incl. compile, timing of the later ones, compilations of the step)."""
     import jax
 
-    from jaxmerge.evolve.mesh import data_shardings, place, replicated
-    from jaxmerge.evolve.run import setup
+    from jaxmerge.evolve.engine import compiled
+    from jaxmerge.evolve.mesh import build_mesh, data_shardings, place, replicated
+    from jaxmerge.evolve.space import RunSettings, Search
     from jaxmerge.evolve.step import initial_state
-    search, step, evaluate, mesh = setup(problem)  # as jaxmerge.evolve.run.evolve, but from in-memory sources
-    problem = problem._replace(data=place(problem.data, data_shardings(mesh, problem.data)))
-    state = initial_state(search, problem.genome.initial_raw(), jax.random.PRNGKey(0),
-                          lambda pop, keys: evaluate(pop, keys, problem.data))
+    mesh = build_mesh(0, 1, problem.population)
+    settings = RunSettings(Search(population=problem.population, sigma=0.2), 1, mesh)
+    search, step, evaluate = compiled(problem.space, settings)  # as the engine, but from in-memory sources
+    data = place(problem.space.data, data_shardings(mesh, problem.space.data))
+    state = initial_state(search, jax.numpy.asarray(problem.space.initial), jax.random.PRNGKey(0),
+                          lambda pop, keys: evaluate(pop, keys, data))
     state = place(jax.tree.map(np.asarray, state), replicated(mesh))
     start = time.perf_counter()
-    state = jax.block_until_ready(step(state, problem.data))[0]
+    state = jax.block_until_ready(step(state, data))[0]
     first = time.perf_counter() - start
     runs = []
     for _ in range(generations):
         start = time.perf_counter()
-        state = jax.block_until_ready(step(state, problem.data))[0]
+        state = jax.block_until_ready(step(state, data))[0]
         runs.append(time.perf_counter() - start)
     return first, Timing(tuple(runs)), step._cache_size()
 
@@ -173,12 +187,11 @@ class OnDiskLoop(MergekitLoop):
 def fitness_agreement(world: World, raws: np.ndarray) -> float:
     """max |jaxmerge fitness - loop fitness| over `raws` with ties (deterministic: no random masks)."""
     import jax
-    from jaxmerge.evolve.problem import candidate_fitness
     problem = problem_for(world, "ties", len(raws))
-    ours = jax.jit(candidate_fitness(problem))
+    ours = jax.jit(problem.space.candidate)
     loop = MergekitLoop(world, problem.genome, "ties")
     key = jax.random.PRNGKey(0)
-    return max(abs(float(ours(raw, key, problem.data)) - loop.fitness(raw)) for raw in raws)
+    return max(abs(float(ours(raw, key, problem.space.data)) - loop.fitness(raw)) for raw in raws)
 
 
 def measure(quick: bool = False, out=None) -> tuple[list[dict], str]:

@@ -225,3 +225,15 @@ def _to_hf(spec: ArchSpec) -> dict[str, Any]:
     if spec.model_type in ("qwen2", "qwen3"):
         cfg.update(use_sliding_window=False, sliding_window=None, layer_types=["full_attention"] * spec.num_layers)
     return cfg
+
+
+def check_same_architecture(specs: list[tuple[ArchSpec, object]], same_depth: bool = True) -> None:
+    """The one "same architecture" rule of merge, evolve and DFS: every field that sets the math agrees (the layer
+    count too unless `same_depth` is off: slices and layer paths may take layers from models of other depths).
+    `specs` pairs each spec with where it came from, for the one-line error."""
+    (first, origin), skip = specs[0], {"inert"} | (set() if same_depth else {"num_layers"})
+    for spec, where in specs[1:]:
+        for field in (f.name for f in dataclasses.fields(ArchSpec) if f.name not in skip):
+            mine, theirs = getattr(first, field), getattr(spec, field)
+            expect(mine == theirs, f"expected every model to share {field} = {mine!r} (from {origin}), "
+                                   f"found {theirs!r} in {where}")

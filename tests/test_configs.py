@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from jaxmerge.demo.world import build_world
-from jaxmerge.evolve.config import load_config
+from jaxmerge.config import load_config
 from jaxmerge.merge.recipe import read_recipe
 
 CONFIGS = Path(__file__).parent.parent / "configs"
@@ -25,7 +25,7 @@ def test_evolve_configs_parse_and_resolve(layout, name):
     cfg = load_config(layout / name)
     for path in (*cfg.models, *([cfg.base_model] if cfg.base_model else [])):
         assert (Path(path) / "config.json").is_file(), path
-    for ref in cfg.tasks:
+    for ref in cfg.fitness.tasks:
         assert ref.task.is_file() and ref.split == "dev"
 
 

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from jaxmerge.cli import main
-from jaxmerge.evolve.config import load_config
+from jaxmerge.config import load_config
 
 MARGIN = 0.03  # target exact match, absolute; the recorded quick run wins by 0.066
 

@@ -64,7 +64,7 @@ def test_task_files_follow_the_contract(tmp_path):
 
 def test_extra_dev_rows_are_neither_training_nor_test_rows(tmp_path):
     """dev_extra is drawn after the train split the models were trained on (the sizes world.py passes)."""
-    from jaxmerge.demo.world import SPLIT_SIZES
+    SPLIT_SIZES = recipe.SPLIT_SIZES
 
     skills, _ = write_tasks(tmp_path, seed=0, train=recipe.TRAIN_ROWS, **SPLIT_SIZES)
     splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": recipe.TRAIN_ROWS})

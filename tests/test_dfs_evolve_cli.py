@@ -15,9 +15,12 @@ import yaml
 
 from jaxmerge.cli import main
 from jaxmerge.dfs import forward
-from jaxmerge.dfs.search import build_dfs_problem, path_params
-from jaxmerge.evolve.config import load_config
-from jaxmerge.evolve.problem import build_fitness
+from jaxmerge.config import load_config
+from jaxmerge.dfs.path import path_spec
+from jaxmerge.dfs.sources import pool_params
+from jaxmerge.dfs.space import DFSGenome, layout_of, path_params
+from jaxmerge.evolve.sliced import open_checkpoint
+from jaxmerge.fitness.suite import prepare_tasks, weighted_fitness
 from jaxmerge.io import load
 from tests.fitness_tiny import add_char_tokenizer
 from tests.tiny import hf_logits, make_tiny_model
@@ -61,15 +64,19 @@ def test_evolve_dfs(root, capsys):
     assert best["path"] == path["path"] and path["path"][0]["slot"] == 0
     assert (root / "dfs" / "model" / "plots" / "path.png").is_file()
     assert len((root / "dfs" / "history.jsonl").read_text().splitlines()) == 2
-    problem = build_dfs_problem(load_config(cfg))
+    run = load_config(cfg)
+    genome = DFSGenome(layout_of(run, [open_checkpoint(m) for m in run.models]))
+    spec, data = path_spec(load(run.models[0]).spec, genome.layout), {"pool": pool_params([load(m) for m in run.models])}
     raw = jnp.asarray(best["raw"], jnp.float32)
     tokens = np.random.default_rng(0).integers(3, 97, (2, 8)).astype(np.int32)
-    want = np.asarray(jax.jit(lambda r: forward(problem.spec, path_params(problem, r, problem.data), tokens))(raw))
+    want = np.asarray(jax.jit(lambda r: forward(spec, path_params(genome, r, data), tokens))(raw))
     got = hf_logits(root / "dfs" / "model", tokens)
     assert np.abs(got - want).max() / np.abs(want).max() < 1e-4
     exported = load(root / "dfs" / "model")
-    plain_fitness, _ = build_fitness(load_config(cfg), exported.spec, root / "dfs" / "model")
+    tasks = prepare_tasks(run.fitness.tasks, root / "dfs" / "model", allow_test=False, item_batch=3, seed=0)
+    plain_fitness = weighted_fitness(exported.spec, tasks)
     assert float(jax.jit(plain_fitness)(exported.params)) == pytest.approx(best["fitness"], rel=1e-4)
+    assert best["fitness"] >= best["baselines"]["start"] == best["baselines"]["sources"][str(root / "a")]
 
 
 @pytest.mark.slow
@@ -82,6 +89,11 @@ def test_evolve_hybrid(root):
     assert record["models"][0] == str(root / "hybrid" / "ps" / "model")
     assert len((root / "hybrid" / "dfs" / "history.jsonl").read_text().splitlines()) == 1
     loads_in_transformers(root / "hybrid" / "dfs" / "model")
+    top = json.loads((root / "hybrid" / "best.json").read_text())  # the final winner at the top level
+    assert top["fitness"] == json.loads((root / "hybrid" / "dfs" / "best.json").read_text())["fitness"]
+    assert top["fitness"] >= top["stages"]["ps"]["fitness"]  # the DFS stage starts from the PS winner
+    assert (root / "hybrid" / "model" / "model.safetensors").read_bytes() == \
+        (root / "hybrid" / "dfs" / "model" / "model.safetensors").read_bytes()
 
 
 def test_bad_dfs_section_exit_2(root, capsys):

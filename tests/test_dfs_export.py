@@ -15,7 +15,7 @@ import pytest
 from jaxmerge.dfs import DecodedPath, forward, path_spec, with_path
 from jaxmerge.dfs.export import export_path
 from jaxmerge.dfs.fold import fold
-from jaxmerge.dfs.sources import pool_params, space_for
+from jaxmerge.dfs.sources import pool_params, layout_for
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.io import Model, load
 from tests.tiny import hf_logits, make_tiny_model
@@ -52,13 +52,13 @@ def scales(seed, signs_only=False):
 @pytest.mark.parametrize("family, overrides", [("llama", dict(attention_bias=True)), ("qwen3", {})])
 def test_fold_algebra_exact_with_eps_zero(tmp_path, family, overrides):
     models = pair(tmp_path, family, 0.0, **overrides)
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     assert check_parity(space, models, {"indicator": INDICATOR, "scales": scales(1)}, tmp_path / "out") < RTOL
 
 
 def test_sign_flips_exact_with_default_eps(tmp_path):
     models = pair(tmp_path, "llama", 1e-5)
-    space = space_for(models, 2, "per_slot")
+    space = layout_for(models, 2, "per_slot")
     genes = {"indicator": INDICATOR, "scales": jnp.asarray(np.resize([1.0, -1.0, -1.0], 13), jnp.float32)}
     assert check_parity(space, models, genes, tmp_path / "out") < RTOL
 
@@ -66,13 +66,13 @@ def test_sign_flips_exact_with_default_eps(tmp_path):
 def test_scales_with_default_eps_and_realistic_stream(tmp_path):
     a, b = pair(tmp_path, "qwen2", 1e-5)
     a = Model(a.spec, {**a.params, "embed": a.params["embed"] * 30}, a.path)  # mean(h^2) ~ 0.4 >> eps, as in LLMs
-    space = space_for([a, b], 2)
+    space = layout_for([a, b], 2)
     assert check_parity(space, [a, b], {"indicator": INDICATOR, "scales": scales(2)}, tmp_path / "out") < RTOL
 
 
 def test_path_json_and_picture(tmp_path):
     models = pair(tmp_path, "llama", 1e-5)
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     genes = {"indicator": INDICATOR, "scales": scales(3, signs_only=True)}
     out = export_path(space, models, genes, tmp_path / "out")
     record = json.loads((out / "path.json").read_text())
@@ -87,7 +87,7 @@ def test_path_json_and_picture(tmp_path):
 
 def test_fold_refuses_empty_path_and_zero_scale(tmp_path):
     models = pair(tmp_path, "llama", 1e-5)
-    pool, layer = pool_params(models), space_for(models, 2).layers()
+    pool, layer = pool_params(models), layout_for(models, 2).layers()
     with pytest.raises(JaxmergeError, match="at least one used step"):
         fold(pool, DecodedPath(np.zeros(13), np.ones(13), layer))
     with pytest.raises(JaxmergeError, match="nonzero finite path scales") as err:
@@ -100,7 +100,7 @@ def test_export_gathers_only_the_layers_the_path_uses(tmp_path):
     folds to exactly the model the whole pool folds to."""
     from jaxmerge.dfs.export import decoded_path, used_pool
     models = pair(tmp_path, "llama", 1e-5)
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     pool = pool_params(models)
     path = decoded_path(space, {"indicator": INDICATOR, "scales": scales(4)}, np.float32)
     host, short = used_pool(jax.tree.map(jnp.asarray, pool), path)

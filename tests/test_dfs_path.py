@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from jaxmerge import model
-from jaxmerge.dfs import DecodedPath, DFSSpace, forward, forward_cached, path_spec, with_path
+from jaxmerge.dfs import DecodedPath, DFSLayout, forward, forward_cached, path_spec, with_path
 from jaxmerge.dfs.decoder import DFS_DECODER
-from jaxmerge.dfs.sources import pool_params, space_for
+from jaxmerge.dfs.sources import pool_params, layout_for
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.fitness.generate import greedy_jit
 from jaxmerge.io import load
@@ -45,7 +45,7 @@ def path_logits_fn(space, models, tokens, mask):
 
 def test_identity_path_reproduces_a(models):
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 3)
+    space = layout_for(models, 3)
     got = path_logits_fn(space, models, tokens, mask)(space.initial_genes())
     want = model.forward_jit(models[0].spec, models[0].params, tokens, mask)
     # Same numbers up to XLA's float32 re-association in a differently fused program (seen: 1.2e-7 abs).
@@ -55,7 +55,7 @@ def test_identity_path_reproduces_a(models):
 def test_path_over_b_layers_is_b_on_a_embeddings(models):
     a, b = models
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     included = np.zeros(space.num_steps, np.float32)
     included[3:5] = 1  # B's two layers, first repetition, tail off (no forcing: the raw path function)
     path = DecodedPath(included, np.ones(space.num_steps, np.float32), space.layers())
@@ -68,7 +68,7 @@ def test_path_over_b_layers_is_b_on_a_embeddings(models):
 def test_forced_path_through_b_is_the_stacked_model(models):
     a, b = models
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 2)  # slots: A0 A1 A2 B0 B1 | A0 A1 A2 B0 B1 | tail A2
+    space = layout_for(models, 2)  # slots: A0 A1 A2 B0 B1 | A0 A1 A2 B0 B1 | tail A2
     genes = {"indicator": jnp.asarray([1, -1, -1, 1, 1, -1, -1, -1, -1, -1], jnp.float32),
              "scales": jnp.ones((5, 5))}  # A0 B0 B1, then the tail A2
     got = path_logits_fn(space, models, tokens, mask)(genes)
@@ -80,7 +80,7 @@ def test_forced_path_through_b_is_the_stacked_model(models):
 
 def test_population_vmap_equals_per_candidate_with_one_compile(models):
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     fn = path_logits_fn(space, models, tokens, mask)
     candidates = [random_genes(space, seed) for seed in range(4)]
     each = [np.asarray(fn(g)) for g in candidates]
@@ -93,7 +93,7 @@ def test_population_vmap_equals_per_candidate_with_one_compile(models):
 
 def test_kv_cached_steps_equal_full_forward(models):
     tokens, mask = tokens_and_mask(length=8)
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     spec = path_spec(models[0].spec, space)
     params = with_path(pool_params(models), jax.jit(space.decode)(random_genes(space, 7)))
     step = jax.jit(forward_cached, static_argnums=0)
@@ -111,7 +111,7 @@ def test_kv_cached_steps_equal_full_forward(models):
 
 def test_greedy_on_identity_path_equals_greedy_on_a(models):
     tokens, mask = tokens_and_mask()
-    space = space_for(models, 2)
+    space = layout_for(models, 2)
     params = with_path(pool_params(models), jax.jit(space.decode)(space.initial_genes()))
     eos = np.asarray([2], np.int32)
     got = greedy_jit(path_spec(models[0].spec, space), params, tokens, mask, eos, max_new_tokens=6,
@@ -127,9 +127,9 @@ def test_greedy_on_identity_path_equals_greedy_on_a(models):
 def test_incompatible_sources_refused(models, tmp_path, family, overrides, words):
     other = load(make_tiny_model(tmp_path / "other", family, seed=2, **overrides))
     with pytest.raises(JaxmergeError, match=words) as err:
-        space_for([models[0], other])
+        layout_for([models[0], other])
     assert "\n" not in str(err.value)
 
 
 def test_space_from_models_matches_layer_counts(models):
-    assert space_for(models, 3, "per_slot") == DFSSpace((3, 2), 3, "per_slot")
+    assert layout_for(models, 3, "per_slot") == DFSLayout((3, 2), 3, "per_slot")

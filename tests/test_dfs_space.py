@@ -1,10 +1,10 @@
-"""DFSSpace: layout, forced ends, initial genes (= model A), decode of both scale modes, bad input."""
+"""DFSLayout: layout, forced ends, initial genes (= model A), decode of both scale modes, bad input."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmerge.dfs import DFSSpace
+from jaxmerge.dfs import DFSLayout
 from jaxmerge.errors import JaxmergeError
 
 
@@ -14,14 +14,14 @@ def path_of(space, included):
 
 @pytest.mark.parametrize("repeats", [1, 2, 3])
 def test_initial_genes_decode_to_model_a(repeats):
-    space = DFSSpace((4, 3), repeats)
+    space = DFSLayout((4, 3), repeats)
     path = jax.jit(space.decode)(space.initial_genes())
     assert path_of(space, path.included) == [(0, 0), (0, 1), (0, 2), (0, 3)]
     np.testing.assert_array_equal(path.scales, np.ones(space.num_steps))
 
 
 def test_forced_start_and_tail():
-    space = DFSSpace((3, 2), 1)  # steps: A0 A1 A2 B0 B1 | tail A2
+    space = DFSLayout((3, 2), 1)  # steps: A0 A1 A2 B0 B1 | tail A2
     off = space.decode({"indicator": -jnp.ones(5), "scales": jnp.ones((5, 5))})
     assert list(np.flatnonzero(off.included)) == [0, 5]
     on = space.decode({"indicator": jnp.ones(5), "scales": jnp.ones((5, 5))})
@@ -30,7 +30,7 @@ def test_forced_start_and_tail():
 
 
 def test_matrix_scales_follow_previous_used_layer():
-    space = DFSSpace((3, 2), 2)  # slots A0 A1 A2 B0 B1 A0 A1 A2 B0 B1, then the tail A2 (step 10)
+    space = DFSLayout((3, 2), 2)  # slots A0 A1 A2 B0 B1 A0 A1 A2 B0 B1, then the tail A2 (step 10)
     w = jnp.arange(25, dtype=jnp.float32).reshape(5, 5) + 1
     indicator = jnp.array([1, -1, 1, 1, -1, -1, 1, -1, 1, 1], jnp.float32)
     path = space.decode({"indicator": indicator, "scales": w})
@@ -41,14 +41,14 @@ def test_matrix_scales_follow_previous_used_layer():
 
 
 def test_per_slot_scales_pass_through():
-    space = DFSSpace((2, 2), 2, "per_slot")
+    space = DFSLayout((2, 2), 2, "per_slot")
     raw = {"indicator": jnp.ones(8), "scales": jnp.linspace(0.5, 1.5, 9)}
     assert space.gene_template()["scales"].shape == (9,)
     np.testing.assert_array_equal(space.decode(raw).scales, raw["scales"])
 
 
 def test_decode_is_jittable_and_vmappable():
-    space = DFSSpace((3, 2), 3)
+    space = DFSLayout((3, 2), 3)
     pop = jax.tree.map(lambda x: jnp.stack([x, -x, 2 * x]), space.initial_genes())
     together = jax.jit(jax.vmap(space.decode))(pop)
     for i in range(3):
@@ -58,7 +58,7 @@ def test_decode_is_jittable_and_vmappable():
 
 
 def test_step_source_and_sizes():
-    space = DFSSpace((3, 2), 3)
+    space = DFSLayout((3, 2), 3)
     assert (space.num_layers, space.num_slots, space.num_steps) == (5, 15, 16)
     assert [space.step_source(t) for t in (0, 2, 3, 4, 5, 14, 15)] == [(0, 0), (0, 2), (1, 0), (1, 1), (0, 0),
                                                                        (1, 1), (0, 2)]
@@ -74,5 +74,5 @@ def test_step_source_and_sizes():
 ])
 def test_bad_space(kwargs, words):
     with pytest.raises(JaxmergeError, match=words) as err:
-        DFSSpace(**kwargs)
+        DFSLayout(**kwargs)
     assert "\n" not in str(err.value)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from jaxmerge.cli import main
-from jaxmerge.evolve.config import load_config
-from jaxmerge.evolve.run import evolve
+from jaxmerge.config import load_config
+from jaxmerge.modes import evolve
 from jaxmerge.io import load
 from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
@@ -33,10 +33,12 @@ def test_run_writes_every_output_and_the_export_scores_its_fitness(world, tmp_pa
         assert (run / name).is_file(), name
     history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in history] == [1, 2, 3]
-    assert best["fitness"] == max(row["best"] for row in history)
+    assert best["fitness"] == max(max(row["best"] for row in history), best["baselines"]["start"])
+    assert best["status"] == "finished" and set(best["baselines"]["sources"]) == {str(world / m) for m in
+                                                                                  ("ft1", "ft2", "base")}
     recipe = yaml.safe_load((run / "recipe.yml").read_text())
-    assert recipe["merge_method"] == "dare_ties" and len(recipe["models"]) == 2
-    assert len(recipe["models"][0]["parameters"]["weight"]) == 2  # one value per layer (layers_per_group: 1)
+    assert recipe["merge_method"] == "dare_ties" and len(recipe["slices"]) == 2  # one slice per layer group
+    assert [len(s["sources"]) for s in recipe["slices"]] == [3, 3]  # two models and the base
     # exported == scored: `jaxmerge eval` of the exported model on the fitness split gives best.json's fitness
     assert main(["eval", str(run / "model"), str(world / "task/add.yml"), "--split", "dev"]) == 0
     printed = capsys.readouterr().out
@@ -65,7 +67,8 @@ def test_sigkill_then_resume_ends_bit_identical(world, tmp_path):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (out / "best.json").exists()
+    best_file = out / "best.json"  # the best so far (unless the kill came before its first write)
+    assert not best_file.exists() or json.loads(best_file.read_text())["status"] == "running"
     resumed = evolve(load_config(config), out, resume=True, progress=False)
     for key in ("fitness", "generation", "raw", "merge_key", "genes", "evaluations"):
         assert resumed[key] == reference[key], key
@@ -123,7 +126,7 @@ def test_sources_of_different_shapes_are_refused(world, tmp_path, capsys):
 def test_out_dir_holding_another_run_is_refused(world, tmp_path, capsys):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "run.json").write_text(json.dumps({"config_hash": "something-else"}))
+    (out / "run.json").write_text(json.dumps({"identity": {"config": "something-else"}}))
     assert main(["evolve", str(write_config(world)), "--out", str(out), "--no-progress"]) == 2
     assert "another run" in capsys.readouterr().err
     assert main(["evolve", str(write_config(world)), "--out", str(out), "--resume", "--no-progress"]) == 2

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.evolve.genome import Gene, GeneSpec
+from jaxmerge.ps.genome import Gene, GeneSpec
 from jaxmerge.evolve.step import initial_state, make_step
 from jaxmerge.evolve.strategy import STRATEGIES, make_search
 from jaxmerge.merge import METHODS, Sources, init_state, merge_params

@@ -6,24 +6,39 @@ import numpy as np
 import pytest
 
 from jaxmerge import model
-from jaxmerge.evolve.config import load_config
-from jaxmerge.evolve.fused import FusedSpec, choose_mode, forward, fused_decoder, recipe
-from jaxmerge.evolve.problem import build_problem, candidate_fitness, candidate_params
+from jaxmerge.config import load_config
+from jaxmerge.ps.fused import FusedSpec, choose_mode, forward, fused_decoder, recipe
+from jaxmerge.arch import ArchSpec
+from jaxmerge.config import Memory
+from jaxmerge.evolve.mesh import build_mesh
+from jaxmerge.ps.space import build, build_genome, candidate_params, evolvable_method
 from jaxmerge.evolve.step import evaluate_population
 from jaxmerge.fitness import greedy_jit
 from tests.evolve_world import build_world, write_config
+
+
+class Problem:
+    """A PS search space in one memory mode (on one device) and the pieces it was built from."""
+
+    def __init__(self, world, mode):
+        cfg = load_config(write_config(world, subset=4))
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, population=4), memory=Memory(mode, 1))
+        self.spec = ArchSpec.from_dir(world / "ft1")
+        self.space = build(cfg, build_mesh(1, 1, 4, self.spec, jax.devices()[:1]))
+        self.method = evolvable_method(cfg)
+        self.genome = build_genome(cfg, self.method, self.spec, 2)
+        self.data, self.dtype = self.space.data, self.space.facts["dtype"]
 
 
 @pytest.fixture(scope="module")
 def problems(tmp_path_factory):
     """The same dare_ties search (random DARE masks) built in both memory modes."""
     world = build_world(tmp_path_factory.mktemp("world"))
-    cfg = dataclasses.replace(load_config(write_config(world, subset=4)), population=4)
-    return {m: build_problem(dataclasses.replace(cfg, memory_mode=m)) for m in ("materialize", "fused")}
+    return {m: Problem(world, m) for m in ("materialize", "fused")}
 
 
 def candidates(problem, n=4):
-    return (jax.random.uniform(jax.random.PRNGKey(0), (n, problem.genome.size)),
+    return (jax.random.uniform(jax.random.PRNGKey(0), (n, problem.space.size)),
             jax.random.split(jax.random.PRNGKey(1), n))
 
 
@@ -31,8 +46,8 @@ def candidates(problem, n=4):
 def test_fused_logits_and_greedy_equal_the_materialized_model(problems):
     p = problems["materialize"]
     raw, keys = candidates(p, 1)
-    params = jax.jit(lambda x, k, d: candidate_params(p, x, k, d))(raw[0], keys[0], p.data)
-    fs = FusedSpec(p.spec, p.method, p.config.dtype)
+    params = jax.jit(lambda x, k, d: candidate_params(p.method, p.genome, p.dtype, x, k, d))(raw[0], keys[0], p.data)
+    fs = FusedSpec(p.spec, p.method, p.dtype)
     r = recipe(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
     tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 7), 3, p.spec.vocab_size)
     want = model.forward_jit(p.spec, params, tokens)
@@ -47,11 +62,11 @@ def test_fused_logits_and_greedy_equal_the_materialized_model(problems):
 
 @pytest.mark.slow
 def test_fused_teacher_forced_fitness_equals_materialize(problems):
-    assert problems["fused"].config.memory_mode == "fused"
+    assert problems["fused"].space.facts["memory_mode"] == "fused"
     raw, keys = candidates(problems["fused"])
     scores = {}
     for mode, p in problems.items():
-        fit = candidate_fitness(p)
+        fit = p.space.candidate
         scores[mode] = np.asarray(jax.jit(lambda x, k, d: evaluate_population(fit, x, k, d, 2))(raw, keys, p.data))
     np.testing.assert_allclose(scores["fused"], scores["materialize"], rtol=1e-6, atol=1e-6)
     assert np.all(np.isfinite(scores["fused"])) and len(set(scores["fused"].tolist())) > 1

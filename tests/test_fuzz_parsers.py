@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxmerge.errors import JaxmergeError
-from jaxmerge.evolve.config import TOP_KEYS, parse_config
+from jaxmerge.config import TOP_KEYS, parse_config
 from jaxmerge.fitness.tasks import KEYS as TASK_KEYS
 from jaxmerge.fitness.tasks import load_items, load_task, read_jsonl
 from jaxmerge.merge.recipe import TOP_KEYS as RECIPE_KEYS
@@ -105,7 +105,8 @@ def test_config_parser_near_valid_documents(doc):
         cfg = parse_config(doc, ROOT)
     except JaxmergeError:
         return
-    assert cfg.generations >= 1 and cfg.item_batch >= 1 and all(t.subset >= 0 for t in cfg.tasks)
+    assert cfg.search.generations >= 1 and cfg.fitness.item_batch >= 1 and all(t.subset >= 0 for t in cfg.fitness.tasks)
+    assert 0 <= cfg.search.seed < 2**32 and 1 <= cfg.search.population <= 2**16
     assert all(p.lo < p.hi and p.lo <= p.init <= p.hi for p in cfg.evolve.values())
 
 

@@ -8,9 +8,11 @@ import pytest
 
 from jaxmerge.cli import main
 from jaxmerge.errors import JaxmergeError
-from jaxmerge.evolve.config import load_config
+from jaxmerge.config import load_config
 from jaxmerge.evolve.mesh import build_mesh, data_shardings, place, replicated
-from jaxmerge.evolve.problem import build_problem, candidate_fitness
+from jaxmerge.arch import ArchSpec
+from jaxmerge.config import Memory
+from jaxmerge.ps.space import build
 from jaxmerge.evolve.step import evaluate_population, initial_state, make_step
 from jaxmerge.evolve.strategy import make_search
 from tests.evolve_world import build_world, write_config
@@ -18,21 +20,31 @@ from tests.evolve_world import build_world, write_config
 POPULATION = 8
 
 
+class Problem:
+    """A PS search space built on one device, the world it came from and its architecture."""
+
+    def __init__(self, world):
+        cfg = load_config(write_config(world, method="task_arithmetic", extra_evolve="", subset=4))
+        cfg = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, population=POPULATION),
+                                  memory=Memory("materialize", 1))
+        self.world, self.spec = world, ArchSpec.from_dir(world / "ft1")
+        self.space = build(cfg, build_mesh(1, 1, POPULATION, self.spec, jax.devices()[:1]))
+        self.data = self.space.data
+
+
 @pytest.fixture(scope="module")
 def problem(tmp_path_factory):
-    world = build_world(tmp_path_factory.mktemp("world"))
-    cfg = load_config(write_config(world, method="task_arithmetic", extra_evolve="", subset=4))
-    return build_problem(dataclasses.replace(cfg, population=POPULATION, memory_mode="materialize"))
+    return Problem(build_world(tmp_path_factory.mktemp("world")))
 
 
 def candidates(problem, seed=0):
-    pop = jax.random.uniform(jax.random.PRNGKey(seed), (POPULATION, problem.genome.size))
+    pop = jax.random.uniform(jax.random.PRNGKey(seed), (POPULATION, problem.space.size))
     return pop, jax.random.split(jax.random.PRNGKey(seed + 1), POPULATION)
 
 
 def sharded_scores(problem, mesh, pop, keys, batch=1):
     data = place(problem.data, data_shardings(mesh, problem.data))
-    fit = candidate_fitness(problem)
+    fit = problem.space.candidate
     run = jax.jit(lambda p, k, d: evaluate_population(fit, p, k, d, batch, mesh))
     out = run(place(np.asarray(pop), replicated(mesh)), place(np.asarray(keys), replicated(mesh)), data)
     return out, data
@@ -43,7 +55,7 @@ def sharded_scores(problem, mesh, pop, keys, batch=1):
 def test_sharded_scores_equal_unsharded_on_pop_and_model_axes(problem, batch):
     """Same candidates in flight per shard (`batch`) -> the same per-candidate program on every shard."""
     pop, keys = candidates(problem)
-    fit = candidate_fitness(problem)
+    fit = problem.space.candidate
     plain = np.asarray(jax.jit(lambda p, k, d: evaluate_population(fit, p, k, d, batch))(pop, keys, problem.data))
     for shape in ((4, 1), (2, 2)):
         mesh = build_mesh(*shape, POPULATION, problem.spec)
@@ -62,9 +74,9 @@ def test_sharded_scores_equal_unsharded_on_pop_and_model_axes(problem, batch):
 def test_sharded_step_compiles_once_and_keeps_its_shardings(problem):
     mesh = build_mesh(0, 1, POPULATION, problem.spec)
     assert mesh.shape["pop"] == 8
-    search = make_search("CMA_ES", POPULATION, problem.genome.size, 0.2)
-    step = make_step(search, candidate_fitness(problem), 1, mesh)
-    state = initial_state(search, problem.genome.initial_raw(), jax.random.PRNGKey(0), None)
+    search = make_search("CMA_ES", POPULATION, problem.space.size, 0.2)
+    step = make_step(search, problem.space.candidate, 1, mesh)
+    state = initial_state(search, jax.numpy.asarray(problem.space.initial), jax.random.PRNGKey(0), None)
     state = place(jax.tree.map(np.asarray, state), replicated(mesh))
     data = place(problem.data, data_shardings(mesh, problem.data))
     for _ in range(3):
@@ -87,10 +99,10 @@ def test_bad_mesh_is_one_line(problem, pop, model, population, found):
 
 
 def test_bad_mesh_config_exits_2(problem, tmp_path, capsys):
-    world = problem.config.models[0].rsplit("/", 1)[0]
+    world = problem.world
     text = write_config(tmp_path, method="task_arithmetic", extra_evolve="").read_text()
     for i, (mesh, found) in enumerate((("{pop: 3}", "found 3 x 1"), ("{pop: 8, model: 2}", "found 8 x 2"),
-                                       ("{pods: 2}", "unknown key(s) ['pods'] in 'mesh'"))):
+                                       ("{pods: 2}", "mesh: unknown key(s) ['pods']"))):
         (tmp_path / "bad.yml").write_text(text.replace("[ft1, ft2]", f"[{world}/ft1, {world}/ft2]").replace(
             "base_model: base", f"base_model: {world}/base").replace("task/add.yml", f"{world}/task/add.yml")
             + f"mesh: {mesh}\n")

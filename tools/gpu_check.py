@@ -34,8 +34,8 @@ def build(size: str, dtype: str, population: int, mode: str):
     import jax.numpy as jnp
 
     from jaxmerge.arch import ArchSpec
-    from jaxmerge.evolve.fused import FusedSpec, fused_decoder, recipe
-    from jaxmerge.evolve.genome import Gene, GeneSpec
+    from jaxmerge.ps.fused import FusedSpec, fused_decoder, recipe
+    from jaxmerge.ps.genome import Gene, GeneSpec
     from jaxmerge.fitness.score import score
     from jaxmerge.merge import METHODS, Sources, init_state, merge_params
     from jaxmerge.params import param_shapes

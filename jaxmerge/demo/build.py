@@ -16,9 +16,9 @@ from jaxmerge.io import Model, save
 
 def training_data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """skill -> (tokens, loss weights) of its train split (disjoint from the dev and test splits by construction)."""
-    from jaxmerge.demo.world import SPLIT_SIZES
 
-    splits = make_splits(seed, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": recipe.TRAIN_ROWS})
+    sizes = recipe.SPLIT_SIZES
+    splits = make_splits(seed, {"test": sizes["test"], "dev": sizes["dev"], "train": recipe.TRAIN_ROWS})
     return {s: encode(splits[s]["train"], recipe.SEQ_LEN) for s in recipe.SKILLS}
 
 

@@ -103,8 +103,8 @@ def best_first_on_dev(world: World) -> list[str]:
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:
-    from jaxmerge.evolve.config import parse_config
-    from jaxmerge.evolve.run import evolve
+    from jaxmerge.config import parse_config
+    from jaxmerge.modes import evolve
     from jaxmerge.merge.build import merge_recipe
     from jaxmerge.merge.recipe import parse_recipe
     out = Path(out).absolute()

@@ -19,6 +19,10 @@ BATCH = 64
 BASE = {"steps": 700, "lr": 3e-3}
 BASE_SEES_SHORT_ONLY = True  # the base never sees a skill's longest inputs (see build.short_rows)
 REPLAY = 0.5         # specialists' data: their skill plus this share (of TRAIN_ROWS) of the base's data
+# Rows per skill. dev + dev_extra (256) is what the search sees; dev_extra is drawn after the train split, and the
+# first two sizes shape the train split (build.training_data), so they stay as the shipped models were trained.
+# (Not part of `as_dict`: the trained models do not depend on the dev_extra size.)
+SPLIT_SIZES = {"dev": 64, "test": 250, "dev_extra": 192}
 SPECIALISTS = {      # skill -> fine-tuning from the base on that skill (plus REPLAY)
     "reverse": {"steps": 200, "lr": 6e-4},
     "sort": {"steps": 200, "lr": 2e-4},

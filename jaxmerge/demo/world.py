@@ -21,9 +21,6 @@ from jaxmerge.demo.tasks import write_tasks
 from jaxmerge.errors import expect
 
 SHIPPED = Path(__file__).parent / "world"
-# Rows per skill. dev + dev_extra (256) is what the search sees; dev_extra is drawn after the train split, and the
-# first two sizes shape the train split (build.training_data), so they stay as the shipped models were trained.
-SPLIT_SIZES = {"dev": 64, "test": 250, "dev_extra": 192}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +80,7 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     exercises exactly the shipped world and the full demo's splits.
     """
     root = Path(out_dir).absolute()
-    stamp = {"hash": recipe_hash(seed), "seed": seed, "splits": SPLIT_SIZES}
+    stamp = {"hash": recipe_hash(seed), "seed": seed, "splits": recipe.SPLIT_SIZES}
     existing = root / "world.json"
     if existing.is_file() and json.loads(existing.read_text()) == stamp:
         task_dir = root / "tasks"
@@ -95,7 +92,7 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     with atomic_dir(root, overwrite=True) as tmp:
         for name in ("base", *recipe.SKILLS):
             shutil.copytree(source / name, tmp / "models" / name)
-        write_tasks(tmp / "tasks", seed, train=recipe.TRAIN_ROWS, **SPLIT_SIZES)
+        write_tasks(tmp / "tasks", seed, train=recipe.TRAIN_ROWS, **recipe.SPLIT_SIZES)
         (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
     task_dir = root / "tasks"
     return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")

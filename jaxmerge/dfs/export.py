@@ -19,26 +19,26 @@ from jaxmerge.atomic import atomic_dir
 from jaxmerge.dfs.fold import cumulative_scales, fold, used_steps
 from jaxmerge.dfs.plot import draw_path
 from jaxmerge.dfs.sources import pool_params
-from jaxmerge.dfs.space import DecodedPath, DFSSpace
+from jaxmerge.dfs.layout import DecodedPath, DFSLayout
 from jaxmerge.io import Model, save
 from jaxmerge.params import Params
 
 FORMAT = "jaxmerge-dfs-path/1"
 
 
-def describe(space: DFSSpace, names: Sequence[str | None], genes: dict, path: DecodedPath, eps: float) -> dict:
+def describe(layout: DFSLayout, names: Sequence[str | None], genes: dict, path: DecodedPath, eps: float) -> dict:
     """The path.json record: the layout, the raw genes, and each step of the exported stack ("slot" T is the
     tail, A's last layer)."""
     cum = cumulative_scales(path)
     steps = []
     for k, step in enumerate(used_steps(path)):
-        model, layer = space.step_source(int(step))
+        model, layer = layout.step_source(int(step))
         steps.append({"position": k, "slot": int(step), "model": model, "layer": layer,
                       "scale": float(np.asarray(path.scales)[step]), "cumulative_scale": float(cum[k])})
     return {
         "format": FORMAT, "models": list(names),
-        "layer_counts": list(space.layer_counts), "repeats": space.repeats, "w_mode": space.w_mode,
-        "num_slots": space.num_slots, "num_layers": len(steps), "path": steps,
+        "layer_counts": list(layout.layer_counts), "repeats": layout.repeats, "w_mode": layout.w_mode,
+        "num_slots": layout.num_slots, "num_layers": len(steps), "path": steps,
         "genes": {k: np.asarray(v, np.float64).tolist() for k, v in genes.items()},
         "fold": {"rms_norm_eps": eps, "exact": bool(np.all(np.abs(cum) == 1.0)),
                  "note": "scales folded into o_proj/down_proj (1/C) and norm gains (sign C); exact up to "
@@ -46,28 +46,28 @@ def describe(space: DFSSpace, names: Sequence[str | None], genes: dict, path: De
     }
 
 
-def export_path(space: DFSSpace, models: Sequence[Model], genes: dict, out_dir: str | os.PathLike, *,
+def export_path(layout: DFSLayout, models: Sequence[Model], genes: dict, out_dir: str | os.PathLike, *,
                 overwrite: bool = False, tokenizer_from: str | os.PathLike | None = None,
                 max_shard_size: int | str = "5GB") -> Path:
     """Write the path the raw `genes` decode to as a HF model directory (A's family, one layer per step)."""
     names = [str(m.path) if m.path else None for m in models]
-    return export_pool(space, models[0].spec, pool_params(models), genes, out_dir, names=names,
+    return export_pool(layout, models[0].spec, pool_params(models), genes, out_dir, names=names,
                        tokenizer_from=tokenizer_from if tokenizer_from is not None else models[0].path,
                        overwrite=overwrite, max_shard_size=max_shard_size)
 
 
-def export_pool(space: DFSSpace, spec_a: ArchSpec, pool: Params, genes: dict, out_dir: str | os.PathLike, *,
+def export_pool(layout: DFSLayout, spec_a: ArchSpec, pool: Params, genes: dict, out_dir: str | os.PathLike, *,
                 names: Sequence[str | None], tokenizer_from: str | os.PathLike | None, overwrite: bool = False,
                 max_shard_size: int | str = "5GB") -> Path:
     """`export_path` from an already built pool (host arrays, or global arrays of a one-process run)."""
-    host, path = used_pool(pool, decoded_path(space, genes, pool["embed"].dtype))
-    return write_export(space, spec_a, host, path, genes, out_dir, names=names, tokenizer_from=tokenizer_from,
+    host, path = used_pool(pool, decoded_path(layout, genes, pool["embed"].dtype))
+    return write_export(layout, spec_a, host, path, genes, out_dir, names=names, tokenizer_from=tokenizer_from,
                         overwrite=overwrite, max_shard_size=max_shard_size)
 
 
-def decoded_path(space: DFSSpace, genes: dict, dtype) -> DecodedPath:
+def decoded_path(layout: DFSLayout, genes: dict, dtype) -> DecodedPath:
     """The path the genes decode to, on the host, its scales in `dtype` (the scales the scored path used)."""
-    path = jax.tree.map(np.asarray, jax.jit(space.decode)(genes))
+    path = jax.tree.map(np.asarray, jax.jit(layout.decode)(genes))
     return path._replace(scales=path.scales.astype(dtype))
 
 
@@ -75,22 +75,22 @@ def used_pool(pool: Params, path: DecodedPath) -> tuple[Params, DecodedPath]:
     """Host copies of A's globals and of only the pool rows the path uses, and the path re-indexed into them.
     With global arrays this is a collective (every process calls it) that brings each host the winner's layers,
     not every source's."""
-    from jaxmerge.evolve.outputs import jax_to_numpy
+    from jaxmerge.evolve.mesh import jax_to_numpy
     rows = np.unique(np.asarray(path.layer)[used_steps(path)])
     picked = {**pool, "pool": {leaf: x[rows] for leaf, x in pool["pool"].items()}}
     layer = np.minimum(np.searchsorted(rows, np.asarray(path.layer)), len(rows) - 1)  # unused steps: any row
     return jax_to_numpy(picked), path._replace(layer=layer.astype(np.asarray(path.layer).dtype))
 
 
-def write_export(space: DFSSpace, spec_a: ArchSpec, pool: Params, path: DecodedPath, genes: dict,
+def write_export(layout: DFSLayout, spec_a: ArchSpec, pool: Params, path: DecodedPath, genes: dict,
                  out_dir: str | os.PathLike, *, names: Sequence[str | None], tokenizer_from, overwrite: bool = False,
                  max_shard_size: int | str = "5GB") -> Path:
     """Fold the host `pool` along `path` and write the model directory (one process)."""
     params = fold(pool, path)
     model = Model(spec_a.replace(num_layers=int(used_steps(path).size)), params, None)
-    record = describe(space, names, genes, path, spec_a.rms_norm_eps)
+    record = describe(layout, names, genes, path, spec_a.rms_norm_eps)
     with atomic_dir(out_dir, overwrite) as tmp:
         save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))
-        draw_path(record["path"], space.layer_counts, tmp / "plots" / "path.png")
+        draw_path(record["path"], layout.layer_counts, tmp / "plots" / "path.png")
     return Path(out_dir)

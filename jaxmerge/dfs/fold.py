@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxmerge.dfs.space import DecodedPath
+from jaxmerge.dfs.layout import DecodedPath
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.params import Params
 
@@ -42,10 +42,19 @@ def cumulative_scales(path: DecodedPath) -> np.ndarray:
     return np.cumprod(np.asarray(path.scales, np.float64)[used_steps(path)])
 
 
+def fold_factors(path: DecodedPath) -> tuple[np.ndarray, np.ndarray]:
+    """(1 / C_k, sign C_k) per used step, as the float32 numbers the fold multiplies by (and the passthrough
+    recipe of the path writes: `jaxmerge merge` multiplies the same float32s in the same way)."""
+    cum = cumulative_scales(path)
+    return (1.0 / cum).astype(np.float32), np.sign(cum).astype(np.float32)
+
+
 def _times(array, factors: np.ndarray):
-    """array [P, ...] times factors [P] along the leading axis, in float64, cast back to the storage dtype."""
+    """array [P, ...] times float32 factors [P] along the leading axis, in float32 (as passthrough's `scale`
+    multiplies), cast back to the storage dtype."""
     array = np.asarray(array)
-    return (array.astype(np.float64) * factors.reshape((-1,) + (1,) * (array.ndim - 1))).astype(array.dtype)
+    factors = np.asarray(factors, np.float32).reshape((-1,) + (1,) * (array.ndim - 1))
+    return (array.astype(np.float32) * factors).astype(array.dtype)
 
 
 def fold(pool: Params, path: DecodedPath) -> Params:
@@ -59,12 +68,13 @@ def fold(pool: Params, path: DecodedPath) -> Params:
                             f"stream), found cumulative scale {cum[bad[0]]} at step {steps[bad[0]]}")
     rows = np.asarray(path.layer)[steps]
     layers = {leaf: np.asarray(a)[rows] for leaf, a in pool["pool"].items()}
+    inverse, sign = fold_factors(path)
     for leaf in RESIDUAL_WRITERS:
         if leaf in layers:
-            layers[leaf] = _times(layers[leaf], 1.0 / cum)
+            layers[leaf] = _times(layers[leaf], inverse)
     for leaf in NORM_GAINS:
-        layers[leaf] = _times(layers[leaf], np.sign(cum))
+        layers[leaf] = _times(layers[leaf], sign)
     out = {k: np.asarray(v) for k, v in pool.items() if k not in ("pool", "included", "scales", "layer")}
-    out["norm"] = _times(out["norm"][None], np.sign(cum[-1:]))[0]
+    out["norm"] = _times(out["norm"][None], sign[-1:])[0]
     out["layers"] = layers
     return out

@@ -7,7 +7,7 @@ of the pool per repetition) and computes `where(included, layer(scale * h), h)`.
 shapes never depend on the genes: one compile serves the whole search, and `jax.vmap` over decoded paths
 scores a population.
 
-The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, space)` (A's architecture with
+The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, layout)` (A's architecture with
 one layer per step), so `jaxmerge.model.init_cache` already allocates the right [T, ...] KV cache and generic
 greedy decoding / scoring code can take these functions in place of the plain model's.
 """
@@ -17,16 +17,16 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.dfs.space import DecodedPath, DFSSpace
+from jaxmerge.dfs.layout import DecodedPath, DFSLayout
 from jaxmerge.errors import expect
 from jaxmerge.model import (KVCache, attention_inputs, attention_mask, check_length, decoder_layer,
                             embed, head, rope_tables)
 from jaxmerge.params import Params
 
 
-def path_spec(spec_a: ArchSpec, space: DFSSpace) -> ArchSpec:
+def path_spec(spec_a: ArchSpec, layout: DFSLayout) -> ArchSpec:
     """A's architecture with one layer per step: the spec the path functions (and their KV cache) take."""
-    return spec_a.replace(num_layers=space.num_steps)
+    return spec_a.replace(num_layers=layout.num_steps)
 
 
 def with_path(pool: Params, path: DecodedPath) -> Params:

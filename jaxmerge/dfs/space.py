@@ -1,113 +1,119 @@
-"""The DFS search space: which slots of the repeated layer layout a token passes through, and at what scale.
+"""The data-flow-space search (the paper's DFS, `mode: dfs`): a `SearchSpace` over layer paths.
 
-After Akiba et al. (arXiv 2403.13187, sec. 3.2): the layers of models A, B, ... are laid out in order (M layers in
-all) and the layout is repeated r times, giving T = M*r slots; slot t holds source layer t % M. Genes are an
-indicator array I [T] (slot used iff I_t > 0) and scales: either the paper's matrix W [M, M] (W[i, j] scales the
-input of layer j when the previous used layer was i) or one scale per step [T + 1] ("per_slot").
+    mode: dfs                 # models: [A, B, ...] (A gives embeddings, final norm and head)
+    dfs: {repeats: 3, w_mode: matrix}
 
-The path must start with A's first layer and end with A's last, so embeddings, final norm and head (all from A)
-see the stream they were trained with. Slot 0 (A's first layer) is forced on, and after the T slots comes one
-fixed step, the tail: A's last layer, always used. So every r >= 1 can mix models (with r = 1 the path is
-A0, any of A1.. and B.. in layout order, A_last). The initial genes switch on A's first-repetition layers except
-its last (the tail supplies it), so the search starts at exactly model A. A path therefore has up to T + 1
-steps; `layers()` maps each step to its row of the layer pool.
-
-`decode` turns raw genes into per-step (included, scale) arrays with no Python branching on values: the matrix
-mode's "previous used layer" is a cumulative max over used step indices, so one compile serves every candidate.
+`DFSGenome` is the flat view of a `DFSLayout`'s genes (indicator, then scales). Scoring goes through the fitness
+package with the DFS `Decoder`, so generation and teacher-forced scores of a path are the same code as for a
+plain model. The pool of source layers is the step's `data`, never a constant baked into it. The starting point
+is model A itself (its own layers in order, scale 1), and the baselines are every source model alone.
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple
+import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmerge.arch import check_same_architecture
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.config import EvolveConfig
+from jaxmerge.dfs.decoder import DFS_DECODER
+from jaxmerge.dfs.export import decoded_path, used_pool, write_export
+from jaxmerge.dfs.layout import DFSLayout
+from jaxmerge.dfs.path import path_spec, with_path
+from jaxmerge.dfs.recipe import passthrough_recipe
+from jaxmerge.dfs.sources import pool_layout
+from jaxmerge.distributed import is_primary
 from jaxmerge.errors import expect
+from jaxmerge.evolve.sliced import load_table, open_checkpoint
+from jaxmerge.evolve.space import SearchSpace
+from jaxmerge.fitness.suite import prepare_tasks, weighted_fitness
 
-W_MODES = ("matrix", "per_slot")
-# Initial indicator genes sit this far from the threshold 0. The engine's search scale (sigma) is ~0.1-0.3 for
-# every gene: at sigma 0.2 a first-generation sample flips each slot with probability ~0.1 (0.05 at sigma 0.15);
-# a margin of 1 would flip ~3e-7 and the search would only ever tune the scales. Layouts with hundreds of slots
-# (two 7B models, r = 3: T = 192) flip ~20 slots per candidate at sigma 0.2 and may want a smaller dfs.sigma.
-INIT_MARGIN = 0.25
-
-
-class DecodedPath(NamedTuple):
-    """Per step [T + 1]: used (0/1 float), scale of the stream entering it, and its row of the layer pool."""
-    included: jax.Array
-    scales: jax.Array
-    layer: jax.Array
+MAX_STEPS = 4096  # path steps (T + 1): beyond this the compiled path forward itself becomes the bomb
 
 
 @dataclasses.dataclass(frozen=True)
-class DFSSpace:
-    """Static layout: layer counts of the models (A first), repeats r, and the scale mode. Hashable for jit."""
-
-    layer_counts: tuple[int, ...]
-    repeats: int = 3
-    w_mode: str = "matrix"
-
-    def __post_init__(self):
-        counts = self.layer_counts
-        expect(isinstance(counts, tuple) and len(counts) >= 1,
-               f"expected a tuple of one or more model layer counts for DFS, found {counts!r}")
-        expect(all(isinstance(c, int) and c >= 1 for c in counts),
-               f"expected every DFS model to have at least one layer, found layer counts {counts}")
-        expect(counts[0] >= 2, f"expected model A to have at least 2 layers (a DFS path starts with its first "
-                               f"and ends with its last), found {counts[0]}")
-        expect(isinstance(self.repeats, int) and not isinstance(self.repeats, bool) and self.repeats >= 1,
-               f"expected DFS repeats r >= 1 (an integer), found {self.repeats!r}")
-        expect(self.w_mode in W_MODES, f"expected DFS w_mode in {W_MODES}, found {self.w_mode!r}")
+class DFSGenome:
+    """A DFSLayout's genes as one flat vector: the indicator [T], then the scales (matrix or per step)."""
+    layout: DFSLayout
 
     @property
-    def num_layers(self) -> int:
-        """M: all source layers laid out once."""
-        return sum(self.layer_counts)
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: v.shape for k, v in self.layout.gene_template().items()}
 
     @property
-    def num_slots(self) -> int:
-        """T = M * r."""
-        return self.num_layers * self.repeats
+    def size(self) -> int:
+        return sum(int(np.prod(s)) for s in self.shapes.values())
 
-    @property
-    def num_steps(self) -> int:
-        """T slots plus the tail (A's last layer)."""
-        return self.num_slots + 1
+    def genes(self, raw: jax.Array) -> dict[str, jax.Array]:
+        """Flat raw vector -> the layout's gene pytree (static slices: pure, jittable)."""
+        out, offset = {}, 0
+        for name, shape in self.shapes.items():
+            n = int(np.prod(shape))
+            out[name], offset = raw[offset:offset + n].reshape(shape), offset + n
+        return out
 
-    def layers(self) -> np.ndarray:
-        """Host constant [T + 1]: the pool row (layer in layout order) each step runs."""
-        return np.append(np.arange(self.num_slots) % self.num_layers, self.layer_counts[0] - 1).astype(np.int32)
+    def initial_raw(self) -> jax.Array:
+        return jnp.concatenate([v.ravel() for v in self.layout.initial_genes().values()])
 
-    def step_source(self, step: int) -> tuple[int, int]:
-        """(model index, layer index within that model) of a step (host-side, for export and plots)."""
-        layer = int(self.layers()[step])
-        bounds = np.cumsum((0,) + self.layer_counts)
-        model = int(np.searchsorted(bounds, layer, side="right") - 1)
-        return model, layer - int(bounds[model])
+    def describe(self, raw) -> dict[str, list]:
+        return {k: np.asarray(v).tolist() for k, v in self.genes(jnp.asarray(raw)).items()}
 
-    def gene_template(self) -> dict[str, jax.Array]:
-        """Shapes (zeros) of the raw genes, the pytree evosax ravels."""
-        scales = (self.num_layers, self.num_layers) if self.w_mode == "matrix" else (self.num_steps,)
-        return {"indicator": jnp.zeros(self.num_slots, jnp.float32), "scales": jnp.zeros(scales, jnp.float32)}
 
-    def initial_genes(self) -> dict[str, jax.Array]:
-        """Model A: its first-repetition layers on but the last (the tail supplies it), all scales 1."""
-        on = np.zeros(self.num_slots, bool)
-        on[: self.layer_counts[0] - 1] = True
-        template = self.gene_template()
-        return {"indicator": jnp.asarray(np.where(on, INIT_MARGIN, -INIT_MARGIN), jnp.float32),
-                "scales": jnp.ones_like(template["scales"])}
+def layout_of(cfg: EvolveConfig, models) -> DFSLayout:
+    check_same_architecture([(m.spec, m.path) for m in models], same_depth=False)
+    layout = DFSLayout(tuple(m.spec.num_layers for m in models), cfg.dfs.repeats, cfg.dfs.w_mode)
+    expect(layout.num_steps <= MAX_STEPS, f"expected a DFS layout of at most {MAX_STEPS} steps, found "
+                                          f"{layout.num_steps} ({layout.num_layers} layers x {layout.repeats} repeats)")
+    return layout
 
-    def decode(self, raw: dict[str, jax.Array]) -> DecodedPath:
-        """Raw genes -> the path over the T + 1 steps (slot 0 and the tail always used)."""
-        used = jnp.concatenate([(raw["indicator"] > 0).at[0].set(True), jnp.ones((1,), bool)])
-        layer = jnp.asarray(self.layers())
-        if self.w_mode == "per_slot":
-            return DecodedPath(used.astype(jnp.float32), raw["scales"].astype(jnp.float32), layer)
-        steps = jnp.arange(self.num_steps)
-        marks = jnp.where(used, steps, -1)
-        before = jnp.concatenate([jnp.full((1,), -1), jax.lax.cummax(marks)[:-1]])  # previous used step
-        scale = raw["scales"][layer[jnp.maximum(before, 0)], layer]
-        return DecodedPath(used.astype(jnp.float32), jnp.where(before >= 0, scale, 1.0).astype(jnp.float32), layer)
+
+def path_params(genome: DFSGenome, raw: jax.Array, data: dict) -> dict:
+    """A candidate's path params: pure, the same code scores and exports."""
+    return with_path(data["pool"], genome.layout.decode(genome.genes(raw)))
+
+
+def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
+    """The DFS search space over `models` (A first: cfg.models, or a hybrid's PS winner and its sources); the
+    pool is loaded sliced onto `mesh`."""
+    models = [open_checkpoint(m) for m in models]
+    genome = DFSGenome(layout_of(cfg, models))
+    spec_a, dtype = models[0].spec, cfg.dtype or models[0].dtype
+    f = cfg.fitness
+    tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
+                          seed=cfg.search.seed)
+    fit = weighted_fitness(path_spec(spec_a, genome.layout), tasks, DFS_DECODER)
+    data = {"pool": load_table(pool_layout([m.table for m in models]), spec_a, mesh, dtype)}
+    plain = {}
+
+    def baselines():
+        return [(str(m.path), plain.setdefault(m.spec, weighted_fitness(m.spec, tasks)),
+                 lambda m=m: load_table(m.table, m.spec, mesh, dtype)) for m in models]
+    names = [str(m.path) for m in models]
+    facts = {"dtype": dtype, "models": names, "tasks": tasks.describe(),
+             "layout": {"layer_counts": list(genome.layout.layer_counts), "repeats": genome.layout.repeats,
+                        "w_mode": genome.layout.w_mode}}
+    return SearchSpace("dfs", genome.size, np.asarray(genome.initial_raw()), data,
+                       lambda raw, key, d: fit(path_params(genome, raw, d)), baselines, genome.describe,
+                       make_export(genome, spec_a, names, dtype, data), facts)
+
+
+def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict):
+    """DIR/model (a plain HF model with path.json and plots/path.png) and recipe.yml (its passthrough recipe).
+    Every process gathers the layers the winner uses (a collective); only process 0 writes."""
+    def export(raw, key, out: Path, record: dict) -> dict:
+        genes = genome.genes(jnp.asarray(raw))
+        pool, path = used_pool(data["pool"], decoded_path(genome.layout, genes, data["pool"]["embed"].dtype))
+        if not is_primary():
+            return {}
+        write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
+                     overwrite=True)
+        recipe = passthrough_recipe(genome.layout, path, names, dtype)
+        import yaml
+        atomic_write_text(out / "recipe.yml", yaml.safe_dump(recipe, sort_keys=False))
+        return {"path": json.loads((out / "model" / "path.json").read_text())["path"], "recipe": "recipe.yml"}
+    return export

@@ -108,3 +108,14 @@ def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
     local = jax.shard_map(lambda part: jax.lax.map(fn, part, batch_size=batch_size), mesh=mesh,
                           in_specs=P(POP), out_specs=P(POP), axis_names=manual)
     return jax.lax.with_sharding_constraint(local(xs), replicated(mesh))
+
+
+def jax_to_numpy(tree):
+    """Host copies of (possibly multi-process) global arrays: a collective, every process must call it."""
+    from jax.experimental import multihost_utils
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return multihost_utils.process_allgather(x, tiled=True)
+        return np.asarray(x)
+    return jax.tree.map(one, tree)

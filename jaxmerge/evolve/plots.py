@@ -1,4 +1,4 @@
-"""Run plots: the fitness curve, and a heatmap of each evolved gene per model x layer group."""
+"""The fitness curve of a run (every search space), with its baselines."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,39 +6,27 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
 
 
-def plot_run(directory: Path, history: list[dict], genome, genes: dict, names) -> None:
+def plot_fitness(directory: Path, history: list[dict], baselines: dict) -> None:
+    """The fitness curve, with the starting point and the sources as dotted horizontal lines."""
     directory.mkdir(parents=True, exist_ok=True)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     gens = [row["generation"] for row in history]
     ax.plot(gens, [row["best"] for row in history], label="generation best")
     ax.plot(gens, [row["mean"] for row in history], label="generation mean")
     ax.plot(gens, [row["best_so_far"] for row in history], "--", label="best so far")
+    named = {"start": baselines.get("start"), **baselines.get("sources", {})}
+    for i, (name, value) in enumerate((n, v) for n, v in named.items() if v is not None):
+        ax.axhline(value, ls=":", lw=1, color=f"C{3 + i % 7}", label=Path(name).name)
     ax.set(xlabel="generation", ylabel="fitness (higher is better)", title="fitness")
-    ax.legend()
+    ax.legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(directory / "fitness.png", dpi=110)
-    plt.close(fig)
-    for gene in genome.genes:
-        _heatmap(plt, directory / f"genes_{gene.name}.png", gene, np.asarray(genes[gene.name]), names)
-
-
-def _heatmap(plt, path: Path, gene, values: np.ndarray, names) -> None:
-    """Rows: models (or one row for a shared gene); columns: layer group x parameter group."""
-    table = values.reshape(values.shape[0], -1) if gene.per_model else values.reshape(1, -1)
-    fig, ax = plt.subplots(figsize=(max(4, 0.5 * table.shape[1] + 2), 0.6 * table.shape[0] + 1.5))
-    image = ax.imshow(table, aspect="auto", cmap="viridis", vmin=gene.lo, vmax=gene.hi)
-    ax.set_yticks(range(table.shape[0]), [Path(n).name for n in names] if gene.per_model else ["shared"])
-    ax.set_xlabel("layer group x parameter group")
-    ax.set_title(f"evolved {gene.name}")
-    fig.colorbar(image, ax=ax)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -24,7 +24,7 @@ from jax.sharding import NamedSharding
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
-from jaxmerge.evolve.mesh import build_mesh, tensor_spec
+from jaxmerge.evolve.mesh import tensor_spec
 from jaxmerge.io import DTYPES, all_finite, check_meta, check_one_dtype, nonfinite_error, open_safetensors, \
     resolve, tensor_files
 from jaxmerge.params import Params, layer_leaf_shapes, param_shapes
@@ -39,6 +39,7 @@ class Checkpoint:
     spec: ArchSpec
     path: Path
     table: Params  # canonical pytree of object arrays of (file, HF name): [] for globals, [L] for layer leaves
+    dtype: str     # the storage dtype of its tensors (a numpy name)
 
 
 def open_checkpoint(path_or_repo_id) -> Checkpoint:
@@ -60,7 +61,7 @@ def open_checkpoint(path_or_repo_id) -> Checkpoint:
                 cells = table[leaf] if section == "global" else table["layers"][leaf]
                 cells[() if i is None else i] = (file, name)
     check_one_dtype(kinds, model_dir)
-    return Checkpoint(spec, model_dir, table)
+    return Checkpoint(spec, model_dir, table, kinds.pop())
 
 
 def _cells(shape: tuple[int, ...]) -> np.ndarray:
@@ -159,9 +160,3 @@ def read_slice(file: Path, name: str, index: tuple[slice, ...]) -> np.ndarray:
         except Exception as e:
             raise JaxmergeError(f"expected tensor {name} to be readable in {file}, found: {e}") from None
     return part
-
-
-def run_mesh(cfg, spec: ArchSpec | None = None):
-    """The run's (pop, model) mesh, checked against `spec` (default: the first model's config.json)."""
-    spec = spec if spec is not None else ArchSpec.from_dir(resolve(cfg.models[0]))
-    return build_mesh(cfg.mesh_pop, cfg.mesh_model, cfg.population, spec)

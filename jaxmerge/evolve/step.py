@@ -1,7 +1,8 @@
 """One generation as one compiled function: ask -> decode -> merge + score every candidate -> tell.
 
-The step is a pure function of (`EvolveState`, `data`): `data` holds every array the candidates need (merge state
-of the sources, task batches), passed as an argument so nothing large is baked into the program as a constant.
+The step is a pure function of (`EvolveState`, `data`): `data` holds the arrays the candidates read (the merge
+state of the sources, or a DFS layer pool), passed as an argument so nothing large is baked into the program as
+a constant; the task items are small host constants closed over by the fitness.
 Candidates are evaluated with `lax.map(..., batch_size=b)`: b = population is a plain vmap; smaller b bounds how
 many merged models are alive at once. Each candidate gets its own merge key, recorded with the best genes, so the
 exported winner is bit-identical to the model that earned its fitness (DARE masks included).
@@ -52,14 +53,17 @@ def evaluate_population(candidate_fitness: CandidateFitness, population, keys, d
                        batch_size=batch_size)
 
 
-def initial_state(search: Search, mean: jax.Array, key: jax.Array, evaluate) -> EvolveState:
-    """State before generation 0. `evaluate(population, keys) -> fitness` is only called for population-based
-    strategies, which start from an evaluated population (scored with all-zero merge keys)."""
+def initial_state(search: Search, mean: jax.Array, key: jax.Array, evaluate, start_fitness=None) -> EvolveState:
+    """State before generation 1. The best so far starts as the starting point `mean` (merge key zero) with its
+    `start_fitness`, so a search that never beats its start returns the start. `evaluate(population, keys) ->
+    fitness` is only called for population-based strategies, which start from an evaluated population (scored
+    with all-zero merge keys; its first member is `mean`)."""
     k_search, k_run = jax.random.split(key)
     zero_keys = jnp.zeros((search.population, 2), jnp.uint32)
     strategy, population, fitness = search.init(k_search, mean, lambda pop: evaluate(pop, zero_keys))
-    state = EvolveState(strategy, k_run, jnp.int32(0), jnp.float32(WORST), mean.astype(jnp.float32),
-                        jnp.zeros((2,), jnp.uint32), jnp.int32(-1), jnp.int32(0), jnp.int32(0))
+    start = WORST if start_fitness is None else jnp.where(jnp.isfinite(start_fitness), start_fitness, WORST)
+    state = EvolveState(strategy, k_run, jnp.int32(0), jnp.float32(start), mean.astype(jnp.float32),
+                        jnp.zeros((2,), jnp.uint32), jnp.int32(0), jnp.int32(0), jnp.int32(0))
     if population is not None:
         state = _record_best(state, population, fitness, zero_keys)
     return strongly_typed(state)

@@ -63,10 +63,6 @@ class GeneSpec:
     def size(self) -> int:
         return sum(int(np.prod(self.shape(g))) for g in self.genes)
 
-    def template(self) -> jax.Array:
-        """The flat solution template evosax ravels (we keep genomes flat: one vector per candidate)."""
-        return jnp.zeros((self.size,), jnp.float32)
-
     def initial_raw(self) -> jax.Array:
         """The unit-cube vector of every gene's initial value."""
         parts = [np.full(self.shape(g), (g.init - g.lo) / (g.hi - g.lo), np.float32).ravel() for g in self.genes]
@@ -81,11 +77,6 @@ class GeneSpec:
             out[g.name] = g.lo + (g.hi - g.lo) * unit
             offset += n
         return out
-
-    def encode(self, genes: dict[str, jax.Array]) -> jax.Array:
-        """Inverse of `decode` for in-bound values (used to seed a search from a known recipe)."""
-        return jnp.concatenate([((jnp.asarray(genes[g.name], jnp.float32) - g.lo) / (g.hi - g.lo)).ravel()
-                                for g in self.genes])
 
     def hparams(self, raw: jax.Array) -> dict[str, dict]:
         """Flat raw vector -> {hparam: canonical-structured pytree of per-tensor values} for merge_params."""

@@ -1,0 +1,56 @@
+"""The run directory: who may use it, and whether `--resume` continues the same run.
+
+run.json records the run's identity (a hash of the config without its generation counts, and of its inputs,
+see jaxmerge.modes) and the config as read. A new run needs an empty or new DIR; `--resume` needs DIR to hold
+a run with the same identity (a changed config, task file or source is refused unless `allow_changed`), and a
+different generation count is allowed: that is how a finished run is extended.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.errors import JaxmergeError, expect
+
+OWN_FILES = {".jaxmerge-lock"}  # what DIR may hold before a new run starts in it
+
+
+def read_run(out: Path) -> dict:
+    """run.json of DIR, refused with one line when it is missing or damaged (e.g. truncated by a kill)."""
+    run_file = out / "run.json"
+    expect(run_file.is_file(), f"expected a run to resume in {out}, found no run.json")
+    try:
+        record = json.loads(run_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
+        raise JaxmergeError(f"expected a readable run.json in {out}, found damaged JSON ({str(e)[:80]}): "
+                            "start the run again in a new directory") from None
+    expect(isinstance(record, dict) and isinstance(record.get("identity"), dict),
+           f"expected run.json in {out} to hold a run identity, found none (a run of an older jaxmerge?)")
+    return record
+
+
+def check(out: Path, identity: dict, resume: bool, allow_changed: bool = False) -> None:
+    """Refuse an unusable DIR before anything is loaded. Writes nothing."""
+    if out.exists() and not out.is_dir():
+        raise JaxmergeError(f"expected an output directory at {out}, found a file")
+    if resume:
+        found = read_run(out)["identity"]
+        changed = [k for k in sorted(set(identity) | set(found)) if identity.get(k) != found.get(k)]
+        if changed and not allow_changed:
+            what = ("another run (its config differs)" if changed[0] == "config"
+                    else f"a run whose {changed[0]} changed since it started")
+            raise JaxmergeError(f"expected {out} to hold a run of this config and inputs, found {what} "
+                                "(--allow-changed-inputs continues anyway)")
+        return
+    held = [p.name for p in out.iterdir() if p.name not in OWN_FILES] if out.is_dir() else []
+    expect(not held, f"expected an empty or new --out directory, found {out} holding "
+                     + ("another run (use --resume to continue it)" if "run.json" in held else "other files"))
+
+
+def start(out: Path, identity: dict, config: dict) -> None:
+    """Create DIR with its run.json, only once the sources, tasks and search are known good: a refused start
+    leaves nothing behind that a second try would need --resume for."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "run.json", json.dumps({"identity": identity, "config": config}, indent=2,
+                                                   default=str))

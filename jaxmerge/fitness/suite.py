@@ -1,0 +1,64 @@
+"""A search's fitness data: its tasks read, subset and tokenised ONCE, and the weighted fitness over them for any
+decoder (a merged model, a fused recipe, a DFS path, a plain source scored as a baseline).
+
+Preparing once means every fitness a run builds (the candidates', and the plain one its baselines are scored
+with) reads the very same items, so the numbers in best.json compare like with like.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+from jaxmerge.fitness.fitness import make_fitness
+from jaxmerge.fitness.generate import Decoder
+from jaxmerge.fitness.prepare import Prepared, prepare
+from jaxmerge.fitness.tasks import load_items, load_task
+from jaxmerge.fitness.tokenize import load_tokenizer
+
+
+class TaskSpec(NamedTuple):
+    """One fitness task as a run config names it."""
+    task: Path
+    split: str
+    weight: float
+    subset: int  # 0: every item
+
+
+class TaskSet(NamedTuple):
+    parts: tuple[tuple[float, Prepared], ...]  # (weight, prepared items) per task
+    tokenizer: object
+
+    def describe(self) -> list[dict]:
+        """The tasks as best.json and the model card name them."""
+        return [{"task": p.task.name, "items": p.n, "weight": w, "metric": p.task.metric} for w, p in self.parts]
+
+
+def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int) -> TaskSet:
+    tokenizer = load_tokenizer(tokenizer_dir)
+    parts = []
+    for ref in specs:
+        task = load_task(ref.task)
+        items = fixed_subset(load_items(task, ref.split, allow_test=allow_test), ref.subset, seed)
+        pool = load_items(task, task.fewshot_split) if task.fewshot else None
+        parts.append((ref.weight, prepare(task, items, tokenizer, fewshot_pool=pool,
+                                          item_batch=min(item_batch, len(items)))))
+    return TaskSet(tuple(parts), tokenizer)
+
+
+def fixed_subset(items: list, n: int, seed: int) -> list:
+    """A fixed uniform subset of n items shared by every candidate of every generation (0: all items)."""
+    from jaxmerge.fitness.subset import random_subset, subset_items
+    if n <= 0 or n >= len(items):
+        return items
+    return subset_items(items, random_subset(len(items), n, seed))
+
+
+def weighted_fitness(spec, tasks: TaskSet, decoder: Decoder = Decoder()) -> Callable:
+    """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host)."""
+    parts = [(w, make_fitness(spec, p, tasks.tokenizer, decoder=decoder).fitness) for w, p in tasks.parts]
+    total = sum(w for w, _ in parts)
+
+    def fitness(params):
+        return sum(w * f(params) for w, f in parts) / total
+
+    return fitness

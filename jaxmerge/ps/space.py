@@ -1,0 +1,131 @@
+"""The parameter-space search (the paper's PS): a `SearchSpace` over a merge method's hyper-parameters.
+
+Built once from a run config: the sources are opened from their headers, loaded sliced onto the run's mesh
+(jaxmerge.evolve.sliced: each process reads only what its devices hold) and turned into the merge state (task
+vectors, sorted |delta|), which is the step's `data`; the genome maps raw genes to per-tensor hyper-parameters;
+a candidate is `fitness(merge(state, hparams(raw), key))` (materialize) or the fused per-layer merge. The
+sources themselves are not kept: for the baselines each is loaded again, scored and dropped.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.arch import check_same_architecture
+from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.config import EvolveConfig
+from jaxmerge.evolve.mesh import data_shardings
+from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint
+from jaxmerge.evolve.space import SearchSpace
+from jaxmerge.fitness.suite import TaskSet, prepare_tasks, weighted_fitness
+from jaxmerge.io import DTYPES
+from jaxmerge.params import stack
+from jaxmerge.ps.genome import Gene, GeneSpec
+
+
+def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None]:
+    """Every source (and the base) checked from its headers; refuse models whose architecture differs."""
+    models = [open_checkpoint(m) for m in cfg.models]
+    base = open_checkpoint(cfg.base_model) if cfg.base_model else None
+    check_same_architecture([(c.spec, c.path) for c in models + ([base] if base else [])])
+    return models, base
+
+
+def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str):
+    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold."""
+    from jaxmerge.merge import Sources
+    spec = models[0].spec
+    stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
+    base_params = load_table(base.table, spec, mesh, dtype) if base else None
+    return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+
+
+def merge_state(method, sources, mesh) -> dict:
+    """`init_state` run on the mesh, its outputs laid out as the step's data (`data_shardings`)."""
+    from jaxmerge.merge import init_state
+
+    def init(base, models):
+        return init_state(method, sources._replace(base=base, models=models))
+    shapes = jax.eval_shape(init, sources.base, sources.models)
+    shardings = data_shardings(mesh, {"merge": shapes})["merge"]
+    return jax.jit(init, out_shardings=shardings)(sources.base, sources.models)
+
+
+def evolvable_method(cfg: EvolveConfig):
+    from jaxmerge.merge import METHODS
+    if cfg.merge_method not in METHODS or cfg.merge_method == "passthrough":
+        raise JaxmergeError(f"expected an evolvable merge_method in {sorted(set(METHODS) - {'passthrough'})}, "
+                            f"found {cfg.merge_method!r}")
+    method = METHODS[cfg.merge_method]
+    expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
+                                                    "against a base, found none")
+    return method
+
+
+def build_genome(cfg: EvolveConfig, method, spec, num_models: int) -> GeneSpec:
+    from jaxmerge.merge.methods import REQUIRED, defaults
+    known = (*method.model_hparams, *method.global_hparams)
+    for name in (*cfg.evolve, *cfg.parameters):
+        expect(name in known, f"expected hyper-parameters of {cfg.merge_method} in {list(known)}, found {name!r}")
+    genes = tuple(Gene(n, n in method.model_hparams, p.init, p.lo, p.hi) for n, p in cfg.evolve.items())
+    fixed = []
+    for name, default in defaults(cfg.merge_method).items():
+        if name in cfg.evolve:
+            continue
+        value = cfg.parameters.get(name, default)
+        expect(value is not REQUIRED, f"expected {name} of {cfg.merge_method} under 'evolve' or 'parameters', "
+                                      "found neither")
+        expect(isinstance(value, (int, float)), f"expected a number for parameters.{name}, found {value!r}")
+        fixed.append((name, float(value), name in method.model_hparams))
+    g = cfg.granularity
+    return GeneSpec(spec, num_models, genes, g.layers_per_group, g.param_groups, tuple(fixed))
+
+
+def candidate_params(method, genome: GeneSpec, dtype: str, raw, key, data) -> dict:
+    """The merged model of one candidate: genes -> hparams -> merge. Pure; the same code scores and exports."""
+    from jaxmerge.merge import merge_params
+    return merge_params(method, data["merge"], genome.hparams(raw), key, jnp.dtype(DTYPES[dtype]))
+
+
+def candidate_fitness(method, genome: GeneSpec, dtype: str, tasks: TaskSet, mode: str) -> Callable:
+    """(raw, key, data) -> f32 in the resolved memory mode: fused fitness takes a candidate's recipe (see
+    jaxmerge.ps.fused), materialized fitness its merged params."""
+    from jaxmerge.ps.fused import FusedSpec, fused_decoder, recipe
+    if mode == "fused":
+        fit = weighted_fitness(FusedSpec(genome.spec, method, dtype), tasks, fused_decoder())
+        return lambda raw, key, data: fit(recipe(data["merge"], genome.hparams(raw), key))
+    fit = weighted_fitness(genome.spec, tasks)
+    return lambda raw, key, data: fit(candidate_params(method, genome, dtype, raw, key, data))
+
+
+def build(cfg: EvolveConfig, mesh) -> SearchSpace:
+    """The PS search space of `cfg` on `mesh`: merge state computed there from sources loaded sliced."""
+    from jaxmerge.ps.export import make_export
+    from jaxmerge.ps.fused import choose_mode, tree_bytes
+    method = evolvable_method(cfg)
+    models, base = open_sources(cfg)
+    spec, dtype = models[0].spec, cfg.dtype or models[0].dtype
+    state = merge_state(method, load_sources(models, base, mesh, dtype), mesh)
+    genome = build_genome(cfg, method, spec, len(models))
+    tokenizer_dir = (base or models[0]).path
+    f = cfg.fitness
+    tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
+                          seed=cfg.search.seed)
+    mode = choose_mode(cfg.memory.mode, spec, tree_bytes(state), cfg.memory.batch_size or cfg.search.population)
+    plain = weighted_fitness(spec, tasks)
+
+    def baselines():
+        return [(str(m.path), plain, lambda m=m: load_table(m.table, spec, mesh, dtype)) for m in models + [base]
+                if m is not None]
+    facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
+             "models": [str(m.path) for m in models], "tasks": tasks.describe()}
+    data = {"merge": state}
+    merged = functools.partial(candidate_params, method, genome, dtype)
+    export = make_export(cfg, genome, merged, dtype, facts, tokenizer_dir, data)
+    return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,
+                       candidate_fitness(method, genome, dtype, tasks, mode), baselines, genome.describe, export,
+                       facts)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -221,7 +222,7 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
 def _path(value: str, root: Path) -> str:
     """Relative paths are relative to the config file; anything else (a repo id) is left as written."""
     candidate = root / value
-    return str(candidate.absolute()) if not Path(value).is_absolute() and candidate.exists() else value
+    return os.path.abspath(candidate) if not Path(value).is_absolute() and candidate.exists() else value
 
 
 def load_config(path: str | Path) -> EvolveConfig:

@@ -57,10 +57,12 @@ def stage(cfg: EvolveConfig, mode: str, search: Search, out: Path, mesh, models:
 
 
 def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool = True,
-           generations: int | None = None, allow_changed: bool = False, stop_after: int | None = None) -> dict:
+           generations: int | None = None, allow_changed: bool = False, stop_after: int | None = None,
+           tensorboard: bool = False) -> dict:
     """Run (or resume) the config's search in `out`; `generations` overrides search.generations (to extend a
-    finished run with --resume)."""
-    run = {"resume": resume, "progress": progress, "allow_changed": allow_changed, "stop_after": stop_after}
+    finished run with --resume); `tensorboard` also writes TensorBoard event files."""
+    run = {"resume": resume, "progress": progress, "allow_changed": allow_changed, "stop_after": stop_after,
+           "tensorboard": tensorboard}
     search = cfg.search if generations is None else dataclasses.replace(cfg.search, generations=generations)
     if cfg.mode == "hybrid":
         return hybrid(cfg, Path(out), search, **run)

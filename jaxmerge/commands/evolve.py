@@ -13,6 +13,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--allow-changed-inputs", action="store_true",
                         help="with --resume: continue even though the config or a source changed since the start")
     parser.add_argument("--no-progress", action="store_true", help="one log line per generation, no progress bar")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="also write TensorBoard event files to OUT/tensorboard (needs jaxmerge[tensorboard])")
     from jaxmerge.distributed import add_arguments as distributed_arguments
     distributed_arguments(parser)
 
@@ -35,7 +37,7 @@ def run(args) -> int:
     initialize(args.coordinator, args.num_processes, args.process_id)  # before any other JAX work
     enable_compilation_cache()
     best = evolve(cfg, Path(args.out), resume=args.resume, progress=not args.no_progress,
-                  generations=args.generations, allow_changed=args.allow_changed_inputs)
+                  generations=args.generations, allow_changed=args.allow_changed_inputs, tensorboard=args.tensorboard)
     if is_primary():
         print(json.dumps({"fitness": best["fitness"], "generation": best["generation"], "out": str(args.out)}))
     return 0

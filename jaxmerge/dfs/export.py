@@ -84,8 +84,9 @@ def used_pool(pool: Params, path: DecodedPath) -> tuple[Params, DecodedPath]:
 
 def write_export(layout: DFSLayout, spec_a: ArchSpec, pool: Params, path: DecodedPath, genes: dict,
                  out_dir: str | os.PathLike, *, names: Sequence[str | None], tokenizer_from, overwrite: bool = False,
-                 max_shard_size: int | str = "5GB") -> Path:
-    """Fold the host `pool` along `path` and write the model directory (one process)."""
+                 max_shard_size: int | str = "5GB", extra=None) -> Path:
+    """Fold the host `pool` along `path` and write the model directory (one process); `extra(tmp)` writes more
+    files into it (the model card) before it appears."""
     params = fold(pool, path)
     model = Model(spec_a.replace(num_layers=int(used_steps(path).size)), params, None)
     record = describe(layout, names, genes, path, spec_a.rms_norm_eps)
@@ -93,4 +94,6 @@ def write_export(layout: DFSLayout, spec_a: ArchSpec, pool: Params, path: Decode
         save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))
         draw_path(record["path"], layout.layer_counts, tmp / "plots" / "path.png")
+        if extra is not None:
+            extra(tmp)
     return Path(out_dir)

@@ -11,15 +11,18 @@ is model A itself (its own layers in order, scale 1), and the baselines are ever
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import yaml
 
 from jaxmerge.arch import check_same_architecture
 from jaxmerge.atomic import atomic_write_text
+from jaxmerge.card import write_card
 from jaxmerge.config import EvolveConfig
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import decoded_path, used_pool, write_export
@@ -29,10 +32,14 @@ from jaxmerge.dfs.recipe import passthrough_recipe
 from jaxmerge.dfs.sources import pool_layout
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import expect
+from jaxmerge.evolve.records import card_sections
 from jaxmerge.evolve.sliced import load_table, open_checkpoint
 from jaxmerge.evolve.space import SearchSpace
 from jaxmerge.fitness.suite import prepare_tasks, weighted_fitness
 
+REBUILD = """From this directory, `jaxmerge merge mergekit_config.yml OUT` writes these exact tensors: the path as a
+passthrough of its layers, the path's scales folded into o_proj / down_proj and the norm gains (path.json lists
+the steps). `mergekit-yaml mergekit_config.yml OUT` gives the same tensors up to float32 rounding."""
 MAX_STEPS = 4096  # path steps (T + 1): beyond this the compiled path forward itself becomes the bomb
 
 
@@ -110,10 +117,13 @@ def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: d
         pool, path = used_pool(data["pool"], decoded_path(genome.layout, genes, data["pool"]["embed"].dtype))
         if not is_primary():
             return {}
-        write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
-                     overwrite=True)
         recipe = passthrough_recipe(genome.layout, path, names, dtype)
-        import yaml
-        atomic_write_text(out / "recipe.yml", yaml.safe_dump(recipe, sort_keys=False))
+        text = yaml.safe_dump(recipe, sort_keys=False)
+        card = functools.partial(write_card, sources=names, base=None, method="passthrough (a DFS layer path)",
+                                 recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=REBUILD,
+                                 tags=("evolved", "dfs"), name=out.absolute().name)
+        write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
+                     overwrite=True, extra=card)
+        atomic_write_text(out / "recipe.yml", text)
         return {"path": json.loads((out / "model" / "path.json").read_text())["path"], "recipe": "recipe.yml"}
     return export

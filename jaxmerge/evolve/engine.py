@@ -20,6 +20,7 @@ from jaxmerge.atomic import sweep_leftovers
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint, records, rundir
+from jaxmerge.evolve.board import Board, require as require_tensorboard
 from jaxmerge.evolve.mesh import POP, place, pop_map, replicated
 from jaxmerge.evolve.progress import Progress
 from jaxmerge.evolve.space import RunSettings, SearchSpace
@@ -90,12 +91,15 @@ def start_or_resume(space: SearchSpace, settings: RunSettings, search, evaluate,
 
 def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict, config: dict,
                resume: bool = False, progress: bool = True, allow_changed: bool = False,
-               stop_after: int | None = None) -> dict:
+               stop_after: int | None = None, tensorboard: bool = False) -> dict:
     """Run (or resume, or extend) a search in DIR and export the winner. `build_space()` -> SearchSpace is
     called once DIR is known usable (loading sources takes long; a refusal must come first). `stop_after` ends
     early after that many generations in this process (tests of resumption); the winner is exported only when
-    the run completes. Resuming a finished run with the same generation count returns its best.json."""
+    the run completes. Resuming a finished run with the same generation count returns its best.json.
+    `tensorboard`: also write TensorBoard event files to DIR/tensorboard (tensorboardX)."""
     out = Path(out)
+    if tensorboard:
+        require_tensorboard()
     if is_primary():  # every process runs this same function; only process 0 reads and writes DIR
         rundir.check(out, identity, resume, allow_changed)
         if resume:
@@ -108,6 +112,9 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
     state, history, baselines = start_or_resume(space, settings, search, evaluate, mgr, resume)
     state = place(jax.tree.map(np.asarray, state), replicated(settings.mesh))
     total = settings.search.generations
+    board = Board(out / "tensorboard" if tensorboard and is_primary() else None)
+    if not history:
+        board.baselines(baselines)
     with Progress(total, bar=progress) as bar:
         bar.start(int(state.generation))
         done_here = 0
@@ -117,6 +124,8 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
             if is_primary():
                 records.write(out, history, records.best_record(space, state, baselines, "running"))
             bar.update(history[-1])
+            board.row(history[-1])
+    board.close()
     if int(state.generation) < total:
         return {"stopped_at": int(state.generation)}
     if resume and done_here == 0 and _agreed(is_primary() and records.finished(out, total)):

@@ -70,3 +70,20 @@ def ending_line(best: dict) -> str:
         return f"best: fitness {best['fitness']:.6g} (generation {best['generation']}), " \
                f"start point {best['baselines']['start']:.6g}"
     return f"no candidate beat the start point (fitness {best['baselines']['start']:.6g}): returning the start point"
+
+
+def card_sections(record: dict) -> dict[str, str]:
+    """The model card's account of a search: what it scored on, the winner against its baselines, the genes."""
+    tasks = "".join(f"- `{t['task']}` ({t['file']}), split `{t['split']}`, {t['items']} items, metric "
+                    f"`{t['metric']}`, weight {t['weight']:g}\n" for t in record.get("tasks", []))
+    rows = [("this model (the winner)", record["fitness"]), ("the starting point", record["baselines"]["start"])]
+    rows += [(f"`{name}` alone", value) for name, value in record["baselines"]["sources"].items()]
+    table = "| model | fitness |\n|---|---|\n" + "".join(
+        f"| {name} | {'n/a' if value is None else f'{value:.6g}'} |\n" for name, value in rows)
+    verdict = ("The search beat its starting point." if record["improved_on_start"] else
+               "No candidate beat the starting point: this model is the starting point.")
+    genes = json.dumps(record.get("genes", {}))
+    return {"Evolution": f"Found by jaxmerge's {record['space'].upper()} search (generation {record['generation']}, "
+                         f"{record['evaluations']} candidates scored). Fitness (higher is better) on:\n\n{tasks}\n"
+                         f"{table}\n{verdict}\n",
+            "Evolved genes": f"In real units, as in best.json:\n\n```json\n{genes}\n```\n"}

@@ -27,10 +27,12 @@ class TaskSpec(NamedTuple):
 class TaskSet(NamedTuple):
     parts: tuple[tuple[float, Prepared], ...]  # (weight, prepared items) per task
     tokenizer: object
+    specs: tuple[TaskSpec, ...] = ()
 
     def describe(self) -> list[dict]:
         """The tasks as best.json and the model card name them."""
-        return [{"task": p.task.name, "items": p.n, "weight": w, "metric": p.task.metric} for w, p in self.parts]
+        return [{"task": p.task.name, "file": str(s.task), "split": s.split, "items": p.n, "weight": w,
+                 "metric": p.task.metric} for s, (w, p) in zip(self.specs, self.parts)]
 
 
 def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int) -> TaskSet:
@@ -42,7 +44,7 @@ def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, ite
         pool = load_items(task, task.fewshot_split) if task.fewshot else None
         parts.append((ref.weight, prepare(task, items, tokenizer, fewshot_pool=pool,
                                           item_batch=min(item_batch, len(items)))))
-    return TaskSet(tuple(parts), tokenizer)
+    return TaskSet(tuple(parts), tokenizer, tuple(specs))
 
 
 def fixed_subset(items: list, n: int, seed: int) -> list:

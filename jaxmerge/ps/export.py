@@ -8,16 +8,24 @@ something that looks finished.
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import jax
 import numpy as np
 
 from jaxmerge.atomic import atomic_write_text
+from jaxmerge.card import write_card
 from jaxmerge.distributed import is_primary
 from jaxmerge.evolve.mesh import jax_to_numpy
+from jaxmerge.evolve.records import card_sections
 from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.ps.recipe import recipe_text, to_recipe
+
+
+REBUILD = """From this directory, `jaxmerge merge mergekit_config.yml OUT` writes these exact tensors (the first line
+of the recipe carries the merge key of random methods such as DARE). For deterministic methods,
+`mergekit-yaml mergekit_config.yml OUT` gives the same tensors up to float32 rounding."""
 
 
 def make_export(cfg, genome: GeneSpec, winner_params, dtype: str, facts: dict, tokenizer_dir, data):
@@ -31,14 +39,18 @@ def make_export(cfg, genome: GeneSpec, winner_params, dtype: str, facts: dict, t
             return {}
         genes = {name: np.asarray(v) for name, v in genome.decode(jax.numpy.asarray(raw)).items()}
         recipe = to_recipe(genome, genes, cfg.merge_method, facts["models"], cfg.base_model, dtype)
-        write_winner(genome.spec, params, out, tokenizer_dir)
-        atomic_write_text(out / "recipe.yml", recipe_text(recipe, key))
+        text = recipe_text(recipe, key)
+        card = functools.partial(write_card, sources=facts["models"], base=cfg.base_model, method=cfg.merge_method,
+                                 recipe=recipe, recipe_text=text, sections=card_sections(record), tags=("evolved",),
+                                 rebuild=REBUILD, name=out.absolute().name)
+        write_winner(genome.spec, params, out, tokenizer_dir, card)
+        atomic_write_text(out / "recipe.yml", text)
         from jaxmerge.ps.plots import plot_genes
         plot_genes(out / "plots", genome, record["genes"], facts["models"])
         return {"recipe": "recipe.yml"}
     return export
 
 
-def write_winner(spec, params, out: Path, tokenizer_dir) -> None:
+def write_winner(spec, params, out: Path, tokenizer_dir, card) -> None:
     from jaxmerge.io import Model, save
-    save(Model(spec, params, None), out / "model", tokenizer_from=tokenizer_dir, overwrite=True)
+    save(Model(spec, params, None), out / "model", tokenizer_from=tokenizer_dir, overwrite=True, extra=card)

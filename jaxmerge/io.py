@@ -13,7 +13,7 @@ import re
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
@@ -233,8 +233,11 @@ def _shards(tensors: dict[str, np.ndarray], max_bytes: int) -> list[dict[str, np
 
 
 def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.PathLike | None = None,
-         max_shard_size: int | str = "5GB", overwrite: bool = False) -> Path:
-    """Write a HF directory (config.json, safetensors shards + index, tokenizer files), atomically."""
+         max_shard_size: int | str = "5GB", overwrite: bool = False,
+         extra: Callable[[Path], None] | None = None) -> Path:
+    """Write a HF directory (config.json, safetensors shards + index, tokenizer files), atomically.
+    `extra(tmp)` writes more files (a model card, a recipe) into the temporary directory before it is renamed
+    into place, so they appear together with the weights or not at all."""
     _check_params(model.spec, model.params)
     max_bytes = parse_size(max_shard_size)
     tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in to_hf_tensors(model.spec, model.params).items()}
@@ -249,6 +252,8 @@ def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.P
             for name in TOKENIZER_FILES:
                 if (Path(src) / name).is_file():
                     shutil.copy2(Path(src) / name, tmp / name)
+        if extra is not None:
+            extra(tmp)
     return Path(out_dir)
 
 

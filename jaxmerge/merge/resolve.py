@@ -98,34 +98,45 @@ def resolve_hparams(recipe: Recipe | Mapping, spec: ArchSpec, names: tuple[str, 
     """hparams for `merge_params` from a recipe (parsed, or a raw mapping). `spec` is the OUTPUT spec;
     `names`, when given, must be the models (in Sources order) the recipe's per-model parameters belong to."""
     recipe = recipe if isinstance(recipe, Recipe) else parse_recipe(recipe)
-    method = METHODS[recipe.method]
     check_names(recipe, spec)
-    plan = layer_plan(recipe, spec.num_layers)
-    count = len(model_sources(recipe, recipe.slices[0]))
-    expect(names is None or len(names) == count, f"expected {count} model names for this recipe, found "
-                                                 f"{None if names is None else len(names)}")
-    top, misses = recipe.parameters, []
+    n_models = len(model_sources(recipe, recipe.slices[0]))
+    expect(names is None or len(names) == n_models, f"expected {n_models} model names for this recipe, found "
+                                                    f"{None if names is None else len(names)}")
+    misses: list = []
+    out = _global_cells(recipe, spec, misses)
+    layers = _layer_cells(recipe, spec, layer_plan(recipe, spec.num_layers), misses)
+    for name in out:
+        out[name]["layers"] = layers[name]
+    _warn_misses(misses)
+    return {name: _to_jnp(tree) for name, tree in out.items()}
+
+
+def _global_cells(recipe: Recipe, spec: ArchSpec, misses: list) -> dict:
+    """{hparam: {global leaf: value}}: embed at t = 0 with the first slice's settings, the rest the last's."""
+    method, shapes = METHODS[recipe.method], param_shapes(spec)
     out = {name: {} for name in (*method.model_hparams, *method.global_hparams)}
-    shapes = param_shapes(spec)
     for leaf in (k for k in shapes if k != "layers"):
         sl = recipe.slices[0] if leaf == "embed" else recipe.slices[-1]
-        cells = _cell(recipe, method, sl, 0, 0.0, GLOBAL_LEAVES[leaf][0], lambda s: GLOBAL_LEAVES[leaf][0], top,
+        name_of = GLOBAL_LEAVES[leaf][0]
+        cells = _cell(recipe, method, sl, 0, 0.0, name_of, lambda s: name_of, recipe.parameters,
                       math.prod(shapes[leaf]), misses)
         for name, v in cells.items():
             out[name][leaf] = v
-    layer_shapes = layer_leaf_shapes(spec)
-    out_layers = {name: {} for name in out}
-    for leaf, shape in layer_shapes.items():
+    return out
+
+
+def _layer_cells(recipe: Recipe, spec: ArchSpec, plan: list, misses: list) -> dict:
+    """{hparam: {layer leaf: [..., L] values}} along the layer plan (per-model filters see input names)."""
+    method = METHODS[recipe.method]
+    out: dict = {name: {} for name in (*method.model_hparams, *method.global_hparams)}
+    for leaf, shape in layer_leaf_shapes(spec).items():
         suffix = LAYER_LEAVES[leaf][0]
         rows = [_cell(recipe, method, sl, j, t, f"model.layers.{i}.{suffix}",
-                      lambda s, j=j: f"model.layers.{(s.layer_range or (0,))[0] + j}.{suffix}", top,
+                      lambda s, j=j: f"model.layers.{(s.layer_range or (0,))[0] + j}.{suffix}", recipe.parameters,
                       math.prod(shape), misses) for i, (sl, j, t) in enumerate(plan)]
         for name in out:
-            out_layers[name][leaf] = np.stack([r[name] for r in rows], axis=-1)
-    for name in out:
-        out[name]["layers"] = out_layers[name]
-    _warn_misses(misses)
-    return {name: _to_jnp(tree) for name, tree in out.items()}
+            out[name][leaf] = np.stack([r[name] for r in rows], axis=-1)
+    return out
 
 
 def _warn_misses(misses: list[tuple]) -> None:

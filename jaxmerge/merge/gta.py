@@ -24,7 +24,7 @@ from jaxmerge.merge.numerics import F32, const, model_sum, rnd
 
 def _init(extra: Callable | None):
     """Task vectors (in the merge's dtype, stored as float32) plus the sparsifier's precompute, per model."""
-    def init_tensor(base, sources, math):
+    def init_tensor(base, sources, math="float32"):
         base = rnd(base.astype(F32), math)
         delta = rnd(rnd(sources.astype(F32), math) - base, math)
         state = {"base": base, "delta": delta}

@@ -16,7 +16,7 @@ Dtype (`math`, static): linear and slerp compute in float32 and round the result
 mergekit does; passthrough, nuslerp and model_stock are torch ops on the merge's dtype in mergekit, so with a
 16-bit `math` every operation here is rounded where torch rounds it (jaxmerge.merge.numerics). mergekit's linear
 accumulates with fused multiply-adds (torch's addcmul) and XLA has no such op, so a 16-bit linear or slerp result
-can round to the neighbouring 16-bit value (measured on tiny models: 0.02-0.4% of elements, one unit in the last
+can round to the neighbouring 16-bit value (measured on tiny models: 0.02-0.43% of elements, one unit in the last
 place; values that cancel to ~0 in float32 can differ by ~1e-10 absolute).
 """
 from __future__ import annotations

@@ -7,6 +7,9 @@
     merged = base + lambda * (sum_m kept d_m) / (divisor if normalize else 1)
 
 The sign is elected on WEIGHTED deltas, so a negative weight votes against its own delta, as in mergekit.
+With a 16-bit `math` (the recipe's dtype, as mergekit computes) the weights are rounded to it, each operation
+above is rounded to it, and the sums over models accumulate in float32 and round once, as torch does; `lambda`
+multiplies in float32. `|divisor| < 1e-8` is compared in that dtype (in float16 1e-8 is 0: the guard never fires).
 """
 from __future__ import annotations
 

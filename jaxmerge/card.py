@@ -45,8 +45,11 @@ def front_matter(models: Sequence[str], tags: Sequence[str]) -> str:
 
 
 def _method_text(method: str, base: str | None) -> str:
+    from jaxmerge.merge.methods import METHODS  # lazily: the merge package calls this module
+    record = METHODS.get(method)
+    paper = f" ({record.paper})" if record is not None else ""
     with_base = f", with `{base}` as the base" if base else ""
-    return f"`{method}`{with_base}."
+    return f"`{method}`{paper}{with_base}."
 
 
 def recipe_yaml(recipe: Mapping | None, recipe_text: str | None) -> str | None:

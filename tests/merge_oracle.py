@@ -1,21 +1,36 @@
 """Shared helpers for the merge tests: a family of tiny fine-tunes and mergekit (in-process) as the oracle."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
+import ml_dtypes  # noqa: F401  (registers numpy's bfloat16, which read_tensors may meet)
 import numpy as np
-from safetensors.numpy import load_file
+import torch
+from safetensors import safe_open
 
 from tests.tiny import make_tiny_model
 
 
-def make_family(root: Path, family: str = "llama", n: int = 3) -> dict[str, str]:
+def make_family(root: Path, family: str = "llama", n: int = 3, dtype=torch.float32) -> dict[str, str]:
     """A base and `n` fine-tunes of it (base + N(0, 0.02) noise): what merging is for."""
-    base = make_tiny_model(root / "base", family, seed=0)
+    base = make_tiny_model(root / "base", family, seed=0, dtype=dtype)
     paths = {"base": str(base)}
     for i in range(n):
-        paths[f"ft{i}"] = str(make_tiny_model(root / f"ft{i}", family, seed=i + 1, perturb_from=base))
+        paths[f"ft{i}"] = str(make_tiny_model(root / f"ft{i}", family, seed=i + 1, perturb_from=base, dtype=dtype))
     return paths
+
+
+def stable_sorts(monkeypatch):
+    """mergekit's sparsify with torch's STABLE sorts: the same counts, with elements tied at the cut taken
+    lower index first. mergekit's own unstable argsort breaks such ties in a data-dependent order (libstdc++
+    introsort partitions), which no index rule reproduces; with this, every other difference would show."""
+    import mergekit.sparsify as sp
+    shim = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
+    shim.argsort = lambda x, descending=False: torch.argsort(x, descending=descending, stable=True)
+    shim.sort = lambda x, descending=False: torch.sort(x, descending=descending, stable=True)
+    monkeypatch.setattr(sp, "torch", shim)
+    return sp
 
 
 def mergekit_merge(recipe: dict, out: Path) -> dict[str, np.ndarray]:
@@ -28,18 +43,27 @@ def mergekit_merge(recipe: dict, out: Path) -> dict[str, np.ndarray]:
     return read_tensors(out)
 
 
-def jaxmerge_merge(recipe: dict, out: Path, seed: int = 0) -> dict[str, np.ndarray]:
+def jaxmerge_merge(recipe: dict, out: Path, seed: int = 0, **options) -> dict[str, np.ndarray]:
     from jaxmerge.merge.build import merge_recipe
     from jaxmerge.merge.recipe import parse_recipe
-    merge_recipe(parse_recipe(recipe), out, seed=seed)
+    merge_recipe(parse_recipe(recipe), out, seed=seed, **options)
     return read_tensors(out)
 
 
 def read_tensors(out: Path) -> dict[str, np.ndarray]:
     tensors = {}
     for f in sorted(Path(out).glob("*.safetensors")):
-        tensors.update(load_file(str(f)))
+        with safe_open(str(f), framework="np") as handle:  # bf16 too (safetensors.numpy.load_file cannot)
+            tensors.update({k: handle.get_tensor(k) for k in handle.keys()})
     return tensors
+
+
+def ulps(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Elementwise distance in representable 16-bit values (1: neighbours), +0 and -0 counting as one value."""
+    def ordered(x):
+        i = x.view(np.uint16).astype(np.int64)
+        return np.where(i & 0x8000, -(i & 0x7FFF), i)
+    return np.abs(ordered(a) - ordered(b))
 
 
 def worst_relative(ours: dict, theirs: dict) -> tuple[float, str]:

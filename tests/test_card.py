@@ -30,7 +30,7 @@ def test_card_has_front_matter_method_sources_recipe_sections_and_rebuild(tmp_pa
     meta = _front(text)
     assert meta["base_model"] == ["org/a", "acme/tuned", "org/base"]  # local paths are not Hub ids
     assert meta["tags"] == ["merge", "jaxmerge", "mergekit", "evolved"] and meta["library_name"] == "transformers"
-    assert "# merged\n" in text and "`ties`" in text
+    assert "# merged\n" in text and "`ties`" in text and "arxiv.org/abs/2306.01708" in text
     for ref in ("org/a", "/x/b", str(snapshot), "org/base"):
         assert f"- `{ref}`" in text
     assert "## Fitness\n\n0.75 on arith (dev)" in text and "jaxmerge merge mergekit_config.yml OUT" in text

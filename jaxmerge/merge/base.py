@@ -1,8 +1,10 @@
 """The shape of a merge method and the tree plumbing that applies it to a whole canonical pytree.
 
 A method is two pure functions per tensor: `init_tensor` (genome-independent precompute, run once) and `kernel`
-(the per-candidate merge, float32 math, every hyperparameter a traced array). Everything here maps those two
-over leaves and layers, so methods never see pytrees and the evolution engine never sees methods' internals.
+(the per-candidate merge, every hyperparameter a traced array), plus its hyper-parameter table and contract.
+Everything here maps those two over leaves and layers, so methods never see pytrees and the evolution engine
+never sees methods' internals. `math` (static, default "float32") is the dtype the merge is computed in:
+evolution keeps float32; `jaxmerge merge` follows the recipe's dtype as mergekit does (jaxmerge.merge.numerics).
 
 Randomness: the key of a tensor is fold_in(fold_in(key, LEAF_IDS[leaf]), layer) (globals use layer 0), with a
 static leaf id that does not depend on the architecture, so a candidate's DARE masks are a function of its key
@@ -17,19 +19,53 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import ArchSpec
+from jaxmerge.merge.hparams import HParam
 from jaxmerge.params import GLOBAL_LEAVES, LAYER_LEAVES, Params
 
 LEAF_IDS = {name: i for i, name in enumerate((*GLOBAL_LEAVES, *LAYER_LEAVES))}
 
 
 class MergeMethod(NamedTuple):
-    """A merge method. `needs_base`: a base model is required (task vectors are taken against it)."""
+    """A merge method, complete: its kernels, its hyper-parameter table, and its contract with a recipe.
+
+    `hparams`: every hyper-parameter a recipe may set (jaxmerge.merge.hparams.HParam), kernel ones first.
+    `base`: "required" (task vectors are taken against it), "optional" (used when the recipe names one) or "none".
+    `counts`: (min, max) models besides the base (max None: any). `paper`: where the method comes from.
+    `init_tensor(base [...] or None, sources [M, ...], math) -> tensor state` runs once per tensor;
+    `kernel(tensor state, {name: [M] or []}, key, math) -> merged [...] float32` per candidate. `math` is the
+    static name of the dtype the merge is computed in (see jaxmerge.merge.numerics).
+    `check(cell, where)`: host-side check of one tensor's resolved hyper-parameters ({name: [M] or 0-d numpy})
+    that no single-value rule can make (DELLA's density +/- epsilon; linear's weights that cannot normalise)."""
     name: str
-    model_hparams: tuple[str, ...]
-    global_hparams: tuple[str, ...]
-    needs_base: bool
-    init_tensor: Callable  # (base [...] or None, sources [M, ...]) -> tensor state pytree
-    kernel: Callable       # (tensor state, {name: [M] or []}, key) -> merged tensor [...] float32
+    hparams: tuple[HParam, ...]
+    base: str
+    counts: tuple[int, int | None]
+    paper: str
+    init_tensor: Callable
+    kernel: Callable
+    check: Callable | None = None
+
+    @property
+    def model_hparams(self) -> tuple[str, ...]:
+        """Per-model hyper-parameters the kernel reads ([M] arrays), in table order."""
+        return tuple(h.name for h in self.hparams if h.role == "merge" and h.per_model)
+
+    @property
+    def global_hparams(self) -> tuple[str, ...]:
+        """Hyper-parameters the kernel reads, one per merge (0-d arrays), in table order."""
+        return tuple(h.name for h in self.hparams if h.role == "merge" and not h.per_model)
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base == "required"
+
+    @property
+    def uses_base(self) -> bool:
+        """The recipe's base model is the merge's base (not one of its models) when it names one."""
+        return self.base != "none"
+
+    def hparam(self, name: str) -> HParam | None:
+        return next((h for h in self.hparams if h.name == name), None)
 
 
 class Sources(NamedTuple):
@@ -44,20 +80,21 @@ def _global_leaves(tree: Params) -> list[str]:
     return [k for k in tree if k != "layers"]
 
 
-def init_state(method: MergeMethod, sources: Sources) -> Params:
+def init_state(method: MergeMethod, sources: Sources, math: str = "float32") -> Params:
     """Run `init_tensor` once per leaf (vmapped over the layer axis of layer leaves), in one compiled call."""
-    return _init_tree(method, sources.base, sources.models)
+    return _init_tree(method, sources.base, sources.models, math)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _init_tree(method: MergeMethod, base: Params | None, models: Params) -> Params:
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _init_tree(method: MergeMethod, base: Params | None, models: Params, math: str) -> Params:
     state: Params = {}
+    init = functools.partial(method.init_tensor, math=math)
     for leaf in _global_leaves(models):
-        state[leaf] = method.init_tensor(None if base is None else base[leaf], models[leaf])
+        state[leaf] = init(None if base is None else base[leaf], models[leaf])
     layers = {}
     for leaf, stacked in models["layers"].items():
         b = None if base is None else base["layers"][leaf]
-        layers[leaf] = jax.vmap(method.init_tensor, in_axes=(None if b is None else 0, 1))(b, stacked)
+        layers[leaf] = jax.vmap(init, in_axes=(None if b is None else 0, 1))(b, stacked)
     state["layers"] = layers
     return state
 
@@ -67,29 +104,30 @@ def _hp_for(method: MergeMethod, hparams: dict[str, Any], get: Callable) -> dict
 
 
 def merge_layer(method: MergeMethod, state_layer: Params, hparams_layer: dict[str, Any], key: jax.Array,
-                layer_index) -> Params:
+                layer_index, math: str = "float32") -> Params:
     """Merge one layer: `state_layer[leaf]` has no layer axis, `hparams_layer[name][leaf]` is [M] or [].
     `layer_index` may be traced (a scan counter): it only enters the keys."""
     out = {}
     for leaf, st in state_layer.items():
         leaf_key = jax.random.fold_in(jax.random.fold_in(key, LEAF_IDS[leaf]), layer_index)
-        out[leaf] = method.kernel(st, _hp_for(method, hparams_layer, lambda t: t[leaf]), leaf_key)
+        out[leaf] = method.kernel(st, _hp_for(method, hparams_layer, lambda t: t[leaf]), leaf_key, math)
     return out
 
 
 def merge_params(method: MergeMethod, state: Params, hparams: dict[str, Any], key: jax.Array,
-                 out_dtype=jnp.float32) -> Params:
-    """The merged canonical pytree. Pure and jittable (method and out_dtype static); vmappable over a population
-    of `hparams` / `key`. Layer leaves are `merge_layer` vmapped over the layer axis: one code path for both modes."""
+                 out_dtype=jnp.float32, math: str = "float32") -> Params:
+    """The merged canonical pytree. Pure and jittable (method, out_dtype and math static); vmappable over a
+    population of `hparams` / `key`. Layer leaves are `merge_layer` vmapped over the layer axis: one code path
+    for both modes. `state` must come from `init_state` with the same `math`."""
     out: Params = {}
     for leaf in _global_leaves(state):
         leaf_key = jax.random.fold_in(jax.random.fold_in(key, LEAF_IDS[leaf]), 0)
-        out[leaf] = method.kernel(state[leaf], _hp_for(method, hparams, lambda t: t[leaf]), leaf_key)
+        out[leaf] = method.kernel(state[leaf], _hp_for(method, hparams, lambda t: t[leaf]), leaf_key, math)
     layer_hp = {name: hparams[name]["layers"] for name in (*method.model_hparams, *method.global_hparams)}
     axes = {name: jax.tree.map(lambda _: 1 if name in method.model_hparams else 0, layer_hp[name])
             for name in layer_hp}
     num_layers = jax.tree.leaves(state["layers"])[0].shape[0]
-    merged = jax.vmap(lambda s, h, i: merge_layer(method, s, h, key, i), in_axes=(0, axes, 0))(
+    merged = jax.vmap(lambda s, h, i: merge_layer(method, s, h, key, i, math), in_axes=(0, axes, 0))(
         state["layers"], layer_hp, jnp.arange(num_layers))
     out["layers"] = merged
     return jax.tree.map(lambda x: x.astype(out_dtype), out)

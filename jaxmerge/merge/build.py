@@ -3,25 +3,43 @@
 Slices are realised by stacking: model position p of the merge is the concatenation, over output slices, of the
 layer range of the p-th (non-base) source of each slice; embed comes from the first slice's sources and the final
 norm / lm_head from the last slice's, as mergekit plans them. A `models:` recipe is one slice over all layers.
+
+Dtypes, as mergekit 0.1.5: sources are read in the recipe's `dtype` (else as stored); the merge is computed in
+`Options.math_dtype`, else the comment's `math_dtype`, else `dtype`, else the sources' dtype (float32 when they
+differ, as torch promotes); the output is written in `out_dtype`, else `dtype`, else the sources' dtype.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import expect
-from jaxmerge.io import DTYPES, Model, load, resolve, save
+from jaxmerge.io import DTYPES, Model, load, resolve
 from jaxmerge.merge.base import Sources
 from jaxmerge.merge.methods import METHODS
+from jaxmerge.merge.numerics import check_math
 from jaxmerge.merge.recipe import Recipe
-from jaxmerge.merge.resolve import OPTIONAL_BASE, model_sources
+from jaxmerge.merge.resolve import model_sources
 from jaxmerge.params import stack
 
-COUNTS = {"slerp": (1, 1), "nuslerp": (2, 2), "model_stock": (2, None), "passthrough": (1, 1)}
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What `jaxmerge merge` takes besides the recipe (mergekit's option names and defaults where it has them).
+    `seed`: DARE / DELLA masks (None: the recipe's merge_key, else 0); `math_dtype`: see the module doc;
+    `out_shard_size`: bytes per weight shard (mergekit's "5B"; <= 0: one file)."""
+    seed: int | None = None
+    math_dtype: str | None = None
+    out_shard_size: int = 5 * 10**9
+    copy_tokenizer: bool = True
+    write_model_card: bool = True
+    overwrite: bool = False
 
 
 def referenced(recipe: Recipe) -> list[str]:
@@ -33,11 +51,11 @@ def referenced(recipe: Recipe) -> list[str]:
 def check_structure(recipe: Recipe) -> None:
     """Base present where required, and the number of models each method takes, in every slice."""
     method = METHODS[recipe.method]
-    lo, hi = COUNTS.get(recipe.method, (1, None))
+    lo, hi = method.counts
     if method.needs_base:
         expect(recipe.base_model is not None, f"expected base_model for merge_method {recipe.method}, found none")
     for i, sl in enumerate(recipe.slices):
-        if method.needs_base or (recipe.method in OPTIONAL_BASE and recipe.base_model):
+        if method.uses_base and recipe.base_model:
             expect(any(s.model == recipe.base_model for s in sl.sources),
                    f"expected base_model {recipe.base_model} among the sources of slice {i}, found it missing")
         n = len(model_sources(recipe, sl))
@@ -88,7 +106,7 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
     stacked = [_column([c[p] for c in columns], models) for p in range(len(columns[0]))]
     model_params = stack(stacked)
     base = None
-    if recipe.base_model is not None and (METHODS[recipe.method].needs_base or recipe.method in OPTIONAL_BASE):
+    if recipe.base_model is not None and METHODS[recipe.method].uses_base:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
@@ -96,12 +114,32 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
     return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
 
 
-def out_dtype(recipe: Recipe, models: dict[str, Model]):
-    """mergekit's output dtype: out_dtype, else dtype, else the promoted dtype of the inputs."""
-    name = recipe.out_dtype or recipe.dtype
-    if name:
-        return DTYPES[name]
-    return np.result_type(*[np.dtype(m.dtype) for m in models.values()])
+def storage_dtype(models: dict[str, Model]) -> str:
+    """The dtype mergekit computes in without a recipe dtype: the sources' own, float32 when they differ."""
+    kinds = {m.dtype for m in models.values()}
+    return kinds.pop() if len(kinds) == 1 else "float32"
+
+
+def math_dtype(recipe: Recipe, models: dict[str, Model], override: str | None) -> str:
+    """The dtype the merge is computed in (module doc); --math-dtype and the comment must not disagree."""
+    expect(override is None or recipe.math_dtype is None or override == recipe.math_dtype,
+           f"expected one math dtype, found --math-dtype {override} and the recipe's '# jaxmerge:' math_dtype "
+           f"{recipe.math_dtype}")
+    return check_math(override or recipe.math_dtype or recipe.dtype or storage_dtype(models))
+
+
+def out_dtype(recipe: Recipe, models: dict[str, Model]) -> str:
+    """mergekit's output dtype: out_dtype, else dtype, else the sources' dtype."""
+    return recipe.out_dtype or recipe.dtype or storage_dtype(models)
+
+
+def merge_key(recipe: Recipe, seed: int | None) -> jax.Array:
+    """The recipe's raw merge key (as evolution drew its masks with it), else one from the seed (default 0)."""
+    expect(recipe.merge_key is None or seed is None, "expected either --seed or the recipe's '# jaxmerge:' "
+                                                     "merge_key, found both (remove one)")
+    if recipe.merge_key is not None:
+        return jnp.asarray(recipe.merge_key, jnp.uint32)
+    return jax.random.key(0 if seed is None else seed)
 
 
 def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
@@ -114,22 +152,24 @@ def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
     return models[recipe.base_model or recipe.slices[0].sources[0].model].path
 
 
-def merge_recipe(recipe: Recipe, out_dir: str | Path, *, seed: int = 0, overwrite: bool = False,
-                 on_step: Callable[[str], None] = lambda step: None) -> Path:
-    """Load, merge (one jitted call, float32 math), and write a HF directory atomically."""
-    from jaxmerge.merge.base import init_state, merge_params
-    from jaxmerge.merge.resolve import resolve_hparams
+def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
+                 on_step: Callable[[str], None] = lambda step: None, **changes) -> Path:
+    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
     from jaxmerge.atomic import check_target
-    check_target(Path(out_dir).absolute(), overwrite)  # fail before minutes of loading
+    from jaxmerge.merge.base import init_state, merge_params
+    from jaxmerge.merge.output import write_merge
+    from jaxmerge.merge.resolve import resolve_hparams
+    options = dataclasses.replace(options or Options(), **changes)
+    check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
     models = load_models(recipe, lambda ref: on_step(f"load {ref}"))
     sources = build_sources(recipe, models)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
+    key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
     method = METHODS[recipe.method]
     on_step("merge")
-    state = init_state(method, sources)
-    merged = jax.jit(merge_params, static_argnums=(0, 4))(method, state, hparams, jax.random.key(seed),
-                                                         out_dtype(recipe, models))
+    state = init_state(method, sources, math)
+    merged = jax.jit(merge_params, static_argnums=(0, 4, 5))(method, state, hparams, key,
+                                                            np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     on_step("write")
-    return save(Model(sources.spec, merged, None), out_dir, tokenizer_from=tokenizer_dir(recipe, models),
-                overwrite=overwrite)
+    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models))

@@ -1,23 +1,45 @@
 """mergekit recipe YAML -> a frozen `Recipe`. Every key is understood or refused by name, never ignored.
 
 The `models:` form becomes one slice over all layers (layer_range None, filled in from the config at load time)
-with the base model appended when it is not listed, exactly as mergekit normalises it. Relative model paths
-are taken relative to the recipe file's directory when that path exists there.
+with the base model appended when it is not listed, exactly as mergekit normalises it.
+
+Relative model paths resolve as mergekit 0.1.5 resolves them: against the working directory. A path that does
+not exist there but does exist relative to the recipe's folder is taken from there with a warning (mergekit
+would fail on it, taking it for a Hub repo id); when it exists in both places the working directory wins.
+
+One comment line carries what a mergekit recipe cannot say and mergekit ignores (written by `jaxmerge evolve`):
+
+    # jaxmerge: {"merge_key": [K0, K1], "math_dtype": "float32"}
+
+a JSON object after `# jaxmerge: `. `merge_key`: the two uint32 words of the raw JAX key (threefry, as
+`jax.random.PRNGKey`) the DARE / DELLA masks were drawn with: `jaxmerge merge` then draws exactly the same masks
+(it refuses a `--seed` as well). `math_dtype` (optional): the dtype the merge is computed in, in place of the
+recipe's `dtype` (as `--math-dtype`). Any other key is refused by name, and so is a second such line.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
 
-from jaxmerge.errors import expect
-from jaxmerge.yamlfile import read_yaml
+from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.merge.methods import METHODS
+from jaxmerge.merge.numerics import MATH_DTYPES
+from jaxmerge.yamlfile import read_yaml
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
             "tokenizer_source"}
 DTYPES = ("float32", "bfloat16", "float16")
+
+
+class RecipeWarning(UserWarning):
+    """A recipe runs, but not quite as written (an ignored parameter, a path found beside the recipe, a count
+    one element off): `jaxmerge merge` prints each as one line."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +64,10 @@ class Recipe:
     dtype: str | None = None
     out_dtype: str | None = None
     tokenizer_source: str | None = None  # None, "base", or a model reference
+    merge_key: tuple[int, int] | None = None  # from the `# jaxmerge:` comment
+    math_dtype: str | None = None             # from the `# jaxmerge:` comment
+    text: str | None = dataclasses.field(default=None, compare=False)  # the file's text, comments included
+    raw: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)  # the mapping it came from
 
 
 def _keys(mapping: Any, allowed: set[str], where: str) -> dict:
@@ -56,9 +82,12 @@ def _model(ref: Any, root: Path | None, where: str) -> str:
     expect("+" not in ref or Path(ref).exists(), f"{where}: LoRA references ('model+lora') are not supported, "
                                                  f"found {ref!r}")
     path = Path(ref).expanduser()
-    if root is not None and not path.is_absolute() and (root / path).exists():
-        return str((root / path).absolute())
-    return ref
+    if root is None or path.is_absolute() or path.exists() or not (root / path).exists():
+        return ref
+    found = str((root / path).absolute())
+    warnings.warn(f"{where}: {ref} is not in the working directory; taking {found} (beside the recipe; "
+                  "mergekit resolves relative paths against the working directory only)", RecipeWarning, stacklevel=2)
+    return found
 
 
 def _params(value: Any, where: str) -> dict:
@@ -100,7 +129,7 @@ def parse_recipe(raw: Any, root: Path | None = None) -> Recipe:
     else:
         slices = tuple(_slice(s, root, i) for i, s in enumerate(_list(raw["slices"], "slices")))
     return Recipe(method, base, slices, _params(raw.get("parameters"), "parameters"), raw.get("dtype"),
-                  raw.get("out_dtype"), _tokenizer_source(raw.get("tokenizer_source"), root))
+                  raw.get("out_dtype"), _tokenizer_source(raw.get("tokenizer_source"), root), raw=dict(raw))
 
 
 def _list(value: Any, where: str) -> list:
@@ -123,7 +152,43 @@ def _tokenizer_source(value: Any, root: Path | None) -> str | None:
     return value if value in (None, "base") else _model(value, root, "tokenizer_source")
 
 
+COMMENT = re.compile(r"\s*#\s*jaxmerge:(.*)")
+COMMENT_KEYS = ("merge_key", "math_dtype")
+
+
+def _comment(text: str, where: str) -> dict:
+    """The `# jaxmerge: {...}` line of a recipe's text, validated (see module doc); {} when there is none."""
+    found = [m[1] for m in map(COMMENT.fullmatch, text.splitlines()) if m]
+    expect(len(found) <= 1, f"{where}: expected at most one '# jaxmerge:' line, found {len(found)}")
+    if not found:
+        return {}
+    try:
+        doc = json.loads(found[0])
+    except json.JSONDecodeError as e:
+        raise JaxmergeError(f"{where}: expected a JSON object after '# jaxmerge:', found invalid JSON ({e})") from None
+    expect(isinstance(doc, dict), f"{where}: expected a JSON object after '# jaxmerge:', found {doc!r}")
+    unknown = sorted(set(doc) - set(COMMENT_KEYS))
+    expect(not unknown, f"{where}: '# jaxmerge:' keys {unknown} are unknown (known: {list(COMMENT_KEYS)})")
+    key = doc.get("merge_key")
+    expect(key is None or (isinstance(key, list) and len(key) == 2 and all(
+        isinstance(k, int) and not isinstance(k, bool) and 0 <= k < 2**32 for k in key)),
+        f"{where}: expected merge_key as two uint32 integers [K0, K1], found {key!r}")
+    expect(doc.get("math_dtype") in (None, *MATH_DTYPES),
+           f"{where}: expected math_dtype in {MATH_DTYPES}, found {doc.get('math_dtype')!r}")
+    return {"merge_key": None if key is None else tuple(key), "math_dtype": doc.get("math_dtype")}
+
+
+def parse_recipe_text(text: str, root: Path | None = None, where: str = "recipe") -> Recipe:
+    """A recipe from its YAML text, with its `# jaxmerge:` comment (`root`: the recipe's folder)."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise JaxmergeError(f"expected valid YAML in {where}, found: {str(e).splitlines()[0]}") from None
+    return dataclasses.replace(parse_recipe(raw, root), text=text, **_comment(text, where))
+
+
 def read_recipe(path: str | Path) -> Recipe:
-    """Load and validate a recipe YAML file."""
+    """Load and validate a recipe YAML file (and its `# jaxmerge:` comment)."""
     path = Path(path)
-    return parse_recipe(read_yaml(path, "a recipe YAML"), path.parent.absolute())
+    read_yaml(path, "a recipe YAML")  # the one-line refusals of a missing, non-UTF-8 or invalid file
+    return parse_recipe_text(path.read_text(), path.parent.absolute(), str(path))

@@ -1,26 +1,31 @@
 """Sparsification of one task vector, mergekit 0.1.5 semantics, as pure functions of traced hyperparameters.
 
-Magnitude methods take `sorted_abs` (|delta| sorted ascending, flattened), precomputed once per tensor, so that
-a density becomes an index into it (a gather) instead of a sort per candidate. Keeping "the k largest" is done
-as "|x| >= the k-th largest value": identical to mergekit's argsort unless magnitudes tie exactly at the cut.
+Magnitude methods take `rank` (each element's position in a stable sort of |delta|, precomputed once per
+tensor), so that a density becomes one comparison per element instead of a sort per candidate, and exactly
+mergekit's count is kept even when magnitudes tie at the cut (16-bit weights tie often). Among tied elements
+the lower flat index goes first (torch's stable sort); mergekit's own unstable argsort breaks such ties in a
+data-dependent order (deterministic, but no index rule), so at tied positions only the count is mergekit's.
 
 Quirks matched on purpose:
-- k = max(1, int(density * n)) for TIES-magnitude; a positive density keeps at least one element. mergekit takes
-  int() of a float64 product; `jaxmerge.merge.resolve` snaps recipe densities so the float32 product floors to
-  the same k (see `snap_fraction`).
+- k = max(1, int(density * n)) for TIES-magnitude; a positive density keeps at least one element. The count is
+  mergekit's float64 `int(v * n)`, computed exactly for the traced float32 value (jaxmerge.merge.count).
 - density >= 1 returns the tensor untouched (no rescale); TIES/DELLA density <= 0 returns zeros.
 - Rescale (`rescale` true: DARE, DELLA by default) is NOT the DARE paper's 1/density: mergekit multiplies the
   kept values by sum|x| / sum|kept| so the L1 norm is matched exactly, and skips the rescale when either sum
-  is below 1e-7.
+  is below 1e-7 (compared in the merge's dtype).
 - DELLA ranks magnitudes within each row (the last axis; 1-D tensors are one row) and keeps each element with
   probability (density - epsilon) + 2 * epsilon * (rank - 1) / (columns - 1).
+- `math` (static) is the dtype the merge is computed in: magnitude masks rescale in it; DARE and DELLA work in
+  float32 for float16 (torch has no float16 bernoulli on CPU) and in bfloat16 for bfloat16, as mergekit does.
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from jaxmerge.merge.count import count
+from jaxmerge.merge.numerics import const, rnd
 
 RESCALE_EPS = 1e-7
 
@@ -43,45 +48,61 @@ def uniform(key: jax.Array, shape, stream) -> jax.Array:
     merge disagree with `merge_params`. Elementwise hashing is identical under vmap, scan and sharding."""
     data = jax.random.key_data(key).reshape(-1)[:2].astype(jnp.uint32)
     seed = _fmix(data[0] ^ _fmix(data[1] + jnp.asarray(stream, jnp.uint32) * jnp.uint32(0x9E3779B9)))
-    index = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
+    index = jax.lax.iota(jnp.uint32, int(np.prod(shape))).reshape(shape)
     bits = _fmix(_fmix(index * jnp.uint32(0x9E3779B9) + seed) ^ data[1])
     return (bits >> 8).astype(jnp.float32) * jnp.float32(2.0**-24)
 
 
-def l1_rescale(x: jax.Array, kept: jax.Array, rescale) -> jax.Array:
+def l1_rescale(x: jax.Array, kept: jax.Array, rescale, math: str = "float32") -> jax.Array:
     """`kept` scaled to the L1 norm of `x` when `rescale` (0/1 array) is on and both norms are >= 1e-7."""
-    before, after = jnp.abs(x).sum(), jnp.abs(kept).sum()
-    ok = (before >= RESCALE_EPS) & (after >= RESCALE_EPS) & (rescale > 0.5)
-    return jnp.where(ok, kept * (before / jnp.where(ok, after, 1.0)), kept)
+    before, after = rnd(jnp.abs(x).sum(), math), rnd(jnp.abs(kept).sum(), math)
+    eps = const(RESCALE_EPS, math)
+    ok = (before >= eps) & (after >= eps) & (rescale > 0.5)
+    return jnp.where(ok, rnd(kept * rnd(before / jnp.where(ok, after, 1.0), math), math), kept)
 
 
-def magnitude(x, sorted_abs, density, rescale) -> jax.Array:
-    """Keep the max(1, int(density * n)) largest |x| (TIES)."""
-    n = sorted_abs.shape[-1]
-    k = jnp.clip(jnp.floor(density * n), 1, n).astype(jnp.int32)
-    kept = jnp.where(jnp.abs(x) >= sorted_abs[n - k], x, 0.0)
-    out = l1_rescale(x, kept, rescale)
+def stable_rank(x: jax.Array, descending: bool) -> jax.Array:
+    """int32 position of each element of |x| in a stable sort (ties: lower flat index first). Sorted by numpy
+    on the host through a callback: this runs once per tensor (genome-independent), and XLA:CPU's sort was the
+    bulk of a one-shot TIES merge's time."""
+    def host(d):
+        a = np.abs(np.asarray(d, np.float32)).reshape(-1)
+        order = np.argsort(-a if descending else a, kind="stable")
+        rank = np.empty(a.size, np.int32)
+        rank[order] = np.arange(a.size, dtype=np.int32)
+        return rank.reshape(np.shape(d))
+    shape = jax.ShapeDtypeStruct(x.shape, jnp.int32)
+    return jax.pure_callback(host, shape, x, vmap_method="sequential")
+
+
+def magnitude(x, rank, density, rescale, math: str = "float32") -> jax.Array:
+    """Keep the max(1, int(density * n)) largest |x| (TIES); `rank` = stable_rank(x, descending=True)."""
+    n = x.size
+    k = jnp.clip(count(density, n), 1, n)
+    out = l1_rescale(x, jnp.where(rank < k, x, 0.0), rescale, math)
     return jnp.where(density >= 1, x, jnp.where(density <= 0, 0.0, out))
 
 
-def magnitude_outliers(x, sorted_abs, density, gamma, rescale) -> jax.Array:
-    """Breadcrumbs: drop the int(gamma * n) largest, then the smallest, keeping int(density * n) elements.
-    Outlier removal shrinks when needed to keep the target count (n_bot = max(0, n - target - n_top))."""
-    n = sorted_abs.shape[-1]
-    target = jnp.floor(density * n).astype(jnp.int32)
-    n_top = jnp.floor(gamma * n).astype(jnp.int32)
+def magnitude_outliers(x, rank, density, gamma, rescale, math: str = "float32") -> jax.Array:
+    """Breadcrumbs: drop the int(gamma * n) largest, then the smallest, keeping int(density * n) elements, i.e.
+    ascending positions [n_bot, n_bot + target) with n_bot = max(0, n - target - n_top) (outlier removal shrinks
+    when needed to keep the target count); `rank` = stable_rank(x, descending=False)."""
+    n = x.size
+    target, n_top = count(density, n), count(gamma, n)
     n_bot = jnp.maximum(0, n - target - n_top)
-    lo = sorted_abs[jnp.clip(n_bot, 0, n - 1)]
-    hi = sorted_abs[jnp.clip(n_bot + target - 1, 0, n - 1)]
-    a = jnp.abs(x)
-    kept = jnp.where((a >= lo) & (a <= hi) & (target > 0), x, 0.0)
-    return jnp.where(density >= 1, x, l1_rescale(x, kept, rescale))
+    kept = jnp.where((rank >= n_bot) & (rank < n_bot + target), x, 0.0)
+    return jnp.where(density >= 1, x, l1_rescale(x, kept, rescale, math))
 
 
-def bernoulli(x, density, rescale, key, stream=0) -> jax.Array:
+def random_work(math: str) -> str:
+    """The dtype mergekit's bernoulli-based sparsifiers compute in (float16 has no CPU bernoulli in torch)."""
+    return "float32" if math == "float16" else math
+
+
+def bernoulli(x, density, rescale, key, stream=0, math: str = "float32") -> jax.Array:
     """DARE: keep each element with probability `density` (a uniform draw below it)."""
     keep = uniform(key, x.shape, stream) < density
-    out = l1_rescale(x, jnp.where(keep, x, 0.0), rescale)
+    out = rnd(l1_rescale(x, jnp.where(keep, x, 0.0), rescale, random_work(math)), math)
     return jnp.where(density >= 1, x, out)
 
 
@@ -92,9 +113,9 @@ def row_rank_norm(x: jax.Array) -> jax.Array:
     return (ranks / (rows.shape[-1] - 1)).reshape(x.shape)
 
 
-def della(x, rank_norm, density, epsilon, rescale, key, stream=0) -> jax.Array:
+def della(x, rank_norm, density, epsilon, rescale, key, stream=0, math: str = "float32") -> jax.Array:
     """DELLA magprune: keep with probability (density - eps) + 2 * eps * rank_norm."""
     probs = (density - epsilon) + rank_norm * 2 * epsilon
     keep = uniform(key, x.shape, stream) < probs
-    out = l1_rescale(x, jnp.where(keep, x, 0.0), rescale)
+    out = rnd(l1_rescale(x, jnp.where(keep, x, 0.0), rescale, random_work(math)), math)
     return jnp.where(density >= 1, x, jnp.where(density <= 0, 0.0, out))

@@ -1,0 +1,62 @@
+"""The last step of `jaxmerge merge`: refuse a non-finite result, then write weights, config, tokenizer, model card
+and mergekit_config.yml into one atomic directory (all of it appears, or nothing).
+
+The card says how to rebuild the output: `jaxmerge merge mergekit_config.yml OUT` with the same options
+(mergekit_config.yml is the recipe's own text, its `# jaxmerge:` line included), and `mergekit-yaml` for the
+deterministic methods.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from jaxmerge.card import write_card
+from jaxmerge.errors import expect
+from jaxmerge.io import Model, all_finite, save
+from jaxmerge.merge.methods import METHODS
+from jaxmerge.merge.recipe import Recipe
+from jaxmerge.params import to_hf_tensors
+
+RANDOM = frozenset({"dare_ties", "dare_linear", "della", "della_linear"})
+ONE_FILE = 2**62  # --out-shard-size <= 0: mergekit writes one file
+
+
+def check_finite(model: Model) -> None:
+    """Refuse to write a merge with NaN/Inf anywhere, naming the first such tensor."""
+    for name, tensor in to_hf_tensors(model.spec, model.params).items():
+        expect(all_finite(tensor), f"expected finite merged tensors, found NaN or Inf in {name} (check the "
+                                   "recipe's weights and the sources; nothing written)")
+
+
+def rebuild_text(recipe: Recipe, options) -> str:
+    """How to make this output again, as a Markdown paragraph."""
+    flags = "".join([f" --seed {options.seed}" if options.seed is not None else "",
+                     f" --math-dtype {options.math_dtype}" if options.math_dtype else ""])
+    text = f"```sh\njaxmerge merge mergekit_config.yml OUT{flags}\n```\n"
+    if recipe.method in RANDOM:
+        where = "the `# jaxmerge:` line's merge key" if recipe.merge_key else f"seed {options.seed or 0}"
+        return text + f"\nThe DARE/DELLA masks come from {where}; mergekit draws masks of its own."
+    if options.math_dtype is None and recipe.math_dtype is None:
+        text += "\n`mergekit-yaml mergekit_config.yml OUT` (mergekit 0.1.5) computes the same merge (equal up to " \
+                "float rounding).\n"
+    return text
+
+
+def card_writer(recipe: Recipe, options):
+    """`save`'s extra hook: README.md and mergekit_config.yml in the temporary output directory."""
+    method = METHODS[recipe.method]
+    base = recipe.base_model if method.uses_base else None
+    sources = [s.model for sl in recipe.slices for s in sl.sources if s.model != base]
+
+    def write(tmp: Path) -> None:
+        write_card(tmp, sources=list(dict.fromkeys(sources)), base=base, method=recipe.method, recipe=recipe.raw,
+                   recipe_text=recipe.text, rebuild=rebuild_text(recipe, options))
+    return write
+
+
+def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path) -> Path:
+    """Check and write the merged model as `options` say (shards, tokenizer, card)."""
+    check_finite(model)
+    shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
+    return save(model, out_dir, tokenizer_from=tokenizer_from if options.copy_tokenizer else None,
+                max_shard_size=shard, overwrite=options.overwrite,
+                extra=card_writer(recipe, options) if options.write_model_card else None)

@@ -23,6 +23,7 @@ from jaxmerge.evolve.sliced import open_checkpoint
 from jaxmerge.fitness.suite import prepare_tasks, weighted_fitness
 from jaxmerge.io import load
 from tests.fitness_tiny import add_char_tokenizer
+from tests.merge_oracle import mergekit_merge, read_tensors, worst_relative
 from tests.tiny import hf_logits, make_tiny_model
 
 TASK = """name: arith
@@ -48,6 +49,15 @@ def write_config(root, name, **extra):
            "search": {"strategy": "Sep_CMA_ES", "population": 4, "generations": 2, "sigma": 0.3}, **extra}
     (root / name).write_text(yaml.safe_dump(doc))
     return str(root / name)
+
+
+def rebuilds_exactly(run, out):
+    """`jaxmerge merge RUN/recipe.yml OUT` writes RUN/model's tensors, bit for bit."""
+    assert main(["merge", str(run / "recipe.yml"), str(out)]) == 0
+    ours, theirs = read_tensors(out), read_tensors(run / "model")
+    assert sorted(ours) == sorted(theirs)
+    for name in ours:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
 
 
 def loads_in_transformers(model_dir):
@@ -77,6 +87,9 @@ def test_evolve_dfs(root, capsys):
     plain_fitness = weighted_fitness(exported.spec, tasks)
     assert float(jax.jit(plain_fitness)(exported.params)) == pytest.approx(best["fitness"], rel=1e-4)
     assert best["fitness"] >= best["baselines"]["start"] == best["baselines"]["sources"][str(root / "a")]
+    rebuilds_exactly(root / "dfs", root / "dfs-rebuilt")
+    theirs = mergekit_merge(yaml.safe_load((root / "dfs" / "recipe.yml").read_text()), root / "dfs-mergekit")
+    assert worst_relative(read_tensors(root / "dfs" / "model"), theirs)[0] <= 1e-5
 
 
 @pytest.mark.slow
@@ -94,6 +107,8 @@ def test_evolve_hybrid(root):
     assert top["fitness"] >= top["stages"]["ps"]["fitness"]  # the DFS stage starts from the PS winner
     assert (root / "hybrid" / "model" / "model.safetensors").read_bytes() == \
         (root / "hybrid" / "dfs" / "model" / "model.safetensors").read_bytes()
+    rebuilds_exactly(root / "hybrid", root / "hybrid-rebuilt")
+    rebuilds_exactly(root / "hybrid" / "ps", root / "hybrid-ps-rebuilt")
 
 
 def test_bad_dfs_section_exit_2(root, capsys):

@@ -16,6 +16,7 @@ from jaxmerge.modes import evolve
 from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
 from tests.fitness_tiny import add_char_tokenizer
+from tests.merge_oracle import mergekit_merge, read_tensors, worst_relative
 from tests.tiny import make_tiny_model
 
 pytestmark = pytest.mark.slow
@@ -53,6 +54,8 @@ def test_recipe_rebuilds_the_winner_and_the_run_extends(world, tmp_path, capsys)
     recipe = yaml.safe_load((short / "recipe.yml").read_text())
     assert (short / "recipe.yml").read_text().startswith('# jaxmerge: {"merge_key": ')
     assert recipe["out_dtype"] == "float32" and len(recipe["slices"]) == 2
+    theirs = mergekit_merge(recipe, tmp_path / "mergekit")  # a deterministic method: mergekit's tensors too
+    assert worst_relative(read_tensors(short / "model"), theirs)[0] <= 1e-5
 
 
 def test_extending_with_the_generations_flag(world, tmp_path, capsys):

@@ -30,7 +30,7 @@ from jaxmerge.evolve.strategy import make_search
 
 def make_scorer(fn, mesh):
     """jit of `fn(*args) -> f32`, computed as the step computes a candidate (one program per pop shard, the
-    result replicated): host-callback metrics need that fully manual layout, and one path serves both."""
+    result replicated): host-callback metrics need that fully manual layout."""
     def run(*args):
         shards = jnp.zeros((mesh.shape[POP],), jnp.int32)
         return pop_map(lambda _: fn(*args), shards, 1, mesh)[0]

@@ -110,6 +110,17 @@ def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
     return jax.lax.with_sharding_constraint(local(xs), replicated(mesh))
 
 
+def on_one_device(tree, mesh):
+    """With a trivial model axis (sources replicated), this process's first device's copy of every global array:
+    a plain single-device jit then computes what `jaxmerge merge` computes on the same machine, bit for bit (a
+    program partitioned over several devices may simplify differently: XLA:CPU turned a division by a
+    broadcast scalar into a reciprocal multiply in one and not the other, 1 ulp apart). With sources split
+    over "model" the tree is returned as it is (no host holds a whole copy)."""
+    if mesh.shape[MODEL] > 1:
+        return tree
+    return jax.tree.map(lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x, tree)
+
+
 def jax_to_numpy(tree):
     """Host copies of (possibly multi-process) global arrays: a collective, every process must call it."""
     from jax.experimental import multihost_utils

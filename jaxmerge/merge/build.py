@@ -156,7 +156,7 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
                  on_step: Callable[[str], None] = lambda step: None, **changes) -> Path:
     """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
     from jaxmerge.atomic import check_target
-    from jaxmerge.merge.base import init_state, merge_params
+    from jaxmerge.merge.base import init_state, merge_jit
     from jaxmerge.merge.output import write_merge
     from jaxmerge.merge.resolve import resolve_hparams
     options = dataclasses.replace(options or Options(), **changes)
@@ -168,8 +168,7 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     method = METHODS[recipe.method]
     on_step("merge")
     state = init_state(method, sources, math)
-    merged = jax.jit(merge_params, static_argnums=(0, 4, 5))(method, state, hparams, key,
-                                                            np.dtype(DTYPES[out_dtype(recipe, models)]), math)
+    merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     on_step("write")
     return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models))

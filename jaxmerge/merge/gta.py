@@ -22,7 +22,7 @@ from jaxmerge.errors import expect
 from jaxmerge.merge import sparsify
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import HParam, fraction, number, switch, weight
-from jaxmerge.merge.numerics import F32, const, model_sum, rnd
+from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
 
 
 def _init(extra: Callable | None):
@@ -76,7 +76,8 @@ def _kernel(sparsifier: str | None, consensus: bool, model_hparams: tuple[str, .
             delta, aux, per_model, jnp.arange(m))
         w = rnd(hp["weight"].astype(F32), math).reshape((m,) + (1,) * (delta.ndim - 1))
         mixed, divisor = (_consensus if consensus else _plain)(rnd(sparse * w, math), w, math)
-        mixed = jnp.where(hp["normalize"] > 0.5, rnd(mixed / divisor, math), mixed)
+        ratio = mixed / divisor if consensus else over(mixed, divisor)  # per element vs one divisor per tensor
+        mixed = jnp.where(hp["normalize"] > 0.5, rnd(ratio, math), mixed)
         return rnd(state["base"] + rnd(mixed * hp["lambda"], math), math)
     return kernel
 

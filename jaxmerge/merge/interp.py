@@ -27,7 +27,7 @@ import numpy as np
 from jaxmerge.errors import expect
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import REQUIRED, HParam, ignored, number, switch, weight
-from jaxmerge.merge.numerics import F32, const, model_sum, rnd
+from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
 
 
 def _stack(base, sources, math="float32"):
@@ -46,7 +46,7 @@ def _linear_kernel(state, hp, key, math="float32"):
     x, w = state["sources"].astype(F32), hp["weight"].astype(F32)
     # an unrolled sum over the (static, small) model axis fuses into one pass; tensordot was 2.3x slower on CPU
     merged = sum(w[i] * x[i] for i in range(x.shape[0]))
-    return rnd(jnp.where(hp["normalize"] > 0.5, merged / w.sum(), merged), math)
+    return rnd(jnp.where(hp["normalize"] > 0.5, over(merged, w.sum()), merged), math)
 
 
 def _passthrough_kernel(state, hp, key, math="float32"):
@@ -57,7 +57,7 @@ def slerp_vectors(t, a, b):
     """mergekit's slerp of two tensors taken as flat vectors (see module docstring)."""
     na, nb = jnp.linalg.norm(a.reshape(-1)), jnp.linalg.norm(b.reshape(-1))
     na, nb = jnp.where(na > 1e-8, na, 1.0), jnp.where(nb > 1e-8, nb, 1.0)
-    dot = jnp.clip(jnp.sum((a / na) * (b / nb)), -1.0, 1.0)
+    dot = jnp.clip(jnp.sum(over(a, na) * over(b, nb)), -1.0, 1.0)
     linear = jnp.abs(dot) > 0.9995
     theta = jnp.arccos(jnp.where(linear, 0.0, dot))
     sin_theta = jnp.where(linear, 1.0, jnp.sin(theta))
@@ -76,13 +76,13 @@ def _nuslerp_rows(t, v0, v1, math):
     r = lambda x: rnd(x, math)
 
     def unit(x):
-        return r(x / jnp.maximum(r(jnp.linalg.norm(x, axis=-1, keepdims=True)), const(1e-7, math)))
+        return r(over(x, jnp.maximum(r(jnp.linalg.norm(x, axis=-1, keepdims=True)), const(1e-7, math))))
     cos = jnp.clip(r(jnp.sum(r(unit(v0) * unit(v1)), axis=-1, keepdims=True)), -1.0, 1.0)
     colinear = r(1 - r(cos**2)) <= const(1e-16, math)
     theta = r(jnp.arccos(jnp.where(colinear, 0.0, cos)))
     sin_theta = jnp.where(colinear, 1.0, r(jnp.sin(theta)))
     a, b = r(jnp.sin(r((1 - t) * theta))), r(jnp.sin(r(t * theta)))
-    sph = r(r(r(a * v0) + r(b * v1)) / sin_theta)
+    sph = r(over(r(r(a * v0) + r(b * v1)), sin_theta))
     return jnp.where(colinear, r(r((1 - t) * v0) + r(t * v1)), sph)
 
 

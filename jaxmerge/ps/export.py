@@ -17,8 +17,10 @@ import numpy as np
 from jaxmerge.atomic import atomic_write_text
 from jaxmerge.card import write_card
 from jaxmerge.distributed import is_primary
-from jaxmerge.evolve.mesh import jax_to_numpy
+from jaxmerge.evolve.mesh import jax_to_numpy, on_one_device
 from jaxmerge.evolve.records import card_sections
+from jaxmerge.io import DTYPES
+from jaxmerge.merge.base import merge_jit
 from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.ps.recipe import recipe_text, to_recipe
 
@@ -28,13 +30,16 @@ of the recipe carries the merge key of random methods such as DARE). For determi
 `mergekit-yaml mergekit_config.yml OUT` gives the same tensors up to float32 rounding."""
 
 
-def make_export(cfg, genome: GeneSpec, winner_params, dtype: str, facts: dict, tokenizer_dir, data):
-    """The space's export: (raw, key, out, record) -> what it adds to best.json. `winner_params(raw, key, data)`
-    is the space's own candidate merge (pure), jitted here."""
-    merge = jax.jit(winner_params)
-
+def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenizer_dir, data, mesh):
+    """The space's export: (raw, key, out, record) -> what it adds to best.json. The winner is merged by
+    `jaxmerge merge`'s own compiled function from its hyper-parameters as arrays (on one device where the
+    sources are replicated, see mesh.on_one_device), so `jaxmerge merge recipe.yml` on the same machine writes
+    these bits; the scored candidate was the same merge inside the step's program, equal up to float rounding."""
     def export(raw, key, out: Path, record: dict) -> dict:
-        params = jax_to_numpy(merge(raw, key, data))  # every process: a collective gather
+        hparams = genome.hparams(jax.numpy.asarray(raw))  # eager: the genome decodes the same bits as in a jit
+        merged = merge_jit(method, on_one_device(data, mesh)["merge"], hparams, jax.numpy.asarray(key, "uint32"),
+                           np.dtype(DTYPES[dtype]), "float32")
+        params = jax_to_numpy(merged)  # every process (a collective when the sources are split)
         if not is_primary():
             return {}
         genes = {name: np.asarray(v) for name, v in genome.decode(jax.numpy.asarray(raw)).items()}

@@ -69,12 +69,16 @@ class GeneSpec:
         return jnp.asarray(np.concatenate(parts) if parts else np.zeros(0, np.float32))
 
     def decode(self, raw: jax.Array) -> dict[str, jax.Array]:
-        """Flat raw vector -> {name: gene array in real units}. Pure, jittable."""
+        """Flat raw vector -> {name: gene array in real units}. Pure, jittable, and the same bits eagerly and
+        under jit: `lo + (hi - lo) * u` would be one fused multiply-add in a compiled step (XLA:CPU contracts
+        it) but two roundings when decoded eagerly for best.json and recipe.yml, 1 ulp apart for ~1/4 of
+        values; add-then-multiply cannot be contracted, so the recipe holds exactly the values that were scored."""
         out, offset = {}, 0
         for g in self.genes:
             n = int(np.prod(self.shape(g)))
             unit = jnp.clip(raw[offset:offset + n], 0.0, 1.0).reshape(self.shape(g))
-            out[g.name] = g.lo + (g.hi - g.lo) * unit
+            span = g.hi - g.lo
+            out[g.name] = jnp.clip((unit + g.lo / span) * span, g.lo, g.hi)
             offset += n
         return out
 

@@ -63,7 +63,9 @@ def _cells(genes: dict, fixed: dict, name: str, shape: tuple[int, ...]) -> np.nd
 
 
 def to_recipe(genome: GeneSpec, genes: dict, method: str, models: list[str], base: str | None, out_dtype: str):
-    """The mergekit recipe (a dict) of a candidate whose decoded genes are `genes` (float32 arrays)."""
+    """The mergekit recipe (a dict) of a candidate whose decoded genes are `genes` (float32 arrays). Fixed
+    switches (normalize, rescale, ...) are written as true/false, as mergekit reads them."""
+    from jaxmerge.merge.methods import hparam
     fixed = {name: value for name, value, _ in genome.fixed}
     per_model = [g.name for g in genome.genes if g.per_model] + [n for n, _, pm in genome.fixed if pm]
     shared = [g.name for g in genome.genes if not g.per_model]
@@ -80,7 +82,7 @@ def to_recipe(genome: GeneSpec, genes: dict, method: str, models: list[str], bas
     else:
         recipe["slices"] = _slices(genome, model_cells, shared_cells, models, base)
         top = {}
-    top.update({n: v for n, v, pm in genome.fixed if not pm})
+    top.update({n: bool(v) if hparam(method, n).is_bool else v for n, v, pm in genome.fixed if not pm})
     if top:
         recipe["parameters"] = top
     recipe.update(dtype="float32", out_dtype=out_dtype)

@@ -8,7 +8,6 @@ sources themselves are not kept: for the baselines each is loaded again, scored 
 """
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import jax
@@ -63,26 +62,29 @@ def evolvable_method(cfg: EvolveConfig):
     method = METHODS[cfg.merge_method]
     expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
                                                     "against a base, found none")
+    expect(method.base != "none" or not cfg.base_model, f"expected no base_model for {cfg.merge_method} (it merges "
+                                                        f"the models themselves), found {cfg.base_model}")
     return method
 
 
 def build_genome(cfg: EvolveConfig, method, spec, num_models: int) -> GeneSpec:
-    from jaxmerge.merge.methods import REQUIRED, defaults
-    known = (*method.model_hparams, *method.global_hparams)
-    for name in (*cfg.evolve, *cfg.parameters):
-        expect(name in known, f"expected hyper-parameters of {cfg.merge_method} in {list(known)}, found {name!r}")
-    genes = tuple(Gene(n, n in method.model_hparams, p.init, p.lo, p.hi) for n, p in cfg.evolve.items())
+    """Evolved genes and fixed values from the config, checked by the method's own table (the one rule
+    `jaxmerge merge` applies to recipes: kinds, ranges, evolvability)."""
+    from jaxmerge.merge.methods import REQUIRED, check_bounds, check_value, hparam
+    genes = []
+    for name, p in cfg.evolve.items():
+        lo, hi = check_bounds(method, name, p.lo, p.hi, f"evolve.{name}.bounds")
+        genes.append(Gene(name, hparam(method, name).per_model, p.init, lo, hi))
+    for name in cfg.parameters:
+        hparam(method, name, f"parameters.{name}")  # an unknown name is refused here
     fixed = []
-    for name, default in defaults(cfg.merge_method).items():
-        if name in cfg.evolve:
-            continue
-        value = cfg.parameters.get(name, default)
+    for name in (n for n in (*method.model_hparams, *method.global_hparams) if n not in cfg.evolve):
+        value = cfg.parameters.get(name, hparam(method, name).default)
         expect(value is not REQUIRED, f"expected {name} of {cfg.merge_method} under 'evolve' or 'parameters', "
                                       "found neither")
-        expect(isinstance(value, (int, float)), f"expected a number for parameters.{name}, found {value!r}")
-        fixed.append((name, float(value), name in method.model_hparams))
+        fixed.append((name, check_value(method, name, value, f"parameters.{name}"), hparam(method, name).per_model))
     g = cfg.granularity
-    return GeneSpec(spec, num_models, genes, g.layers_per_group, g.param_groups, tuple(fixed))
+    return GeneSpec(spec, num_models, tuple(genes), g.layers_per_group, g.param_groups, tuple(fixed))
 
 
 def candidate_params(method, genome: GeneSpec, dtype: str, raw, key, data) -> dict:
@@ -124,8 +126,7 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
              "models": [str(m.path) for m in models], "tasks": tasks.describe()}
     data = {"merge": state}
-    merged = functools.partial(candidate_params, method, genome, dtype)
-    export = make_export(cfg, genome, merged, dtype, facts, tokenizer_dir, data)
+    export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh)
     return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,
                        candidate_fitness(method, genome, dtype, tasks, mode), baselines, genome.describe, export,
                        facts)

@@ -72,7 +72,7 @@ def test_models_of_different_shapes_are_refused(fam, tmp_path, capsys):
     recipe = dict(merge_method="linear", models=[dict(model="ft0", parameters=dict(weight=1)),
                                                  dict(model="wide", parameters=dict(weight=1))])
     assert main(["merge", str(_write(root, recipe, "shapes.yml")), str(tmp_path / "out")]) == 2
-    assert "one family and shape" in capsys.readouterr().err
+    assert "expected every model to share hidden_size = 32" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
 
 

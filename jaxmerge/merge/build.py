@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmerge.arch import ArchSpec
+from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import expect
 from jaxmerge.io import DTYPES, Model, load, resolve
 from jaxmerge.merge.base import Sources
@@ -63,21 +63,13 @@ def check_structure(recipe: Recipe) -> None:
                f"{'non-base ' if method.needs_base else ''}models for {recipe.method} (slice {i}), found {n}")
 
 
-def _shape_key(spec: ArchSpec) -> ArchSpec:
-    return spec.replace(num_layers=0, inert=())
-
-
 def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None) -> dict[str, Model]:
     """Load every referenced model once, refusing mixed families or shapes."""
     models: dict[str, Model] = {}
     for ref in referenced(recipe):
         on_load(ref)
         models[ref] = load(ref, dtype=recipe.dtype)
-        first = next(iter(models.values()))
-        a, b = first.spec, models[ref].spec
-        expect(_shape_key(a) == _shape_key(b), f"expected models of one family and shape, found {a.model_type} "
-               f"(hidden {a.hidden_size}, vocab {a.vocab_size}) in {first.path} and {b.model_type} "
-               f"(hidden {b.hidden_size}, vocab {b.vocab_size}) in {models[ref].path}")
+        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False)
     return models
 
 

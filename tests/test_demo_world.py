@@ -122,20 +122,20 @@ def test_build_world_reuses_its_directory_rebuilds_a_stale_one_and_refuses_other
 
 @pytest.mark.slow
 def test_shipped_specialist_matches_transformers_logits_and_greedy_generation(tmp_path):
-    """A shipped model gives transformers' logits, and probe.exact_match's one-pass verdict is what token-by-token
+    """A shipped model gives transformers' logits, and the engine's greedy_match verdict is what token-by-token
     greedy decoding (HF generate) gives."""
     import torch
     import transformers
 
     import jaxmerge
-    from jaxmerge.demo.evidence import read_split
-    from jaxmerge.demo.probe import exact_match
+    from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
     from jaxmerge.io import load
 
     if not (SHIPPED / "manifest.json").is_file():
         pytest.skip("no shipped world (run tools/build_demo_world.py)")
     world = build_world(tmp_path / "w", quick=True)
-    rows = read_split(world.tasks["reverse"], "test")[:24] + read_split(world.tasks["add"], "test")[:24]
+    task = load_task(world.tasks["reverse"])
+    rows = load_items(task, "test")[:24] + load_items(load_task(world.tasks["add"]), "test")[:24]
     tok = transformers.AutoTokenizer.from_pretrained(world.base)
     hf = transformers.AutoModelForCausalLM.from_pretrained(world.specialists["reverse"], dtype=torch.float32)
     batch = tok([TEMPLATE.format(prompt=r.prompt) for r in rows], return_tensors="pt", padding=True)
@@ -148,5 +148,6 @@ def test_shipped_specialist_matches_transformers_logits_and_greedy_generation(tm
     with torch.no_grad():
         hf_logits = hf(torch.as_tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(jaxmerge.logits(model, tokens), hf_logits, atol=1e-4, rtol=0)
-    np.testing.assert_array_equal(exact_match(recipe.spec(), model.params, tokens, weights), want)
+    ours = make_fitness(model.spec, prepare(task, rows, load_tokenizer(world.base), item_batch=24)).per_item
+    np.testing.assert_array_equal(np.asarray(jax.jit(ours)(model.params)), want.astype(np.float32))
     assert 0 < want.sum() < len(want)  # both verdicts occur, so the comparison means something

@@ -10,7 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxmerge.demo.evidence import stack_sources, task_arithmetic
+from jaxmerge.merge import METHODS, Sources, init_state, merge_params
+from jaxmerge.params import stack
+from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.demo.world import build_world
 from jaxmerge.fitness import greedy_jit, load_items, load_task, load_tokenizer, make_fitness, prepare, score_jit
 from jaxmerge.io import load
@@ -37,10 +39,12 @@ def fits(world):
 def candidates(world) -> dict:
     """Sources and merges of every quality: the base, each specialist, task arithmetic at 0.5 and at 1.0."""
     out = {name: load(path).params for name, path in {"base": world.base, **world.specialists}.items()}
-    base, stacked = stack_sources(world)
-    m, layers = stacked["embed"].shape[0], load(world.base).spec.num_layers
-    for w in (0.5, 1.0):
-        out[f"ta{w}"] = task_arithmetic(base, stacked, np.full((m, layers), w, np.float32), np.full(m, w, np.float32))
+    base, method = load(world.base), METHODS["task_arithmetic"]
+    state = init_state(method, Sources(base.spec, base.params, stack([out[s] for s in world.specialists]), ()))
+    for w in (0.5, 1.0):  # the engine's task arithmetic with one weight for every model
+        genome = GeneSpec(base.spec, len(world.specialists), (), fixed=(("weight", w, True), ("lambda", 1.0, False),
+                                                                         ("normalize", 0.0, False)))
+        out[f"ta{w}"] = merge_params(method, state, genome.hparams(jnp.zeros(0)), jnp.zeros(2, jnp.uint32))
     return out
 
 

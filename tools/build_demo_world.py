@@ -14,31 +14,30 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 
 
 def evidence(seed: int, per_model: int, per_layer: int) -> None:
-    import jax
+    import numpy as np
 
-    from jaxmerge.demo import evidence as ev
+    from demo_evidence import Merges, hand_made, search
     from jaxmerge.demo import recipe
+    from jaxmerge.demo.pipeline import Scorer
     from jaxmerge.demo.world import build_world
-    from jaxmerge.io import load
 
     world = build_world(Path(tempfile.mkdtemp()) / "world", seed=seed)
-    dev, test = ev.Scorer(world, "dev"), ev.Scorer(world, "test")
-    rows = {"base": test.params(jax.tree.map(jax.numpy.asarray, load(world.base).params))}
-    rows.update({f"specialist {s}": test.params(load(world.specialists[s]).params) for s in recipe.SKILLS})
-    rows.update(ev.hand_made(test))
+    test, dev = Scorer(world), Scorer(world, split="dev")
+    rows = {"base": test(world.base)}
+    rows.update({f"specialist {s}": test(world.specialists[s]) for s in recipe.SKILLS})
+    rows.update(hand_made(world, test))
     start = time.perf_counter()
-    per_model, per_layer = ev.search(dev, seed, per_model, per_layer)
+    per_model, per_layer = search(Merges(world, dev), seed, per_model, per_layer)
     print(f"search took {time.perf_counter() - start:.0f} s")
-    rows["searched per-model weights"] = test.merge(*per_model)
-    rows["searched per-layer weights"] = test.merge(*per_layer)
-    header = f"{'held-out test':36s} {'target':>7s} " + " ".join(f"{s:>8s}" for s in recipe.SKILLS)
-    print(header)
-    for name, correct in rows.items():
-        acc = test.summary(correct)
+    merges = Merges(world, test)
+    for name, weights in (("searched per-model weights", per_model), ("searched per-layer weights", per_layer)):
+        rows[name] = test.summary(merges(weights))
+    print(f"{'held-out test':36s} {'target':>7s} " + " ".join(f"{s:>8s}" for s in recipe.SKILLS))
+    for name, acc in rows.items():
         print(f"{name:36s} {acc['target']:7.3f} " + " ".join(f"{acc[s]:8.3f}" for s in recipe.SKILLS))
 
 

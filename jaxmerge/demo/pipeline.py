@@ -89,7 +89,10 @@ class Scorer:
         model = load(model_dir)
         if model.spec not in self.compiled:
             self.compiled[model.spec] = jax.jit(make_fitness(model.spec, self.prepared, self.tokenizer).per_item)
-        per_item = np.asarray(self.compiled[model.spec](model.params))
+        return self.summary(np.asarray(self.compiled[model.spec](model.params)))
+
+    def summary(self, per_item: np.ndarray) -> dict[str, float]:
+        """{"target": mean over every item, skill: mean over that skill's items} of per-item scores."""
         skills = {skill: float(per_item[self.skills == skill].mean()) for skill in dict.fromkeys(self.skills)}
         return {"target": float(per_item.mean()), **skills}
 

@@ -62,8 +62,9 @@ def replicated(mesh) -> NamedSharding:
 
 def tensor_spec(mesh, leaf: str | None, shape: tuple[int, ...]) -> P:
     """PartitionSpec of an array stored under canonical leaf `leaf`: the leaf's logical axes name its trailing
-    dimensions (merge-state arrays carry extra leading axes: layers, models); any dimension the mesh axis does
-    not divide, and any array whose trailing shape is not the leaf's, stays replicated."""
+    dimensions, whatever they hold (merge-state arrays carry extra leading axes: layers, models; a per-element
+    precompute such as TIES' ranks has the tensor's own shape). A dimension the mesh axis does not divide stays
+    replicated, and so does an array of lower rank than the leaf (e.g. a scalar per tensor)."""
     axes = LEAF_AXES.get(leaf, ())
     if not axes or len(shape) < len(axes):
         return P()

@@ -180,6 +180,20 @@ def claim_dir(directory: str | os.PathLike, kind: str) -> Path:
     return directory
 
 
+@contextlib.contextmanager
+def claimed_dir(directory: str | os.PathLike, kind: str) -> Iterator[Path]:
+    """`claim_dir` for a block; if the block fails and this call created the directory, it is removed again
+    (everything in it was written by the block)."""
+    created = not os.path.lexists(directory)
+    path = claim_dir(directory, kind)
+    try:
+        yield path
+    except BaseException:
+        if created:
+            leftovers.remove(path)
+        raise
+
+
 def sweep_leftovers(directory: Path, skip: str = "checkpoints") -> list[str]:
     """Remove the `.NAME.tmp-*` / `.NAME.old-*` entries dead writers left anywhere under `directory` but in
     `skip` (orbax keeps its own temporaries there); run on --resume before anything is written again.

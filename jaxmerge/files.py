@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import shutil
 import stat
 from pathlib import Path
 
@@ -78,9 +80,18 @@ def _size(n: int) -> str:
     return f"{n / MB:.1f} MB" if n >= MB else f"{n} bytes"
 
 
+def error_code(error: OSError) -> int | None:
+    """The errno of an OS error; shutil.copytree's Error (a list of (src, dst, message)) carries it only in
+    its messages ("[Errno 28] No space left on device")."""
+    if error.errno is not None or not isinstance(error, shutil.Error):
+        return error.errno
+    found = re.search(r"\[Errno (\d+)\]", str(error.args[0] if error.args else ""))
+    return int(found[1]) if found else None
+
+
 def is_environment(error: OSError) -> bool:
     """A fault of the machine rather than of the input: full disk, quota, read-only file system, I/O error."""
-    return error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+    return error_code(error) in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 PHRASES = {errno.ENOSPC: "disk full (no space left on device)", errno.EDQUOT: "disk quota exceeded",
@@ -90,4 +101,5 @@ PHRASES = {errno.ENOSPC: "disk full (no space left on device)", errno.EDQUOT: "d
 
 def describe(error: OSError) -> str:
     """The OS error in plain words: 'disk full (no space left on device)', 'read-only file system', ..."""
-    return PHRASES.get(error.errno, error.strerror or type(error).__name__)
+    code = error_code(error)
+    return PHRASES.get(code, error.strerror or (os.strerror(code) if code else type(error).__name__))

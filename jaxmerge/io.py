@@ -118,15 +118,15 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
     model_dir = resolve(path_or_repo_id)
     spec = ArchSpec.from_dir(model_dir)
     expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
-    layers: dict[str, list] = {leaf: [None] * spec.num_layers for leaf in param_shapes(spec)["layers"]}
+    layers: dict[str, list] = {}
     params: Params = {}
     for section, leaf, i, array in checked_tensors(model_dir, spec, check_finite):
         array = array if dtype is None else array.astype(DTYPES[dtype])
         if section == "global":
             params[leaf] = array
-        else:
-            layers[leaf][i] = array
-    params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
+        else:  # made only now: the headers have confirmed the layer count (a config may claim 10**9)
+            layers.setdefault(leaf, [None] * spec.num_layers)[i] = array
+    params["layers"] = {leaf: np.stack(layers[leaf]) for leaf in param_shapes(spec)["layers"]}
     check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
     return Model(spec, params, model_dir)
 

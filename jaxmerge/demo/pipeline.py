@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import yaml
 
-from jaxmerge.atomic import atomic_dir, atomic_write_text, claim_dir
+from jaxmerge.atomic import atomic_dir, atomic_write_text, claimed_dir
 from jaxmerge.demo.world import World, build_world
 
 
@@ -103,11 +103,17 @@ def best_first_on_dev(world: World) -> list[str]:
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:
+    """The demo in DIR `out`: new, empty or an earlier demo's (a user's directory is refused, never cleared);
+    a DIR this call created is removed again if the demo fails (a full disk, Ctrl-C)."""
+    with claimed_dir(out, "demo") as out:
+        return _demo(out, seed, quick, progress, log)
+
+
+def _demo(out: Path, seed: int, quick: bool, progress: bool, log) -> dict:
     from jaxmerge.evolve.config import parse_config
     from jaxmerge.evolve.run import evolve
     from jaxmerge.merge.build import merge_recipe
     from jaxmerge.merge.recipe import parse_recipe
-    out = claim_dir(out, "demo")  # new, empty or an earlier demo's: a user's directory is refused, never cleared
     started = time.perf_counter()
     world = build_world(out / "world", seed=seed, quick=quick)
     configs = out / "configs"

@@ -110,8 +110,10 @@ HARNESS = """
 import os, sys
 report, preimport = sys.argv[1], sys.argv[2] == "1"
 if preimport:  # the heavy libraries a command needs anyway, so that only what the case itself allocates counts
-    import jax, jax.numpy as jnp, transformers.tokenization_utils_fast, jaxmerge.fitness, jaxmerge.merge.build
+    import jax.numpy as jnp, jaxmerge.merge.build
+    from jaxmerge.fitness import load_tokenizer
     jnp.zeros(1).block_until_ready()
+    load_tokenizer(os.environ["JAXMERGE_WARM_TOKENIZER"])  # transformers imports torch (~250 MB) on first load
 from jaxmerge.cli import main
 def field(name):
     return int(next(l for l in open("/proc/self/status") if l.startswith(name + ":")).split()[1]) * 1024
@@ -130,10 +132,12 @@ open(sys.argv[1], "w").write(next(l for l in open("/proc/self/status") if l.star
 """
 
 
-def measured(argv: list[str], report: Path, preimport: bool = False, timeout: float = 300):
-    """Run the CLI in a fresh process: (CompletedProcess, peak RSS in bytes, RSS at main() in bytes)."""
-    proc = subprocess.run([sys.executable, "-c", HARNESS, str(report), "1" if preimport else "0", *argv],
-                          capture_output=True, text=True, timeout=timeout, env=child_env())
+def measured(argv: list[str], report: Path, warm_tokenizer: Path | None = None, timeout: float = 300):
+    """Run the CLI in a fresh process: (CompletedProcess, peak RSS in bytes, RSS at main() in bytes). With
+    `warm_tokenizer` (a model dir), jax, the merge code and a tokenizer load come first (imports, not the case)."""
+    env = {**child_env(), "JAXMERGE_WARM_TOKENIZER": str(warm_tokenizer)}
+    proc = subprocess.run([sys.executable, "-c", HARNESS, str(report), "1" if warm_tokenizer else "0", *argv],
+                          capture_output=True, text=True, timeout=timeout, env=env)
     peak, base, _ = (int(x) for x in report.read_text().split())
     return proc, peak, base
 

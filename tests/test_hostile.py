@@ -92,3 +92,11 @@ def test_hostile_case_is_one_line_right_exit_nothing_written_bounded_memory(worl
 def test_matrix_has_50_cases_over_every_command():
     commands = {case.split()[0] for case in hc.CASES}
     assert len(hc.CASES) >= 50 and {"inspect", "merge", "eval", "demo", "evolve"} <= commands
+
+
+def test_a_batch_of_a_billion_is_just_the_items(world, capsys):
+    """`eval --batch 10**9` is not refused: it runs the split's items as one batch, at that batch's cost."""
+    code, grew = peak_growth(lambda: main(["eval", str(world / "ft1"), str(world / "task/add.yml"),
+                                           "--batch", str(10**9)]))
+    assert code == 0 and "loglik" in capsys.readouterr().out
+    assert grew < LIMIT

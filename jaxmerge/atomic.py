@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Iterator
 
 from jaxmerge import interrupt, leftovers
+from jaxmerge.leftovers import sweep_leftovers  # noqa: F401  (part of atomic's API: evolve --resume)
 from jaxmerge.errors import EnvironmentFault, JaxmergeError
 from jaxmerge.files import describe, is_environment
 from jaxmerge.renames import exchange, rename_new
@@ -192,18 +193,6 @@ def claimed_dir(directory: str | os.PathLike, kind: str) -> Iterator[Path]:
         if created:
             leftovers.remove(path)
         raise
-
-
-def sweep_leftovers(directory: Path, skip: str = "checkpoints") -> list[str]:
-    """Remove the `.NAME.tmp-*` / `.NAME.old-*` entries dead writers left anywhere under `directory` but in
-    `skip` (orbax keeps its own temporaries there); run on --resume before anything is written again.
-    Returns their paths relative to `directory`."""
-    found = sorted(p for p in Path(directory).rglob(".*") if leftovers.is_leftover(p.name) and leftovers.dead(p)
-                   and skip not in p.relative_to(directory).parts)
-    found = [p for p in found if not any(q in p.parents for q in found)]  # a leftover dir's contents go with it
-    for path in found:
-        leftovers.remove(path)
-    return [str(p.relative_to(directory)) for p in found]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -90,3 +90,15 @@ def parked_output(target: Path) -> Path | None:
         return None
     parked = siblings(target, "old")
     return parked[-1] if parked else None
+
+
+def sweep_leftovers(directory: Path, skip: str = "checkpoints") -> list[str]:
+    """Remove the `.NAME.tmp-*` / `.NAME.old-*` entries dead writers left anywhere under `directory` but in
+    `skip` (orbax keeps its own temporaries there); run on --resume before anything is written again.
+    Returns their paths relative to `directory`."""
+    found = sorted(p for p in Path(directory).rglob(".*") if is_leftover(p.name) and dead(p)
+                   and skip not in p.relative_to(directory).parts)
+    found = [p for p in found if not any(q in p.parents for q in found)]  # a leftover dir's contents go with it
+    for path in found:
+        remove(path)
+    return [str(p.relative_to(directory)) for p in found]

@@ -100,3 +100,13 @@ def test_a_batch_of_a_billion_is_just_the_items(world, capsys):
                                            "--batch", str(10**9)]))
     assert code == 0 and "loglik" in capsys.readouterr().out
     assert grew < LIMIT
+
+
+def test_merge_into_a_symlinked_output_writes_through_it_and_leaves_nothing(world, tmp_path, monkeypatch):
+    with contextlib.ExitStack() as stack:
+        ctx = Context(world, tmp_path, monkeypatch, stack)
+        assert main(hc.merge(ctx, tmp_path / "real")) == 0
+        (tmp_path / "link").symlink_to(tmp_path / "real")
+        assert main(hc.merge(ctx, tmp_path / "link", "--overwrite")) == 0
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "config.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "r.yml", "real"]  # no .old-* / .tmp-*

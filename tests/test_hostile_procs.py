@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import hostile_cases as hc
+from tests import hostile_inputs as hc
 from tests.evolve_world import build_world
 from tests.hostile import LIMIT, child_env, idle_peak, measured, sparse_giant
 

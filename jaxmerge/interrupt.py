@@ -65,12 +65,16 @@ def handling(restore: bool = True) -> Iterator[None]:
     try:
         yield
     finally:
-        if not restore:
-            _state["deferring"] += 1
-            return
-        for s, handler in old.items():
-            signal.signal(s, handler)
-        sys.unraisablehook = old_hook
+        _leave(old, old_hook, restore)
+
+
+def _leave(old: dict, old_hook, restore: bool) -> None:
+    if not restore:  # the program is about to exit: later signals are only recorded
+        _state["deferring"] += 1
+        return
+    for s, handler in old.items():
+        signal.signal(s, handler)
+    sys.unraisablehook = old_hook
 
 
 def _quiet(hook):

@@ -32,7 +32,7 @@ def available_bytes() -> int:
     """Memory a computation may still take: the default device's free memory where JAX reports it (GPU/TPU),
     else the host's MemAvailable (CPU; /proc/meminfo), else a generous 64 GiB (no way to tell)."""
     import jax
-    stats = jax.devices()[0].memory_stats()
+    stats = jax.local_devices()[0].memory_stats()  # another process's devices report nothing
     if stats and "bytes_limit" in stats:
         return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
     try:

@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.files import MB
+from jaxmerge.jsonfile import read_json_object
 
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                  "qwen2": "Qwen2ForCausalLM", "qwen3": "Qwen3ForCausalLM"}
 ROPE_TYPES = ("default", "linear", "llama3")
+MAX_CONFIG = 4 * MB  # a decoder's config.json is a few kilobytes
 
 # Keys that do not change the forward pass; kept as-is and written back on export.
 INERT_KEYS = frozenset({
@@ -100,14 +103,10 @@ class ArchSpec:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "ArchSpec":
+        """Read `path`/config.json through the guarded JSON reader (bounded size, depth and numbers)."""
         file = Path(path) / "config.json"
-        expect(file.is_file(), f"expected a config.json in {path}, found none")
-        try:
-            cfg = json.loads(file.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise JaxmergeError(f"expected valid JSON in {file}, found: {e}") from None
-        expect(isinstance(cfg, dict), f"expected a JSON object in {file}, found {type(cfg).__name__}")
-        return cls.from_hf_config(cfg, str(file))
+        expect(file.exists(), f"expected a config.json in {path}, found none")
+        return cls.from_hf_config(read_json_object(file, "config.json", max_bytes=MAX_CONFIG), str(file))
 
 
 def _rope(cfg: dict[str, Any], where: str) -> dict[str, Any]:
@@ -155,9 +154,18 @@ def _check_keys(cfg: dict[str, Any], family: str, where: str) -> None:
     arch = cfg.get("architectures")
     expect(arch in (None, [ARCHITECTURES[family]]),
            f"{where}: architectures must be [{ARCHITECTURES[family]!r}] (a causal LM head), found {arch!r}")
-    layer_types = cfg.get("layer_types") or []
-    expect(all(t == "full_attention" for t in layer_types),
-           f"{where}: layer_types must all be 'full_attention', found {sorted(set(layer_types))}")
+    _check_layer_types(cfg.get("layer_types"), cfg["num_hidden_layers"], where)
+
+
+def _check_layer_types(layer_types: Any, num_layers: int, where: str) -> None:
+    """None, or a list of one 'full_attention' per layer (the only attention implemented)."""
+    if layer_types is None:
+        return
+    expect(isinstance(layer_types, list) and len(layer_types) == num_layers,
+           f"{where}: layer_types must be a list of {num_layers} entries (one per layer), found "
+           f"{str(layer_types)[:60]!s}")
+    other = sorted({str(t)[:40] for t in layer_types if t != "full_attention"})
+    expect(not other, f"{where}: layer_types must all be 'full_attention', found {other}")
 
 
 def _positive_int(value: Any) -> bool:

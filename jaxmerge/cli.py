@@ -1,14 +1,24 @@
 """`jaxmerge` command line: one subcommand per module in jaxmerge/commands.
 
 Each command module defines HELP, `add_arguments(parser)` and `run(args) -> int`, and imports its heavy
-dependencies inside `run`, so `jaxmerge --help` starts fast. A `JaxmergeError` (bad input) or an OS error
-becomes one line on stderr and exit code 2; `--debug` shows the traceback instead.
+dependencies inside `run`, so `jaxmerge --help` starts fast. How a command ends:
+- bad input (`JaxmergeError`, or an OS error about an input): one line on stderr, exit 2;
+- a fault of the machine (`EnvironmentFault`; a full disk or read-only file system met anywhere): one line
+  saying so, exit 1;
+- SIGINT / SIGTERM: outputs in progress are discarded (jaxmerge.atomic), one line, exit 130. Run as a program
+  (`argv` None), the process then leaves through os._exit: tearing the interpreter down while XLA's threads
+  still run is what segfaulted after Ctrl-C (see jaxmerge.interrupt);
+- `--debug` shows the traceback instead of the line. Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+
+from jaxmerge import interrupt
 
 COMMANDS = {
     "demo": "jaxmerge.commands.demo",
@@ -18,6 +28,7 @@ COMMANDS = {
     "merge": "jaxmerge.commands.merge",
     "bench": "jaxmerge.commands.bench",
 }
+INTERRUPTED = 130
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,19 +45,64 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; `argv` None means this is the program itself (see the module docstring)."""
+    with interrupt.handling(restore=argv is not None):
+        try:
+            code = _run(argv)
+        except KeyboardInterrupt:
+            code = _interrupted(argv)
+    if code == INTERRUPTED and argv is None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
+    return code
+
+
+def _run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from jaxmerge.errors import JaxmergeError
     try:
-        return int(args._run(args) or 0)
-    except (JaxmergeError, OSError) as e:
+        code = int(args._run(args) or 0)
+        interrupt.check()  # a Ctrl-C that something swallowed on the way still ends the command as one
+        return code
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if interrupt.received() is not None:  # e.g. an XLA error wrapping an interrupted host callback
+            raise KeyboardInterrupt from None
         if args.debug:
             raise
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"jaxmerge {args.command}: error: {message}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"jaxmerge {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _report(args.command, e)
+
+
+def _report(command: str, error: Exception) -> int:
+    """One line for a JaxmergeError or an OS error; anything else is re-raised (a bug keeps its traceback)."""
+    from jaxmerge.errors import JaxmergeError
+    from jaxmerge.files import describe, is_environment
+    if isinstance(error, JaxmergeError):
+        kind, code, message = error.kind, error.exit_code, _first_line(error)
+    elif isinstance(error, OSError) and is_environment(error):
+        where = f": {error.filename}" if error.filename else ""
+        kind, code, message = "environment error", 1, f"{describe(error)}{where}"
+    elif isinstance(error, OSError):
+        kind, code, message = "error", 2, _first_line(error)
+    elif isinstance(error, MemoryError):
+        kind, code, message = "environment error", 1, "out of memory (MemoryError): try a smaller batch or model"
+    else:
+        raise error
+    print(f"jaxmerge {command}: {kind}: {message}", file=sys.stderr)
+    return code
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _interrupted(argv: list[str] | None) -> int:
+    command = next((a for a in (argv if argv is not None else sys.argv[1:]) if a in COMMANDS), "")
+    signal_name = "SIGTERM" if interrupt.received() == signal.SIGTERM else "Ctrl-C"
+    print(f"jaxmerge {command}: interrupted ({signal_name}): outputs in progress were discarded", file=sys.stderr)
+    return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -5,15 +5,30 @@ itself) with JAXMERGE_NUM_PROCESSES / JAXMERGE_PROCESS_ID. With a coordinator bu
 from the cluster (SLURM, Open MPI, Kubernetes, TPU pods). With none of these the run is single-process.
 Afterwards `jax.devices()` lists every process's devices, the mesh spans all of them, and only process 0
 (`is_primary`) writes files; orbax coordinates checkpoint saves across processes.
+
+JAX's runtime reacts badly to a bad address (`notahost:xyz` segfaulted, `127.0.0.1:0` hung, an unreachable
+coordinator aborted after 5 minutes with a C++ stack), so the address is checked here first: HOST:PORT with a
+port in 1..65535 and a host that resolves; a process other than 0 waits at most the timeout for the
+coordinator to accept connections; and a watchdog ends the process with one line (exit 1) if JAX has not
+joined all processes within the timeout, before JAX's own abort. The timeout is `timeout` seconds, else
+$JAXMERGE_COORDINATOR_TIMEOUT, else DEFAULT_TIMEOUT.
 """
 from __future__ import annotations
 
 import os
+import re
+import socket
+import sys
+import threading
+import time
 
-from jaxmerge.errors import expect
+from jaxmerge.errors import EnvironmentFault, JaxmergeError, expect
 
 ENV = {"coordinator": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAXMERGE_NUM_PROCESSES",
-       "process_id": "JAXMERGE_PROCESS_ID"}
+       "process_id": "JAXMERGE_PROCESS_ID", "timeout": "JAXMERGE_COORDINATOR_TIMEOUT"}
+DEFAULT_TIMEOUT = 120.0
+HOST = re.compile(r"([A-Za-z0-9._-]+):(\d{1,5})")
+V6 = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})")
 
 
 def add_arguments(parser) -> None:
@@ -37,7 +52,17 @@ def settings(coordinator=None, num_processes=None, process_id=None, environ=os.e
     if num_processes is not None:
         expect(num_processes >= 1 and 0 <= process_id < num_processes,
                f"expected 0 <= process id < number of processes, found {process_id} of {num_processes}")
-    return {"coordinator_address": coordinator, "num_processes": num_processes, "process_id": process_id}
+    host, port = parse_address(coordinator)
+    return {"coordinator_address": f"{host}:{port}" if ":" not in host else f"[{host}]:{port}",
+            "num_processes": num_processes, "process_id": process_id}
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 as [ADDR]:PORT) -> (host, port), the port in 1..65535."""
+    match = V6.fullmatch(str(text).strip()) or HOST.fullmatch(str(text).strip())
+    expect(match is not None, f"expected --coordinator as host:port (e.g. 10.0.0.1:1234), found {text!r}")
+    expect(1 <= int(match[2]) <= 65535, f"expected a --coordinator port in 1..65535, found {text!r}")
+    return match[1], int(match[2])
 
 
 def _int(environ, name: str) -> int | None:
@@ -48,13 +73,67 @@ def _int(environ, name: str) -> int | None:
     return int(value)
 
 
-def initialize(coordinator=None, num_processes=None, process_id=None) -> bool:
+def timeout_seconds(timeout=None, environ=os.environ) -> float:
+    value = timeout if timeout is not None else environ.get(ENV["timeout"], DEFAULT_TIMEOUT)
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    expect(1 <= seconds <= 86400, f"expected a coordinator timeout of 1..86400 seconds (${ENV['timeout']}), "
+                                  f"found {value!r}")
+    return seconds
+
+
+def resolve_host(host: str, port: int) -> None:
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:  # a typo far more often than a DNS outage: bad input
+        raise JaxmergeError(f"expected the coordinator host {host!r} to resolve, found: {e}") from None
+
+
+def wait_for_coordinator(host: str, port: int, seconds: float) -> None:
+    """Until `seconds` pass, try to connect to the coordinator (process 0 may start a little later)."""
+    deadline, last = time.monotonic() + seconds, None
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=min(2.0, seconds)).close()
+            return
+        except OSError as e:
+            last = e.strerror or type(e).__name__
+            time.sleep(0.25)
+    raise EnvironmentFault(f"expected the coordinator at {host}:{port} to accept connections within {seconds:g} "
+                           f"s, found it unreachable ({last}): start process 0 first, or check the address")
+
+
+def _watchdog(seconds: float, what: str) -> threading.Timer:
+    """One line and exit 1 if JAX has not returned in time (its own timeout aborts with a C++ stack)."""
+    def fire():
+        sys.stderr.write(f"jaxmerge: environment error: expected {what} within {seconds:g} s, found it did not "
+                         f"happen (set ${ENV['timeout']} to wait longer)\n")
+        sys.stderr.flush()
+        os._exit(1)
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
+def initialize(coordinator=None, num_processes=None, process_id=None, timeout=None) -> bool:
     """Join the run's processes (call before any other JAX work); False when the run is single-process."""
     found = settings(coordinator, num_processes, process_id)
     if found is None:
         return False
+    seconds = timeout_seconds(timeout)
+    host, port = parse_address(found["coordinator_address"])
+    resolve_host(host, port)
+    if found["process_id"] not in (None, 0):
+        wait_for_coordinator(host, port, seconds)
     import jax
-    jax.distributed.initialize(**found)
+    timer = _watchdog(seconds, f"all processes to join the coordinator at {host}:{port}")
+    try:
+        jax.distributed.initialize(**found, initialization_timeout=int(seconds) + 30)
+    finally:
+        timer.cancel()
     return True
 
 

@@ -1,8 +1,11 @@
-"""One error type for everything a user can get wrong, and the one strict-keys check every reader uses.
+"""One error type for everything a user can get wrong, its one subtype for faults of the machine, and the one
+strict-keys check every reader uses.
 
-The CLI turns a `JaxmergeError` into a single line on stderr and exit code 2; anything else is a bug and keeps
-its traceback. Messages say what was expected and what was found, so the user can fix the input without
-reading our source.
+The CLI turns a `JaxmergeError` into a single line on stderr and exit code 2 (bad input); an
+`EnvironmentFault` (a full disk, a read-only or unwritable output, an unreachable coordinator) is the same kind
+of one-line error with exit code 1, because nothing is wrong with the input and the same command will work
+once the machine is fixed. Anything else is a bug and keeps its traceback. Messages say what was expected and
+what was found, so the user can fix the input without reading our source.
 """
 from __future__ import annotations
 
@@ -11,6 +14,14 @@ from typing import Any, Iterable
 
 class JaxmergeError(Exception):
     """Bad input: a path, a file, a config value. The message is one line: what was expected, what was found."""
+    exit_code = 2
+    kind = "error"
+
+
+class EnvironmentFault(JaxmergeError):
+    """The machine, not the input: ENOSPC, EROFS, EACCES on an output, a coordinator that never answers."""
+    exit_code = 1
+    kind = "environment error"
 
 
 def expect(condition: bool, message: str) -> None:

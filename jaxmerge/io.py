@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-from collections import Counter
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,16 +19,20 @@ import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
 
+from jaxmerge import leftovers
 from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.files import read_text
 from jaxmerge.params import Params, hf_names, param_shapes, to_hf_tensors
+from jaxmerge.weights import tensor_headers, weight_files  # noqa: F401  (weight_files: part of io's API)
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
                    "vocab.json", "merges.txt", "added_tokens.json", "chat_template.jinja", "chat_template.json",
                    "generation_config.json")
 IGNORED_TENSORS = re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq")
+LAYER = re.compile(r"model\.layers\.(\d{1,9})\.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,10 +59,16 @@ def _leaves(tree: Params):
 def resolve(path_or_repo_id: str | os.PathLike) -> Path:
     """A local model directory, or a repo id found in the local Hugging Face cache (never downloaded)."""
     path = Path(path_or_repo_id).expanduser()
+    expect(not leftovers.is_leftover(path.absolute().name),
+           f"expected a model directory, found {path}: an unfinished temporary of a jaxmerge writer that was "
+           "killed (incomplete by definition; the next write of its target removes it)")
     if path.is_dir():
         return path.absolute()
     text = str(path_or_repo_id)
     expect(not path.exists(), f"expected a model directory, found a file: {text}")
+    parked = leftovers.parked_output(path.absolute())
+    expect(parked is None, f"expected a model directory at {text}, found none: an overwrite of it was killed "
+                           f"and left the previous one at {parked} (the next write of {path.name} puts it back)")
     expect(re.fullmatch(r"[\w.-]+/[\w.-]+", text) is not None,
            f"expected a model directory or a Hugging Face repo id, found no directory at {text}")
     snapshot = cached_snapshot(text)
@@ -83,36 +92,8 @@ def cached_snapshot(repo_id: str) -> Path | None:
     ref = repo / "refs" / "main"
     if not ref.is_file():
         return None
-    snapshot = repo / "snapshots" / ref.read_text().strip()
+    snapshot = repo / "snapshots" / read_text(ref, "a cache ref", 4096).strip()
     return snapshot if snapshot.is_dir() else None
-
-
-def weight_files(model_dir: Path) -> dict[str, Path]:
-    """HF tensor name -> safetensors file holding it."""
-    index = model_dir / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            files = {str(name): model_dir / f for name, f in json.loads(index.read_text())["weight_map"].items()}
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as e:
-            raise JaxmergeError(f"expected a weight_map in {index}, found invalid content ({e!r})") from None
-        for f in set(files.values()):
-            expect(f.is_file(), f"{index} names shard {f.name}, which is missing")
-        return files
-    shards = sorted(model_dir.glob("*.safetensors"))
-    if not shards:
-        pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
-        expect(not pickles, f"expected safetensors weights in {model_dir}, found pickle files {pickles}: "
-                            "convert them to safetensors (jaxmerge never unpickles)")
-        raise JaxmergeError(f"expected *.safetensors weights in {model_dir}, found none")
-    files = [(name, f) for f in shards for name in _header_names(f)]
-    twice = sorted(name for name, n in Counter(name for name, _ in files).items() if n > 1)
-    expect(not twice, f"expected each tensor in one file of {model_dir} (no index file), found {twice[:3]} twice")
-    return dict(files)
-
-
-def _header_names(file: Path) -> list[str]:
-    with open_safetensors(file) as f:
-        return list(f.keys())
 
 
 def open_safetensors(file: Path):
@@ -137,15 +118,15 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
     model_dir = resolve(path_or_repo_id)
     spec = ArchSpec.from_dir(model_dir)
     expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
-    layers: dict[str, list] = {leaf: [None] * spec.num_layers for leaf in param_shapes(spec)["layers"]}
+    layers: dict[str, list] = {}
     params: Params = {}
     for section, leaf, i, array in checked_tensors(model_dir, spec, check_finite):
         array = array if dtype is None else array.astype(DTYPES[dtype])
         if section == "global":
             params[leaf] = array
-        else:
-            layers[leaf][i] = array
-    params["layers"] = {leaf: np.stack(arrays) for leaf, arrays in layers.items()}
+        else:  # made only now: the headers have confirmed the layer count (a config may claim 10**9)
+            layers.setdefault(leaf, [None] * spec.num_layers)[i] = array
+    params["layers"] = {leaf: np.stack(layers[leaf]) for leaf in param_shapes(spec)["layers"]}
     check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
     return Model(spec, params, model_dir)
 
@@ -170,18 +151,32 @@ def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True):
 
 
 def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict, dict[str, Path]]:
-    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs (headers only); missing
-    or unexpected tensors are refused."""
-    files, names = weight_files(model_dir), hf_names(spec)
-    missing = [n for n in names if n not in files]
+    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs, every one's shape and
+    dtype checked from the headers (no tensor data read); missing or unexpected tensors are refused. The layer
+    count is checked first, so a config claiming 10**9 layers costs nothing."""
+    headers = tensor_headers(model_dir)
+    check_layer_count(model_dir, spec, headers)
+    names = hf_names(spec)
+    missing = [n for n in names if n not in headers]
     if missing:
         raise JaxmergeError(f"{model_dir}: expected tensor {missing[0]} (config.json says so), found it missing"
                             + (f" along with {len(missing) - 1} more" if len(missing) > 1 else ""))
-    extra = [n for n in files if n not in names and not IGNORED_TENSORS.fullmatch(n)
+    extra = [n for n in headers if n not in names and not IGNORED_TENSORS.fullmatch(n)
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
         raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
-    return names, files
+    shapes = param_shapes(spec)
+    for name, (section, leaf, _) in names.items():
+        file, info = headers[name]
+        check_meta(name, info.shape, info.dtype, shapes, (section, leaf), file)
+    return names, {name: file for name, (file, _) in headers.items()}
+
+
+def check_layer_count(model_dir: Path, spec: ArchSpec, headers: dict) -> None:
+    """config.json's num_hidden_layers against the layers the weights hold (before any per-layer table)."""
+    found = max((int(m[1]) + 1 for n in headers if (m := LAYER.match(n))), default=0)
+    expect(found == spec.num_layers, f"{model_dir}: expected weights for num_hidden_layers = {spec.num_layers} "
+                                     f"layers (config.json), found weights for {found}")
 
 
 def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, str], file: Path) -> None:
@@ -263,11 +258,25 @@ def _write_weights(tmp: Path, tensors: dict[str, np.ndarray], max_bytes: int) ->
     weight_map = {}
     for i, shard in enumerate(shards):
         fname = "model.safetensors" if len(shards) == 1 else f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(tmp / fname), metadata={"format": "pt"})
+        write_shard(shard, tmp / fname)
         weight_map.update({n: fname for n in shard})
     if len(shards) > 1:
         index = {"metadata": {"total_size": sum(t.nbytes for t in tensors.values())}, "weight_map": weight_map}
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+
+
+def write_shard(tensors: dict[str, np.ndarray], file: Path) -> None:
+    """safetensors' save_file, with its I/O failures as the OSError they are: the library reports a full disk as
+    SafetensorError("... (os error 28)"), which would otherwise read as a bug instead of a full disk."""
+    try:
+        save_file(tensors, str(file), metadata={"format": "pt"})
+    except OSError:
+        raise
+    except Exception as e:
+        code = re.search(r"os error (\d+)", str(e))
+        if code is None:
+            raise
+        raise OSError(int(code[1]), os.strerror(int(code[1])), str(file)) from None
 
 
 def _check_params(spec: ArchSpec, params: Params) -> None:

@@ -1,4 +1,4 @@
-"""Process-wide JAX settings the commands share: the persistent compilation cache.
+"""Process-wide JAX settings the commands share: the persistent compilation cache; the memory left to use.
 
 A search compiles one large step (merge + forward + decode for a whole population); caching the compiled
 program on disk makes the second run of the same config (a resume, the demo run again, a test) start at once.
@@ -26,3 +26,18 @@ def enable_compilation_cache() -> Path | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def available_bytes() -> int:
+    """Memory a computation may still take: the default device's free memory where JAX reports it (GPU/TPU),
+    else the host's MemAvailable (CPU; /proc/meminfo), else a generous 64 GiB (no way to tell)."""
+    import jax
+    stats = jax.local_devices()[0].memory_stats()  # another process's devices report nothing
+    if stats and "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    try:
+        with open("/proc/meminfo") as f:
+            fields = dict(line.split(":", 1) for line in f)
+        return int(fields["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return 64 * 2**30

@@ -23,6 +23,7 @@ import jaxmerge
 import jaxmerge.io
 from jaxmerge.atomic import atomic_write_text, sweep_leftovers
 from jaxmerge.cli import main
+from jaxmerge.errors import EnvironmentFault
 from tests.tiny import make_tiny_model
 
 
@@ -60,19 +61,19 @@ def test_failure_mid_overwrite_keeps_the_previous_model(model, tmp_path, monkeyp
     jaxmerge.save(model, tmp_path / "out", max_shard_size="20KB")
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
     fail_after(monkeypatch, 1, OSError(errno.ENOSPC, "No space left on device"))
-    with pytest.raises(OSError):
+    with pytest.raises(EnvironmentFault, match="disk full"):
         jaxmerge.save(model, tmp_path / "out", max_shard_size="20KB", overwrite=True)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
     assert leftovers(tmp_path) == []
 
 
-def test_disk_full_during_merge_is_one_line_exit_2_and_leaves_nothing(model, tmp_path, monkeypatch, capsys):
+def test_disk_full_during_merge_is_one_line_exit_1_and_leaves_nothing(model, tmp_path, monkeypatch, capsys):
     recipe = {"merge_method": "linear", "models": [{"model": str(model.path), "parameters": {"weight": 1.0}}]}
     (tmp_path / "r.yml").write_text(yaml.safe_dump(recipe))
     fail_after(monkeypatch, 0, OSError(errno.ENOSPC, "No space left on device"))
-    assert main(["merge", str(tmp_path / "r.yml"), str(tmp_path / "merged")]) == 2
+    assert main(["merge", str(tmp_path / "r.yml"), str(tmp_path / "merged")]) == 1
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and "No space left" in lines[0]
+    assert len(lines) == 1 and "environment error: disk full" in lines[0]
     assert not (tmp_path / "merged").exists() and leftovers(tmp_path) == []
 
 

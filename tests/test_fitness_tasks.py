@@ -74,12 +74,13 @@ def test_render_with_fewshot_is_deterministic(tmp_path):
 def test_left_padding_and_positions(tmp_path):
     task = Task("t", (("dev", "x"),), template="{prompt}", metric="loglik")
     tok = load_tokenizer(add_char_tokenizer(tmp_path / "tok"))
-    prepared = prepare(task, [Item("abc", "d"), Item("a", "xyz")], tok, item_batch=4)
+    prepared = prepare(task, [Item("abc", "d"), Item("a", "xyz"), Item("b", "c")], tok, item_batch=2)
     tokens, mask, target = (prepared.arrays[k][:, 0] for k in ("tokens", "mask", "target"))
-    assert tokens.shape == (4, 8)  # items padded to the item batch, length to a multiple of 8
+    assert tokens.shape == (4, 8)  # items padded to a multiple of the item batch, length to a multiple of 8
+    assert prepare(task, [Item("a", "b")], tok, item_batch=10**9).item_batch == 1  # never more than the items
     assert mask[0].tolist() == [0, 0, 1, 1, 1, 1, 1, 1]  # <s> a b c, then " d" and target[0].tolist() == [0] * 6 + [1, 1]
     assert tok.decode(tokens[1][mask[1] == 1].tolist(), skip_special_tokens=True) == "a xyz"
-    assert prepared.counts.tolist() == [2, 4]
+    assert prepared.counts.tolist() == [2, 4, 2]
 
 
 def test_test_split_refused_for_evolution(tmp_path):

@@ -194,8 +194,13 @@ def test_save_refuses_non_empty_dir_and_file_and_leaves_them(models, tmp_path):
             jaxmerge.save(model, tmp_path / target)
     assert os.listdir(tmp_path / "full") == ["keep.txt"] and (tmp_path / "file").read_text() == "mine"
     assert leftovers(tmp_path) == []
-    jaxmerge.save(model, tmp_path / "full", overwrite=True)
-    assert not (tmp_path / "full" / "keep.txt").exists() and (tmp_path / "full" / "config.json").is_file()
+    with pytest.raises(JaxmergeError, match="full.*did not write"):  # not even with overwrite: not ours
+        jaxmerge.save(model, tmp_path / "full", overwrite=True)
+    assert os.listdir(tmp_path / "full") == ["keep.txt"]
+    jaxmerge.save(model, tmp_path / "ours")
+    (tmp_path / "ours" / "stale.txt").write_text("left in our output")
+    jaxmerge.save(model, tmp_path / "ours", overwrite=True)
+    assert not (tmp_path / "ours" / "stale.txt").exists() and (tmp_path / "ours" / "config.json").is_file()
 
 
 def test_failed_save_writes_nothing(models, tmp_path, monkeypatch):

@@ -5,7 +5,9 @@ HELP = "run the paper's experiment in miniature (sources, hand-made merges, PS, 
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", default="jaxmerge-demo", help="output directory (default: ./jaxmerge-demo)")
+    parser.add_argument("--out", default="jaxmerge-demo",
+                        help="output directory: new, empty or an earlier demo's, never a directory of yours "
+                             "(default: ./jaxmerge-demo)")
     parser.add_argument("--quick", action="store_true", help="smaller splits and searches (CI: about a minute)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (0 ships with the package)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

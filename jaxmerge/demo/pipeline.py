@@ -24,7 +24,7 @@ import jax
 import numpy as np
 import yaml
 
-from jaxmerge.atomic import atomic_write_text
+from jaxmerge.atomic import atomic_dir, atomic_write_text, claimed_dir
 from jaxmerge.demo.world import World, build_world
 
 
@@ -106,11 +106,17 @@ def best_first_on_dev(world: World) -> list[str]:
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:
+    """The demo in DIR `out`: new, empty or an earlier demo's (a user's directory is refused, never cleared);
+    a DIR this call created is removed again if the demo fails (a full disk, Ctrl-C)."""
+    with claimed_dir(out, "demo") as out:
+        return _demo(out, seed, quick, progress, log)
+
+
+def _demo(out: Path, seed: int, quick: bool, progress: bool, log) -> dict:
     from jaxmerge.config import parse_config
     from jaxmerge.modes import evolve
     from jaxmerge.merge.build import merge_recipe
     from jaxmerge.merge.recipe import parse_recipe
-    out = Path(out).absolute()
     started = time.perf_counter()
     world = build_world(out / "world", seed=seed, quick=quick)
     configs = out / "configs"
@@ -129,7 +135,7 @@ def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = Tru
     for name in ("hybrid", "dfs"):
         log(f"evolution: {name}")
         doc = docs[name]
-        shutil.rmtree(runs / name, ignore_errors=True)
+        shutil.rmtree(runs / name, ignore_errors=True)  # an earlier run of this demo: DIR is the demo's (claimed)
         evolve(parse_config(doc, configs, str(configs / f"evolve_{name}.yml")), runs / name, progress=progress)
     for name, model in (("PS", runs / "hybrid/ps/model"), ("DFS", runs / "dfs/model"),
                         ("PS+DFS", runs / "hybrid/dfs/model")):
@@ -147,6 +153,7 @@ def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
 
 
 def _export_winner(out: Path, rows: list[dict]) -> None:
+    """DIR/winner: a copy of the best evolved model, replacing an earlier demo's winner in one step."""
     best = max((r for r in rows if r["kind"] == "evolved"), key=lambda r: r["target_test"])
-    shutil.rmtree(out / "winner", ignore_errors=True)
-    shutil.copytree(best["model"], out / "winner")
+    with atomic_dir(out / "winner", overwrite=True) as tmp:
+        shutil.copytree(best["model"], tmp, dirs_exist_ok=True)

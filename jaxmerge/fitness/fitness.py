@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.fitness.generate import Decoder, Generated, greedy
+from jaxmerge.fitness.limits import check_all
 from jaxmerge.fitness.metrics import TEXT_METRICS, truncate
 from jaxmerge.fitness.prepare import Prepared
 from jaxmerge.fitness.score import Scored, score
@@ -81,7 +82,9 @@ def chunks(prepared: Prepared) -> dict[str, np.ndarray]:
 
 def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder = Decoder(),
                  weights: np.ndarray | None = None) -> Fitness:
-    """Build the task's fitness. `tokenizer` is needed only for text metrics; `weights` default to equal."""
+    """Build the task's fitness. `tokenizer` is needed only for text metrics; `weights` default to equal.
+    The prepared arrays are checked against the model first (token ids, positions, memory: limits.py)."""
+    check_all(spec, prepared)
     task = prepared.task
     weights = np.ones(prepared.n, np.float32) if weights is None else np.asarray(weights, np.float32)
     if task.generative:

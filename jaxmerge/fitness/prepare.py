@@ -39,6 +39,7 @@ def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item
             item_batch: int = 16) -> Prepared:
     expect(len(items) > 0, f"task {task.name}: expected at least one item, found none")
     expect(item_batch >= 1, f"expected item_batch >= 1, found {item_batch}")
+    item_batch = min(item_batch, len(items))  # a bigger batch only pads: `--batch 10**9` must not allocate it
     expect(not task.fewshot or bool(fewshot_pool), f"task {task.name}: fewshot needs a fewshot_pool of items")
     if task.metric == "exact_match_number":
         for i, it in enumerate(items):
@@ -61,7 +62,7 @@ def end_tokens(task: Task, tokenizer) -> tuple[int, ...]:
     """greedy_match: the gold end token first (the first stop string that is one token, else EOS), then every
     other token that ends a greedy completion (single-token stop strings, EOS ids)."""
     stops = [ids[0] for s in task.stop
-             if len(ids := tokenizer(s, add_special_tokens=False)["input_ids"]) == 1]
+             if len(ids := tk.encode_text(task, tokenizer, s)) == 1]
     ends = tuple(dict.fromkeys(stops + list(tk.eos_ids(tokenizer))))
     expect(bool(ends), f"task {task.name}: greedy_match needs a stop string that is one token or an EOS token to "
                        f"end the answer, found stop {list(task.stop)!r} and no EOS")
@@ -74,26 +75,39 @@ def _prompts(task: Task, tokenizer, contexts: list[str], pad: int) -> dict[str, 
     return {"tokens": tokens, "mask": mask, "index": np.arange(len(rows), dtype=np.int32)}
 
 
+def _continuation(task: Task, tokenizer, context: str, option: str, where: str) -> list[int]:
+    """The tokens of one option as it follows the context (non-empty)."""
+    cont = tk.encode_text(task, tokenizer, tk.continuation(context, option))
+    expect(len(cont) > 0, f"task {task.name}: {where}: expected a non-empty answer, found {option!r}")
+    return cont
+
+
+def _rows(task: Task, tokenizer, context: str, options: tuple[str, ...], end: list[int], where: str):
+    """Per option of one item: context + continuation (+ end) tokens and their target marks."""
+    ctx = tk.encode_prompt(task, tokenizer, context)
+    rows, targets = [], []
+    for option in options:
+        cont = _continuation(task, tokenizer, context, option, where)
+        expect(not end or len(cont) + 1 <= task.max_new_tokens,
+               f"task {task.name}: {where}: greedy_match needs the answer and its end token within "
+               f"max_new_tokens = {task.max_new_tokens}, found {len(cont)} + 1 tokens")
+        rows.append(ctx + cont + end)
+        targets.append([0] * len(ctx) + [1] * len(cont) + [2] * len(end))
+    return rows, targets
+
+
 def _scored(task: Task, tokenizer, contexts: list[str], items: list[Item], pad: int):
-    """Rows of context + continuation tokens with a target mask over the continuation."""
+    """Rows of context + continuation tokens with a target mask over the continuation: [N, K, S] with K the
+    most options any item has; an item with fewer gets empty rows (valid = 0) that scoring ignores."""
     options = [it.choices if task.metric == "choice" else (it.answer,) for it in items]
     k = max(map(len, options))
     end = list(end_tokens(task, tokenizer)[:1]) if task.metric == "greedy_match" else []
     rows, targets, counts = [], [], np.zeros(len(items), np.float32)
     for i, (context, opts) in enumerate(zip(contexts, options)):
-        ctx = tk.encode_prompt(task, tokenizer, context)
-        for j in range(k):
-            cont = tokenizer(tk.continuation(context, opts[j]), add_special_tokens=False)["input_ids"] \
-                if j < len(opts) else []
-            expect(j >= len(opts) or len(cont) > 0, f"task {task.name}: item {i}: expected a non-empty answer, "
-                                                    f"found {opts[j]!r}")
-            expect(not end or len(cont) + 1 <= task.max_new_tokens,
-                   f"task {task.name}: item {i}: greedy_match needs the answer and its end token within "
-                   f"max_new_tokens = {task.max_new_tokens}, found {len(cont)} + 1 tokens")
-            rows.append(ctx + list(cont) + end if cont else [])
-            targets.append([0] * len(ctx) + [1] * len(cont) + [2] * len(end) if cont else [])
-            if j < len(opts) and opts[j] == items[i].answer:
-                counts[i] = len(cont) + len(end)
+        item_rows, item_targets = _rows(task, tokenizer, context, opts, end, f"item {i}")
+        counts[i] = sum(t > 0 for t in item_targets[opts.index(items[i].answer)])
+        rows += item_rows + [[]] * (k - len(opts))
+        targets += item_targets + [[]] * (k - len(opts))
     length = tk.padded_length(max(map(len, rows)))
     tokens, mask = tk.left_pad(rows, length, pad)
     target, _ = tk.left_pad(targets, length, 0)

@@ -7,18 +7,19 @@ Everything is validated on the host, once, so the jitted fitness only ever sees 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import NamedTuple
-
+from typing import Any, NamedTuple
 
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.files import MB, read_text
+from jaxmerge.jsonfile import NumberText, parse_json
 from jaxmerge.yamlfile import read_yaml
 
 METRICS = ("exact_match_number", "exact_match", "greedy_match", "loglik", "choice", "perplexity")
 GENERATIVE = ("exact_match_number", "exact_match")
 KEYS = frozenset({"name", "splits", "template", "metric", "max_new_tokens", "stop", "fewshot", "fewshot_split",
                   "chat_template"})
+MAX_SPLIT = 512 * MB  # a JSONL split larger than this is refused from its size, before it is read
 
 
 class Item(NamedTuple):
@@ -85,6 +86,8 @@ def _check(task: Task, path: Path) -> None:
     expect(all(isinstance(s, str) and s for s in task.stop), f"{path}: expected non-empty stop strings, "
                                                               f"found {list(task.stop)!r}")
     expect(task.fewshot >= 0, f"{path}: expected fewshot >= 0, found {task.fewshot}")
+    for key, text in (("template", task.template), *(("stop", s) for s in task.stop)):
+        text_field(text, key, str(path))
     if task.fewshot:
         expect(task.fewshot_split in dict(task.splits),
                f"{path}: fewshot needs fewshot_split in {sorted(dict(task.splits))}, found {task.fewshot_split!r}")
@@ -93,35 +96,52 @@ def _check(task: Task, path: Path) -> None:
 def load_items(task: Task, split: str, *, allow_test: bool = True, limit: int | None = None) -> list[Item]:
     """Read one split. Evolution passes allow_test=False: searching on a split named `test` leaks it."""
     expect(allow_test or split != "test", f"task {task.name}: expected a non-test split for evolution, found "
-                                          "'test' (pass allow_test to override)")
+                                          "'test' (set fitness.allow_test_split: true in the run config to "
+                                          "search on it anyway)")
     items = read_jsonl(task.split_path(split), task.metric == "choice")
     expect(len(items) > 0, f"task {task.name}: expected at least one item in split {split!r}, found none")
     return items if limit is None else items[:limit]
 
 
 def read_jsonl(path: Path, needs_choices: bool) -> list[Item]:
-    expect(path.is_file(), f"expected a JSONL split file, found nothing at {path}")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        raise JaxmergeError(f"{path.name}: expected UTF-8 text, found byte {e.object[e.start]:#04x} at offset "
-                            f"{e.start}") from None
+    """Items of a JSONL split: one JSON object per non-blank line, read through the guarded reader."""
+    lines = read_text(path, "a JSONL split file", MAX_SPLIT).splitlines()
     return [_item(line, f"{path.name}:{number}", needs_choices)
             for number, line in enumerate(lines, start=1) if line.strip()]
 
 
 def _item(line: str, where: str, needs_choices: bool) -> Item:
-    try:
-        row = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise JaxmergeError(f"{where}: expected a JSON object, found malformed JSON ({e.msg})") from None
+    row = parse_json(line, where, numbers_as_text=True, expected="a JSON object")
     expect(isinstance(row, dict), f"{where}: expected a JSON object, found {type(row).__name__}")
-    for key in ("prompt", "answer"):
-        expect(isinstance(row.get(key), str), f"{where}: expected a string field '{key}', found {row.get(key)!r}")
+    expect(isinstance(row.get("prompt"), str) and not isinstance(row["prompt"], NumberText),
+           f"{where}: expected a string field 'prompt', found {row.get('prompt')!r}")
+    prompt, answer = text_field(row["prompt"], "prompt", where), answer_text(row.get("answer"), "answer", where)
     choices = row.get("choices", [])
-    expect(isinstance(choices, list) and all(isinstance(c, str) for c in choices),
-           f"{where}: expected 'choices' to be a list of strings, found {choices!r}")
+    expect(isinstance(choices, list), f"{where}: expected 'choices' to be a list of strings or numbers, found "
+                                      f"{choices!r}")
+    choices = tuple(answer_text(c, "choices", where) for c in choices)
     if needs_choices:
-        expect(row["answer"] in choices, f"{where}: expected 'answer' to be one of 'choices', found "
-                                         f"{row['answer']!r} not in {choices!r}")
-    return Item(row["prompt"], row["answer"], tuple(choices))
+        expect(answer in choices, f"{where}: expected 'answer' to be one of 'choices', found {answer!r} not in "
+                                  f"{list(choices)!r}")
+    return Item(prompt, answer, choices)
+
+
+def answer_text(value: Any, key: str, where: str) -> str:
+    """An answer or a choice: a string, or a JSON number taken as the text it is written with (`7` -> "7",
+    `7.0` -> "7.0"; exponents are refused: write `1000`, not `1e3`). Booleans and null are refused."""
+    if isinstance(value, NumberText):
+        expect("e" not in value.lower(), f"{where}: expected '{key}' as a plain number or a string, found "
+                                         f"{value} (write the number out, or quote it)")
+        return str(value)
+    expect(isinstance(value, str), f"{where}: expected a string field '{key}' (or a number), found {value!r}")
+    return text_field(value, key, where)
+
+
+def text_field(value: str, key: str, where: str) -> str:
+    """A string that UTF-8 can carry: a lone surrogate (JSON "\\ud800") would break the tokenizer later."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise JaxmergeError(f"{where}: expected valid Unicode text in '{key}', found a lone surrogate "
+                            f"U+{ord(value[e.start]):04X} at character {e.start}") from None
+    return str(value)

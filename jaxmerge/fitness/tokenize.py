@@ -11,18 +11,24 @@ from pathlib import Path
 import numpy as np
 
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.files import check_regular
 from jaxmerge.fitness.tasks import Item, Task
 
 PAD_TO = 8
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "tokenizer_config.json")
+OTHER_FILES = ("special_tokens_map.json", "added_tokens.json", "merges.txt", "chat_template.jinja",
+               "chat_template.json", "generation_config.json")
 FEWSHOT_SEED = 1234
 
 
 def load_tokenizer(model_dir: str | Path):
     """The model directory's own tokenizer via AutoTokenizer, offline; a missing one is a user error."""
     model_dir = Path(model_dir)
-    present = [f for f in TOKENIZER_FILES if (model_dir / f).is_file()]
+    present = [f for f in TOKENIZER_FILES if (model_dir / f).exists()]
     expect(bool(present), f"expected tokenizer files {list(TOKENIZER_FILES[:3])} in {model_dir}, found none")
+    for name in (*present, *OTHER_FILES):
+        if (model_dir / name).exists():
+            check_regular(model_dir / name, f"a tokenizer file {name}")  # a FIFO would hang the loader
     from transformers import AutoTokenizer
     try:
         return AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
@@ -69,16 +75,43 @@ def render(task: Task, tokenizer, item: Item, shots: list[Item]) -> str:
         messages = [m for s in shots for m in ({"role": "user", "content": fill("{prompt}", s.prompt)},
                                               {"role": "assistant", "content": s.answer})]
         messages.append({"role": "user", "content": fill("{prompt}", item.prompt)})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return apply_chat_template(task, tokenizer, messages)
     parts = [(q := fill("{prompt}", s.prompt)) + continuation(q, s.answer) + "\n\n" for s in shots]
     return "".join(parts) + fill("{prompt}", item.prompt)
 
 
+def apply_chat_template(task: Task, tokenizer, messages: list[dict]) -> str:
+    """The tokenizer's chat template rendered; a template that does not parse, raises or returns no text is the
+    checkpoint's fault, named in one line (jinja2 and transformers raise many types)."""
+    try:
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception as e:
+        raise JaxmergeError(f"task {task.name}: expected the tokenizer's chat template to render, found: "
+                            f"{_first_line(e)}") from None
+    expect(isinstance(text, str), f"task {task.name}: expected the chat template to render text, found "
+                                  f"{type(text).__name__}")
+    return text
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def encode_text(task: Task, tokenizer, text: str, special: bool = False) -> list[int]:
+    """Token ids of `text`; a tokenizer that fails on it is named in one line (not a traceback)."""
+    try:
+        return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    except Exception as e:
+        raise JaxmergeError(f"task {task.name}: expected the tokenizer to encode {text[:40]!r}, found: "
+                            f"{_first_line(e)}") from None
+
+
 def encode_prompt(task: Task, tokenizer, text: str) -> list[int]:
     """A chat-rendered prompt already holds its special tokens; a plain one gets the tokenizer's BOS rule."""
-    ids = tokenizer(text, add_special_tokens=not task.chat_template)["input_ids"]
+    ids = encode_text(task, tokenizer, text, special=not task.chat_template)
     expect(len(ids) > 0, f"task {task.name}: expected a non-empty prompt, found {text!r} tokenised to nothing")
-    return list(ids)
+    return ids
 
 
 def padded_length(n: int) -> int:

@@ -55,7 +55,10 @@ def _acquire(path: Path, directory: Path, purpose: str) -> tuple[int, dict | Non
             raise JaxmergeError(f"expected no other jaxmerge process using {directory}, found {_holder(previous)} "
                                 f"(lock {path})")
         if _same_file(fd, path):  # not unlinked by a holder releasing it just now
-            _write(fd, {**identity(), "purpose": purpose, "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            try:
+                _write(fd, {**identity(), "purpose": purpose, "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+            except OSError:  # e.g. a full disk: the flock holds regardless; the command meets the fault itself
+                pass
             return fd, previous or None
         os.close(fd)
     raise JaxmergeError(f"expected to take the lock {path}, found it changing hands {ATTEMPTS} times in a row")

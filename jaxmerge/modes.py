@@ -12,6 +12,7 @@ generation counts (so a finished run can be extended) and of its inputs.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -35,13 +36,24 @@ def builders() -> dict:
 
 
 def identity(cfg: EvolveConfig, models: tuple[str, ...]) -> dict:
-    """What `--resume` must find unchanged: the config without generation counts, and the models it reads."""
+    """What `--resume` must find unchanged: the config without its generation counts, and a fingerprint of every
+    input (each model's weights and config, each task file and split; jaxmerge.fingerprint: cheap, sampled)."""
+    from jaxmerge.fingerprint import fingerprint
+    from jaxmerge.fitness.tasks import load_task
+    from jaxmerge.io import resolve
     doc = json.loads(json.dumps(cfg.raw, default=str))
     for section in ("search", "dfs"):
         if isinstance(doc.get(section), dict):
             doc[section].pop("generations", None)
-    config = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
-    return {"config": config, "models": hashlib.sha256("\n".join(models).encode()).hexdigest()[:16]}
+    found = {"config": hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]}
+    for model in (*models, *([cfg.base_model] if cfg.base_model else [])):
+        found[f"model {model}"] = fingerprint(resolve(model))
+    for ref in cfg.fitness.tasks:
+        found[f"task {ref.task}"] = fingerprint(ref.task)
+        for _, split in load_task(ref.task).splits:
+            if split.is_file():
+                found[f"split {split}"] = fingerprint(split)
+    return found
 
 
 def run_mesh(cfg: EvolveConfig):
@@ -64,9 +76,16 @@ def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool
     run = {"resume": resume, "progress": progress, "allow_changed": allow_changed, "stop_after": stop_after,
            "tensorboard": tensorboard}
     search = cfg.search if generations is None else dataclasses.replace(cfg.search, generations=generations)
-    if cfg.mode == "hybrid":
-        return hybrid(cfg, Path(out), search, **run)
-    return stage(cfg, cfg.mode, search, Path(out), run_mesh(cfg), cfg.models, **run)
+    with locked(Path(out)):
+        if cfg.mode == "hybrid":
+            return hybrid(cfg, Path(out), search, **run)
+        return stage(cfg, cfg.mode, search, Path(out), run_mesh(cfg), cfg.models, **run)
+
+
+def locked(out: Path):
+    """The run directory's lock (process 0 holds it: a second run on DIR is refused naming the holder)."""
+    from jaxmerge.lock import dir_lock
+    return dir_lock(out, "evolve") if is_primary() else contextlib.nullcontext()
 
 
 def hybrid(cfg: EvolveConfig, out: Path, search: Search, resume: bool, **run) -> dict:

@@ -64,7 +64,7 @@ def check_entries(header: dict, data_bytes: int, where: str) -> dict[str, Tensor
     spans = sorted((t.begin, t.end, name) for name, t in tensors.items())
     position = 0
     for begin, end, name in spans:
-        expect(begin == position, f"{where}: tensor {name} expected to start at byte {position} of the data, "
+        expect(begin == position, f"{where}: tensor {name!r} expected to start at byte {position} of the data, "
                                   f"found {begin} (tensors overlap or leave a gap)")
         position = end
     expect(position == data_bytes, f"{where}: expected the tensors to fill the file's {data_bytes} data bytes, "
@@ -75,16 +75,16 @@ def check_entries(header: dict, data_bytes: int, where: str) -> dict[str, Tensor
 def entry(name: str, value, where: str) -> TensorInfo:
     """One header entry: {"dtype": known, "shape": [ints >= 0], "data_offsets": [begin, end]}, sizes agreeing."""
     expect(isinstance(value, dict) and set(value) == ENTRY_KEYS,
-           f"{where}: tensor {name} expected keys {sorted(ENTRY_KEYS)}, found {str(value)[:80]}")
+           f"{where}: tensor {name!r} expected keys {sorted(ENTRY_KEYS)}, found {str(value)[:80]}")
     dtype, shape, offsets = value["dtype"], value["shape"], value["data_offsets"]
-    expect(dtype in DTYPES, f"{where}: tensor {name} expected a dtype in {sorted(DTYPES)}, found {dtype!r}")
+    expect(isinstance(dtype, str) and dtype in DTYPES, f"{where}: tensor {name!r} expected a dtype in {sorted(DTYPES)}, found {dtype!r}")
     expect(isinstance(shape, list) and len(shape) <= 8 and all(_count(d) for d in shape),
-           f"{where}: tensor {name} expected a shape of at most 8 non-negative integers, found {str(shape)[:80]}")
+           f"{where}: tensor {name!r} expected a shape of at most 8 non-negative integers, found {str(shape)[:80]}")
     expect(isinstance(offsets, list) and len(offsets) == 2 and all(_count(o) for o in offsets)
-           and offsets[0] <= offsets[1], f"{where}: tensor {name} expected data_offsets [begin, end] with "
+           and offsets[0] <= offsets[1], f"{where}: tensor {name!r} expected data_offsets [begin, end] with "
                                          f"0 <= begin <= end, found {str(offsets)[:80]}")
     nbytes = math.prod(shape) * DTYPES[dtype][1]
-    expect(offsets[1] - offsets[0] == nbytes, f"{where}: tensor {name} expected {nbytes} bytes for {dtype} "
+    expect(offsets[1] - offsets[0] == nbytes, f"{where}: tensor {name!r} expected {nbytes} bytes for {dtype} "
                                               f"{tuple(shape)}, found offsets spanning {offsets[1] - offsets[0]}")
     return TensorInfo(DTYPES[dtype][0], tuple(shape), offsets[0], offsets[1])
 

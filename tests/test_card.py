@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 import jaxmerge
+from jaxmerge.errors import EnvironmentFault
 from jaxmerge.card import hub_id, title, write_card
 from tests.tiny import make_tiny_model
 
@@ -70,6 +71,6 @@ def test_save_writes_the_card_inside_its_atomic_directory(tmp_path):
     def broken(tmp):
         card(tmp)
         raise OSError(28, "No space left on device")
-    with pytest.raises(OSError):
+    with pytest.raises(EnvironmentFault, match="disk full"):  # a full disk is the machine's fault: exit 1
         jaxmerge.save(model, tmp_path / "failed", extra=broken)
     assert not (tmp_path / "failed").exists() and not list(tmp_path.glob(".failed.tmp-*"))

@@ -6,7 +6,9 @@ the write on a filesystem without atomic rename) is skipped with a warning and t
 """
 from __future__ import annotations
 
+import errno
 import logging
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -14,20 +16,44 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxmerge.errors import EnvironmentFault
+
 log = logging.getLogger("jaxmerge")
 
 
 def manager(directory: Path, max_to_keep: int = 3):
     import orbax.checkpoint as ocp
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, enable_async_checkpointing=False,
-                                           create=True)
+                                           create=True, cleanup_tmp_directories=True)
     return ocp.CheckpointManager(Path(directory).absolute(), options=options, item_names=("state", "record"))
 
 
 def save(mgr, step: int, state: Any, record: dict) -> None:
+    """Save generation `step`. A full disk or a read-only file system (which tensorstore reports as a ValueError
+    carrying the OS error code) becomes an EnvironmentFault: the previous checkpoints stay, and the half-written
+    one is an orbax temporary that the next manager removes, so `--resume` works once the disk is fixed."""
     import orbax.checkpoint as ocp
-    mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), record=ocp.args.JsonSave(record)))
-    mgr.wait_until_finished()
+    try:
+        mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               record=ocp.args.JsonSave(record)))
+        mgr.wait_until_finished()
+    except Exception as e:  # noqa: BLE001 - classified below, re-raised unless the machine is at fault
+        fault = machine_fault(e)
+        if fault is None:
+            raise
+        raise EnvironmentFault(f"{fault} while saving checkpoint {step} in {mgr.directory}: the earlier "
+                               "checkpoints are kept; free the disk, then --resume") from None
+
+
+def machine_fault(error: BaseException) -> str | None:
+    """'disk full (...)' / 'read-only file system' when `error` (an OSError, or tensorstore's ValueError with
+    `[os_error_code='28']`) is a fault of the machine, else None."""
+    from jaxmerge.files import PHRASES, is_environment
+    if isinstance(error, OSError):
+        return PHRASES.get(error.errno) if is_environment(error) else None
+    found = re.search(r"os_error_code='(\d+)'", str(error))
+    code = int(found[1]) if found else None
+    return PHRASES.get(code) if code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO) else None
 
 
 def restore_latest(mgr, template: Any) -> tuple[Any, dict] | None:

@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxmerge import interrupt
 from jaxmerge.atomic import sweep_leftovers
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import JaxmergeError, expect
@@ -119,6 +120,7 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
         bar.start(int(state.generation))
         done_here = 0
         while int(state.generation) < total and (stop_after is None or done_here < stop_after):
+            interrupt.check()  # a signal caught during the last step ends the run here, checkpoints intact
             state = _generation(step, state, space, settings, (history, baselines), mgr, out)
             done_here += 1
             if is_primary():

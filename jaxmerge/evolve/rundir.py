@@ -13,19 +13,15 @@ from pathlib import Path
 from jaxmerge.atomic import atomic_write_text
 from jaxmerge.errors import JaxmergeError, expect
 
-OWN_FILES = {".jaxmerge-lock"}  # what DIR may hold before a new run starts in it
-
-
 def read_run(out: Path) -> dict:
     """run.json of DIR, refused with one line when it is missing or damaged (e.g. truncated by a kill)."""
-    run_file = out / "run.json"
-    expect(run_file.is_file(), f"expected a run to resume in {out}, found no run.json")
+    from jaxmerge.jsonfile import read_json_object
+    expect((out / "run.json").is_file(), f"expected a run to resume in {out}, found no run.json")
     try:
-        record = json.loads(run_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as e:
-        raise JaxmergeError(f"expected a readable run.json in {out}, found damaged JSON ({str(e)[:80]}): "
-                            "start the run again in a new directory") from None
-    expect(isinstance(record, dict) and isinstance(record.get("identity"), dict),
+        record = read_json_object(out / "run.json", "a run record (run.json)")
+    except JaxmergeError as e:
+        raise JaxmergeError(f"{e} (the run's record is damaged: start it again in a new directory)") from None
+    expect(isinstance(record.get("identity"), dict),
            f"expected run.json in {out} to hold a run identity, found none (a run of an older jaxmerge?)")
     return record
 
@@ -43,7 +39,7 @@ def check(out: Path, identity: dict, resume: bool, allow_changed: bool = False) 
             raise JaxmergeError(f"expected {out} to hold a run of this config and inputs, found {what} "
                                 "(--allow-changed-inputs continues anyway)")
         return
-    held = [p.name for p in out.iterdir() if p.name not in OWN_FILES] if out.is_dir() else []
+    held = [p.name for p in out.iterdir()] if out.is_dir() else []
     expect(not held, f"expected an empty or new --out directory, found {out} holding "
                      + ("another run (use --resume to continue it)" if "run.json" in held else "other files"))
 

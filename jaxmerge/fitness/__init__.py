@@ -12,12 +12,12 @@ Typical use (the evolution engine):
 See fitness.py (the fitness contract), generate.py (`Decoder`, `greedy`), score.py, subset.py.
 """
 from jaxmerge.fitness.fitness import Fitness, aggregate, make_fitness
-from jaxmerge.fitness.generate import Decoder, Generated, greedy, greedy_jit, over_population
+from jaxmerge.fitness.generate import Decoder, Generated, greedy, greedy_jit
 from jaxmerge.fitness.prepare import Prepared, prepare
 from jaxmerge.fitness.score import Scored, score, score_jit
 from jaxmerge.fitness.tasks import Item, Task, load_items, load_task
 from jaxmerge.fitness.tokenize import load_tokenizer
 
 __all__ = ["Decoder", "Fitness", "Generated", "Item", "Prepared", "Scored", "Task", "aggregate", "greedy",
-           "greedy_jit", "load_items", "load_task", "load_tokenizer", "make_fitness", "over_population",
+           "greedy_jit", "load_items", "load_task", "load_tokenizer", "make_fitness",
            "prepare", "score", "score_jit"]

@@ -84,7 +84,7 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
                  weights: np.ndarray | None = None) -> Fitness:
     """Build the task's fitness. `tokenizer` is needed only for text metrics; `weights` default to equal.
     The prepared arrays are checked against the model first (token ids, positions, memory: limits.py)."""
-    check_all(spec, prepared)
+    check_all(decoder.arch(spec), prepared)
     task = prepared.task
     weights = np.ones(prepared.n, np.float32) if weights is None else np.asarray(weights, np.float32)
     if task.generative:

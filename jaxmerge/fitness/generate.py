@@ -22,10 +22,15 @@ import jax.numpy as jnp
 from jaxmerge import model
 
 
+def _same(spec):
+    return spec
+
+
 class Decoder(NamedTuple):
     init_cache: Callable = model.init_cache
     forward_cached: Callable = model.forward_cached
     forward: Callable = model.forward
+    arch: Callable = _same  # spec -> the ArchSpec it runs (vocab, positions, sizes) for the host-side checks
 
 
 class Generated(NamedTuple):
@@ -67,14 +72,3 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
 
 
 greedy_jit = jax.jit(greedy, static_argnames=("spec", "max_new_tokens", "pad", "decoder"))
-
-
-def over_population(fn: Callable, batch_size: int | None = None) -> Callable:
-    """fn(params, *args) -> fn over params with a leading population axis, the same args for every candidate.
-
-    batch_size None vmaps the whole population at once; an int runs `lax.map` in chunks of that many
-    candidates, bounding how many merged models are alive at once.
-    """
-    if batch_size is None:
-        return lambda pop, *args: jax.vmap(lambda p: fn(p, *args))(pop)
-    return lambda pop, *args: jax.lax.map(lambda p: fn(p, *args), pop, batch_size=batch_size)

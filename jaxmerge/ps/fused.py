@@ -99,8 +99,12 @@ def forward_cached(fs: FusedSpec, r: dict, tokens, mask, positions, cache: model
     return model.head(spec, globals_, h), model.KVCache(k, v, valid)
 
 
+def _arch(fs: FusedSpec) -> ArchSpec:
+    return fs.arch
+
+
 def fused_decoder() -> Decoder:
-    return Decoder(init_cache=init_cache, forward_cached=forward_cached, forward=forward)
+    return Decoder(init_cache=init_cache, forward_cached=forward_cached, forward=forward, arch=_arch)
 
 
 def tree_bytes(tree: Any) -> int:

@@ -14,6 +14,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "jaxmerge"
 HOT_PATH = ("jaxmerge.model", "jaxmerge.params", "jaxmerge.merge.base", "jaxmerge.merge.gta", "jaxmerge.merge.interp",
+            "jaxmerge.merge.ram", "jaxmerge.merge.sce", "jaxmerge.merge.spherical", "jaxmerge.merge.fusion",
             "jaxmerge.merge.sparsify", "jaxmerge.dfs.layout", "jaxmerge.dfs.path", "jaxmerge.dfs.fold",
             "jaxmerge.ps.genome", "jaxmerge.ps.fused", "jaxmerge.fitness.score", "jaxmerge.fitness.generate",
             "jaxmerge.fitness.fitness")

@@ -1,0 +1,124 @@
+"""Means on the hypersphere: multislerp and karcher (mergekit 0.1.5 semantics). Each tensor is one flat vector.
+
+multislerp (optional base: with one, the task vectors are interpolated and the base added back):
+    u_m = v_m / (|v_m| + eps);  w normalised to sum 1 (normalize_weights);  mu = sum w u / |sum w u|
+    tangent = sum_m w_m (u_m - <u_m, mu> mu);  merged = (cos|t| mu + sin|t| t / |t|) * sum_m w_m |v_m|
+    (|t| carries + eps). A weighted mean of norm < eps falls back to the plain weighted sum for two models and is
+    an error for more (mergekit raises; here it is NaN, which `jaxmerge merge` refuses, naming the tensor).
+karcher (no weights: each model counts 1/M; a base_model named in the recipe is one of the models, as in mergekit):
+    the Riemannian mean of the unit vectors by fixed-point iteration (at most max_iter steps; models whose
+    tangent angle is below tol are skipped in a step; it stops once the step is shorter than tol), scaled by the
+    mean norm. Models of norm <= tol take no part in the direction; all of them zero gives zeros.
+Every data-dependent branch of mergekit (Python `if`s on `.item()`) is a jnp.where or the loop's condition, so
+no value changes the program. Dtype: torch ops on the 16-bit dtype rounded where torch rounds (norms of karcher
+are float32, as mergekit computes them); the iteration's `max_iter` is a traced integer (a while loop).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxmerge.errors import expect
+from jaxmerge.merge.base import MergeMethod
+from jaxmerge.merge.hparams import HParam, number, switch, weight
+from jaxmerge.merge.interp import _inputs, _stack
+from jaxmerge.merge.numerics import F32, model_sum, over, rnd
+
+PAPERS = {"multislerp": "Multi-SLERP (Goddard 2025), https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
+          "karcher": "Karcher mean on the hypersphere (2026), https://arxiv.org/abs/2603.04972"}
+
+
+def _multislerp_kernel(state, hp, key, math="float32"):
+    r = lambda x: rnd(x, math)
+    base, x = _inputs(state)
+    m = x.shape[0]
+    if m == 1:  # static: one model is returned as it is
+        return x[0]
+    v = x if base is None else r(x - base)
+    flat, eps = v.reshape(m, -1), hp["eps"]
+    w = r(hp["weight"].astype(F32))
+    w = jnp.where(hp["normalize_weights"] > 0.5, r(over(w, r(w.sum()))), w)
+    norms = r(jnp.linalg.norm(flat, axis=-1, keepdims=True))
+    unit = r(over(flat, r(norms + eps)))
+    mean = r(model_sum(r(unit * w[:, None])))
+    mean_norm = r(jnp.linalg.norm(mean))
+    degenerate = mean_norm < rnd(eps, math)  # torch compares with the threshold cast to the tensor's dtype
+    mean = r(over(mean, jnp.where(degenerate, 1.0, mean_norm)))
+    tangent = r(unit - r(r(jnp.sum(r(unit * mean), axis=-1, keepdims=True)) * mean))
+    summed = r(model_sum(r(tangent * w[:, None])))
+    length = r(r(jnp.linalg.norm(summed)) + eps)
+    out = r(r(mean * r(jnp.cos(length))) + r(summed * r(r(jnp.sin(length)) / length)))
+    out = r(out * r(jnp.sum(r(norms[:, 0] * w)))).reshape(v.shape[1:])
+    fallback = r(r(v[0] * w[0]) + r(v[1] * w[1])) if m == 2 else jnp.full(v.shape[1:], jnp.nan)
+    out = jnp.where(degenerate, fallback, out)
+    return out if base is None else r(out + base)
+
+
+def check_multislerp(cell: dict, where: str) -> None:
+    """Normalising divides by the sum of the weights: refuse a zero sum (mergekit writes an Inf/NaN model)."""
+    total = float(cell["weight"].sum(dtype="float32"))
+    expect(cell["normalize_weights"] < 0.5 or total != 0, f"expected weights that can be normalised at {where}, "
+           f"found weights {cell['weight'].tolist()} summing to 0 with normalize_weights on")
+
+
+def _karcher_start(units, valid, alpha, tol, r):
+    """The normalised weighted mean of the valid unit vectors, or the first valid one if it is ~0."""
+    mean = jnp.zeros_like(units[0])
+    for i in range(units.shape[0]):  # mergekit's in-place `mean += alpha * unit`, rounded each time
+        mean = r(mean + r(alpha[i] * units[i]))
+    mean_norm = jnp.linalg.norm(mean)
+    first = units[jnp.argmax(valid)]
+    return jnp.where(mean_norm < tol, first, r(over(mean, jnp.where(mean_norm < tol, 1.0, mean_norm))))
+
+
+def _karcher_step(mean, units, valid, alpha, tol, r):
+    """One fixed-point step: (new mean, whether the step was shorter than tol, i.e. mergekit's `break`)."""
+    tangent = jnp.zeros_like(mean)
+    for i in range(units.shape[0]):
+        dot = jnp.clip(r(jnp.dot(mean, units[i])), -1.0, 1.0)
+        theta = r(jnp.arccos(dot))
+        coef = r(alpha[i] * r(theta / r(jnp.sin(theta))))
+        step = r(tangent + r(coef * r(units[i] - r(dot * mean))))
+        tangent = jnp.where(valid[i] & (theta >= tol), step, tangent)
+    length = jnp.linalg.norm(tangent)
+    safe = jnp.where(length < tol, 1.0, length)
+    moved = r(r(jnp.cos(length) * mean) + r(jnp.sin(length) * r(over(tangent, safe))))
+    norm = jnp.linalg.norm(moved)
+    moved = jnp.where(norm > tol, r(over(moved, jnp.where(norm > tol, norm, 1.0))), moved)
+    return jnp.where(length < tol, mean, moved), length < tol
+
+
+def _karcher_kernel(state, hp, key, math="float32"):
+    r = lambda x: rnd(x, math)
+    _, x = _inputs(state)
+    m = x.shape[0]
+    if m == 1:
+        return x[0]
+    flat, tol = x.reshape(m, -1), hp["tol"]
+    norms = jnp.linalg.norm(flat, axis=-1)
+    units = jnp.where(norms[:, None] == 0, 0.0, r(over(flat, jnp.where(norms == 0, 1.0, norms)[:, None])))
+    valid = norms > tol
+    alpha = jnp.where(valid, 1.0 / jnp.maximum(valid.sum(), 1).astype(F32), 0.0)
+    mean = _karcher_start(units, valid, alpha, tol, r)
+
+    def body(carry):
+        i, mean, _ = carry
+        mean, done = _karcher_step(mean, units, valid, alpha, tol, r)
+        return i + 1, mean, done
+    _, mean, _ = jax.lax.while_loop(lambda c: (c[0] < hp["max_iter"]) & ~c[2], body, (0, mean, False))
+    scale = norms[0] * (1.0 / m)
+    for i in range(1, m):  # Python's sum of alpha * norm over every model (float32 0-d tensors)
+        scale = scale + norms[i] * (1.0 / m)
+    return jnp.where(valid.any(), r(scale * mean), 0.0).reshape(x.shape[1:])
+
+
+def check_karcher(cell: dict, where: str) -> None:
+    """max_iter counts steps: mergekit takes an integer there (its parameter is an `int`)."""
+    steps = float(cell["max_iter"])
+    expect(steps == int(steps), f"expected an integer max_iter at {where}, found {steps:g}")
+
+
+MULTISLERP = MergeMethod("multislerp", (weight(), switch("normalize_weights", True), number("eps", 1e-8)),
+                         "optional", (1, None), PAPERS["multislerp"], _stack, _multislerp_kernel, check_multislerp)
+KARCHER = MergeMethod("karcher", (HParam("max_iter", 10, lo=0.0, evolvable=False), number("tol", 1e-5)), "none",
+                      (1, None), PAPERS["karcher"], _stack, _karcher_kernel, check_karcher)

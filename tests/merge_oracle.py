@@ -39,12 +39,14 @@ def stable_sorts(monkeypatch):
     return sp
 
 
-def mergekit_merge(recipe: dict, out: Path) -> dict[str, np.ndarray]:
-    """Run mergekit 0.1.5 in-process on `recipe` (absolute paths) and return its tensors."""
+def mergekit_merge(recipe: dict, out: Path, **changes) -> dict[str, np.ndarray]:
+    """Run mergekit 0.1.5 in-process on `recipe` (absolute paths) and return its tensors. `changes`: MergeOptions
+    fields (copy_tokenizer=True to have it write a donor's tokenizer, with a chat template)."""
     from mergekit.config import MergeConfiguration
     from mergekit.merge import run_merge
     from mergekit.options import MergeOptions
-    options = MergeOptions(allow_crimes=True, quiet=True, write_model_card=False, copy_tokenizer=False)
+    options = MergeOptions(**{**dict(allow_crimes=True, quiet=True, write_model_card=False, copy_tokenizer=False),
+                              **changes})
     run_merge(MergeConfiguration.model_validate(recipe), str(out), options)
     return read_tensors(out)
 

@@ -20,12 +20,16 @@ import numpy as np
 
 from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import expect
-from jaxmerge.io import DTYPES, Model, load, resolve
+from jaxmerge.io import DTYPES, Model
+from jaxmerge.merge import tokenspec
 from jaxmerge.merge.base import Sources
+from jaxmerge.merge.lora import load_ref
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import check_math
 from jaxmerge.merge.recipe import Recipe
+from jaxmerge.merge.reconcile import check_vocabularies, reconcile
 from jaxmerge.merge.resolve import model_sources
+from jaxmerge.merge.vocab import Vocabulary
 from jaxmerge.params import stack
 
 
@@ -64,13 +68,29 @@ def check_structure(recipe: Recipe) -> None:
 
 
 def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None) -> dict[str, Model]:
-    """Load every referenced model once, refusing mixed families or shapes."""
+    """Load every referenced model once, refusing mixed families or shapes; vocabularies may differ only when
+    the recipe says how to align them (jaxmerge.merge.reconcile)."""
     models: dict[str, Model] = {}
     for ref in referenced(recipe):
         on_load(ref)
-        models[ref] = load(ref, dtype=recipe.dtype)
-        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False)
+        models[ref] = load_ref(ref, dtype=recipe.dtype)  # MODEL+LORA: the adapter folded in (jaxmerge.merge.lora)
+        size = next(iter(models.values())).spec.vocab_size  # compared below, with a line that says what to do
+        check_same_architecture([(m.spec.replace(vocab_size=size), m.path) for m in models.values()],
+                                same_depth=False)
+    if recipe.tokenizer is None:
+        check_vocabularies(models)
     return models
+
+
+def align_vocabularies(recipe: Recipe, models: dict[str, Model]) -> tuple[Vocabulary | None, dict[str, Model]]:
+    """The output vocabulary and the models with embed / lm_head rows in it (None, models: merged by index)."""
+    if recipe.tokenizer is None:
+        return None, models
+    for ref in tokenspec.row_models(recipe.tokenizer):
+        expect(ref in models, f"tokenizer.tokens: expected a model the recipe merges, found {ref}")
+    groups = {"embed": [s.model for s in recipe.slices[0].sources],
+              "lm_head": [s.model for s in recipe.slices[-1].sources]}
+    return reconcile(recipe.tokenizer, recipe.base_model, referenced(recipe), groups, models)
 
 
 def _layers(model: Model, rng: tuple[int, int] | None) -> dict[str, np.ndarray]:
@@ -102,7 +122,8 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
-    spec = donor.spec.replace(num_layers=model_params["layers"]["q_proj"].shape[1])
+    spec = donor.spec.replace(num_layers=model_params["layers"]["q_proj"].shape[1],
+                              vocab_size=model_params["embed"].shape[1])
     return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
 
 
@@ -135,13 +156,23 @@ def merge_key(recipe: Recipe, seed: int | None) -> jax.Array:
 
 
 def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
-    if recipe.tokenizer_source == "base":
-        expect(recipe.base_model is not None, "tokenizer_source: base needs a base_model, found none")
-        return models[recipe.base_model].path
-    if recipe.tokenizer_source is not None:
-        return models[recipe.tokenizer_source].path if recipe.tokenizer_source in models else \
-            resolve(recipe.tokenizer_source)
+    """Where the output's tokenizer files are copied from when no vocabulary is built: the base's, else the first
+    model's (mergekit's donor)."""
     return models[recipe.base_model or recipe.slices[0].sources[0].model].path
+
+
+def chat_template(recipe: Recipe, models: dict[str, Model], options: Options) -> str | None:
+    """The recipe's chat template as text (jaxmerge.merge.chat), checked before the merge; it needs a tokenizer
+    to go into: the built vocabulary's, or the donor's when the tokenizer is copied."""
+    if recipe.chat_template is None:
+        return None
+    from jaxmerge.merge import chat
+    from jaxmerge.merge.vocab import has_tokenizer
+    text = chat.resolve(recipe.chat_template, [models[ref].path for ref in referenced(recipe)])
+    donor = tokenizer_dir(recipe, models)
+    expect(recipe.tokenizer is not None or not options.copy_tokenizer or has_tokenizer(donor),
+           f"chat_template: expected a tokenizer to write it into, found none in {donor}")
+    return text
 
 
 def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
@@ -154,7 +185,9 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     options = dataclasses.replace(options or Options(), **changes)
     check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
     models = load_models(recipe, lambda ref: on_step(f"load {ref}"))
-    sources = build_sources(recipe, models)
+    template = chat_template(recipe, models, options)
+    vocab, aligned = align_vocabularies(recipe, models)
+    sources = build_sources(recipe, aligned)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
     method = METHODS[recipe.method]
@@ -163,4 +196,5 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     on_step("write")
-    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models))
+    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models),
+                       vocab, template)

@@ -53,10 +53,35 @@ def card_writer(recipe: Recipe, options):
     return write
 
 
-def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path) -> Path:
-    """Check and write the merged model as `options` say (shards, tokenizer, card)."""
+def output_tokenizer(vocab, template: str | None, donor: Path, copy: bool):
+    """The tokenizer object the output carries, or None to copy the donor's files (or write none). A built
+    vocabulary's is always written (as mergekit writes it); a chat template goes into it, or into the donor's."""
+    if vocab is not None:
+        tokenizer = vocab.tokenizer
+    elif template is not None and copy:
+        from jaxmerge.merge.vocab import load_tokenizer
+        tokenizer = load_tokenizer(donor, "chat_template")
+    else:
+        return None
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path, vocab=None,
+                template: str | None = None) -> Path:
+    """Check and write the merged model as `options` say (shards, tokenizer, card). `vocab`: the reconciled
+    vocabulary (jaxmerge.merge.vocab), whose tokenizer is written; `template`: a resolved chat template."""
     check_finite(model)
     shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
-    return save(model, out_dir, tokenizer_from=tokenizer_from if options.copy_tokenizer else None,
-                max_shard_size=shard, overwrite=options.overwrite,
-                extra=card_writer(recipe, options) if options.write_model_card else None)
+    tokenizer = output_tokenizer(vocab, template, tokenizer_from, options.copy_tokenizer)
+    card = card_writer(recipe, options) if options.write_model_card else None
+
+    def extra(tmp: Path) -> None:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if card is not None:
+            card(tmp)
+    copy_from = tokenizer_from if options.copy_tokenizer and tokenizer is None else None
+    return save(model, out_dir, tokenizer_from=copy_from, max_shard_size=shard, overwrite=options.overwrite,
+                extra=extra)

@@ -28,12 +28,14 @@ from typing import Any, Mapping
 import yaml
 
 from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.merge import lora, tokenspec
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES
+from jaxmerge.merge.tokenspec import TokenizerSpec
 from jaxmerge.yamlfile import read_yaml
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
-            "tokenizer_source"}
+            "tokenizer_source", "tokenizer", "chat_template"}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -63,7 +65,8 @@ class Recipe:
     parameters: Mapping[str, Any]
     dtype: str | None = None
     out_dtype: str | None = None
-    tokenizer_source: str | None = None  # None, "base", or a model reference
+    tokenizer: TokenizerSpec | None = None  # tokenizer_source / tokenizer: (jaxmerge.merge.tokenspec); None: by index
+    chat_template: str | None = None        # a template name, "auto" or Jinja text (jaxmerge.merge.chat)
     merge_key: tuple[int, int] | None = None  # from the `# jaxmerge:` comment
     math_dtype: str | None = None             # from the `# jaxmerge:` comment
     text: str | None = dataclasses.field(default=None, compare=False)  # the file's text, comments included
@@ -78,9 +81,17 @@ def _keys(mapping: Any, allowed: set[str], where: str) -> dict:
 
 
 def _model(ref: Any, root: Path | None, where: str) -> str:
+    """A model reference, relative paths resolved (below); MODEL+LORA (a PEFT adapter, jaxmerge.merge.lora) has
+    each part resolved."""
     expect(isinstance(ref, str) and ref != "", f"expected a model path or repo id for {where}, found {ref!r}")
-    expect("+" not in ref or Path(ref).exists(), f"{where}: LoRA references ('model+lora') are not supported, "
-                                                 f"found {ref!r}")
+    if "+" in ref and not Path(ref).exists():
+        model, adapter = lora.split(ref)
+        expect(model != "" and adapter != "", f"{where}: expected MODEL+LORA, found {ref!r}")
+        return f"{_path(model, root, where)}+{_path(adapter, root, where)}"
+    return _path(ref, root, where)
+
+
+def _path(ref: str, root: Path | None, where: str) -> str:
     path = Path(ref).expanduser()
     if root is None or path.is_absolute() or path.exists() or not (root / path).exists():
         return ref
@@ -128,8 +139,12 @@ def parse_recipe(raw: Any, root: Path | None = None) -> Recipe:
         slices = (Slice(tuple(sources), {}),)
     else:
         slices = tuple(_slice(s, root, i) for i, s in enumerate(_list(raw["slices"], "slices")))
+    template = raw.get("chat_template")
+    expect(template is None or (isinstance(template, str) and template != ""),
+           f"expected chat_template as a template name, auto or Jinja text, found {template!r}")
     return Recipe(method, base, slices, _params(raw.get("parameters"), "parameters"), raw.get("dtype"),
-                  raw.get("out_dtype"), _tokenizer_source(raw.get("tokenizer_source"), root), raw=dict(raw))
+                  raw.get("out_dtype"), tokenspec.parse(raw, lambda ref, where: _model(ref, root, where)),
+                  template, raw=dict(raw))
 
 
 def _list(value: Any, where: str) -> list:
@@ -145,11 +160,6 @@ def _slice(entry: Any, root: Path | None, i: int) -> Slice:
     expect(len(lengths) == 1, f"expected the sources of slices[{i}] to span equal layer counts, found "
                               f"{sorted(lengths)}")
     return Slice(sources, _params(entry.get("parameters"), f"slices[{i}].parameters"))
-
-
-def _tokenizer_source(value: Any, root: Path | None) -> str | None:
-    expect(value != "union", "tokenizer_source: union is not supported (expected base or a model)")
-    return value if value in (None, "base") else _model(value, root, "tokenizer_source")
 
 
 COMMENT = re.compile(r"\s*#\s*jaxmerge:(.*)")

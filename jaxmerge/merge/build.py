@@ -18,16 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import expect
 from jaxmerge.io import DTYPES, Model
-from jaxmerge.merge import tokenspec
 from jaxmerge.merge.base import Sources
-from jaxmerge.merge.lora import load_ref
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import check_math
+from jaxmerge.merge.prepare import (align_vocabularies, chat_template, load_models, referenced,  # noqa: F401
+                                    tokenizer_dir)
 from jaxmerge.merge.recipe import Recipe
-from jaxmerge.merge.reconcile import check_vocabularies, reconcile
 from jaxmerge.merge.resolve import model_sources
 from jaxmerge.merge.vocab import Vocabulary
 from jaxmerge.params import stack
@@ -46,12 +44,6 @@ class Options:
     overwrite: bool = False
 
 
-def referenced(recipe: Recipe) -> list[str]:
-    """Every model the recipe reads, first appearance first."""
-    refs = [s.model for sl in recipe.slices for s in sl.sources]
-    return list(dict.fromkeys(refs + ([recipe.base_model] if recipe.base_model else [])))
-
-
 def check_structure(recipe: Recipe) -> None:
     """Base present where required, and the number of models each method takes, in every slice."""
     method = METHODS[recipe.method]
@@ -65,32 +57,6 @@ def check_structure(recipe: Recipe) -> None:
         n = len(model_sources(recipe, sl))
         expect(n >= lo and (hi is None or n <= hi), f"expected {lo if lo == hi else f'at least {lo}'} "
                f"{'non-base ' if method.needs_base else ''}models for {recipe.method} (slice {i}), found {n}")
-
-
-def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None) -> dict[str, Model]:
-    """Load every referenced model once, refusing mixed families or shapes; vocabularies may differ only when
-    the recipe says how to align them (jaxmerge.merge.reconcile)."""
-    models: dict[str, Model] = {}
-    for ref in referenced(recipe):
-        on_load(ref)
-        models[ref] = load_ref(ref, dtype=recipe.dtype)  # MODEL+LORA: the adapter folded in (jaxmerge.merge.lora)
-        size = next(iter(models.values())).spec.vocab_size  # compared below, with a line that says what to do
-        check_same_architecture([(m.spec.replace(vocab_size=size), m.path) for m in models.values()],
-                                same_depth=False)
-    if recipe.tokenizer is None:
-        check_vocabularies(models)
-    return models
-
-
-def align_vocabularies(recipe: Recipe, models: dict[str, Model]) -> tuple[Vocabulary | None, dict[str, Model]]:
-    """The output vocabulary and the models with embed / lm_head rows in it (None, models: merged by index)."""
-    if recipe.tokenizer is None:
-        return None, models
-    for ref in tokenspec.row_models(recipe.tokenizer):
-        expect(ref in models, f"tokenizer.tokens: expected a model the recipe merges, found {ref}")
-    groups = {"embed": [s.model for s in recipe.slices[0].sources],
-              "lm_head": [s.model for s in recipe.slices[-1].sources]}
-    return reconcile(recipe.tokenizer, recipe.base_model, referenced(recipe), groups, models)
 
 
 def _layers(model: Model, rng: tuple[int, int] | None) -> dict[str, np.ndarray]:
@@ -155,36 +121,23 @@ def merge_key(recipe: Recipe, seed: int | None) -> jax.Array:
     return jax.random.key(0 if seed is None else seed)
 
 
-def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
-    """Where the output's tokenizer files are copied from when no vocabulary is built: the base's, else the first
-    model's (mergekit's donor)."""
-    return models[recipe.base_model or recipe.slices[0].sources[0].model].path
+@dataclasses.dataclass(frozen=True)
+class Merged:
+    """A merge's result before it is written: the model (host arrays, `path` None), the reconciled vocabulary
+    (or None), the resolved chat template (or None) and the directory a copied tokenizer comes from."""
+    model: Model
+    vocab: Vocabulary | None
+    template: str | None
+    tokenizer_from: Path
 
 
-def chat_template(recipe: Recipe, models: dict[str, Model], options: Options) -> str | None:
-    """The recipe's chat template as text (jaxmerge.merge.chat), checked before the merge; it needs a tokenizer
-    to go into: the built vocabulary's, or the donor's when the tokenizer is copied."""
-    if recipe.chat_template is None:
-        return None
-    from jaxmerge.merge import chat
-    from jaxmerge.merge.vocab import has_tokenizer
-    text = chat.resolve(recipe.chat_template, [models[ref].path for ref in referenced(recipe)])
-    donor = tokenizer_dir(recipe, models)
-    expect(recipe.tokenizer is not None or not options.copy_tokenizer or has_tokenizer(donor),
-           f"chat_template: expected a tokenizer to write it into, found none in {donor}")
-    return text
-
-
-def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
-                 on_step: Callable[[str], None] = lambda step: None, **changes) -> Path:
-    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
-    from jaxmerge.atomic import check_target
+def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
+                on_step: Callable[[str], None] = lambda step: None) -> Merged:
+    """Load, reconcile, merge (one jitted call). `provided`: models by reference that are already in memory or
+    elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi)."""
     from jaxmerge.merge.base import init_state, merge_jit
-    from jaxmerge.merge.output import write_merge
     from jaxmerge.merge.resolve import resolve_hparams
-    options = dataclasses.replace(options or Options(), **changes)
-    check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
-    models = load_models(recipe, lambda ref: on_step(f"load {ref}"))
+    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided)
     template = chat_template(recipe, models, options)
     vocab, aligned = align_vocabularies(recipe, models)
     sources = build_sources(recipe, aligned)
@@ -195,6 +148,17 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     state = init_state(method, sources, math)
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
+    return Merged(Model(sources.spec, merged, None), vocab, template, tokenizer_dir(recipe, models))
+
+
+def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
+                 on_step: Callable[[str], None] = lambda step: None, provided: dict | None = None,
+                 **changes) -> Path:
+    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
+    from jaxmerge.atomic import check_target
+    from jaxmerge.merge.output import write_merge
+    options = dataclasses.replace(options or Options(), **changes)
+    check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
+    done = merge_model(recipe, options, provided, on_step)
     on_step("write")
-    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models),
-                       vocab, template)
+    return write_merge(recipe, done.model, out_dir, options, done.tokenizer_from, done.vocab, done.template)

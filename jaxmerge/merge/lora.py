@@ -117,17 +117,23 @@ def fold(model: Model, adapter: Path, where: str) -> Model:
     return dataclasses.replace(model, params={**params, "layers": layers})
 
 
-def load_ref(ref: str, dtype: str | None = None) -> Model:
-    """Load a model reference: MODEL as `jaxmerge.io.load` reads it, MODEL+LORA with the adapter folded in its
-    stored dtype first (as mergekit merges it before reading), then in `dtype`."""
+def load_ref(ref: str, dtype: str | None = None, provided: dict | None = None) -> Model:
+    """Load a model reference: MODEL as `jaxmerge.io.load` reads it (or as `provided` holds it: a Model, or the
+    directory to read), MODEL+LORA with the adapter folded in MODEL's stored dtype first (as mergekit merges it
+    before reading), then in `dtype`."""
     path, adapter = split(ref)
-    if adapter is None:
-        return load(path, dtype=dtype)
-    model = fold(load(path), resolve(adapter), f"LoRA {adapter} (for {path})")
-    if dtype is None:
-        return model
-    cast = lambda x: np.asarray(x).astype(DTYPES[dtype])
-    params = {k: cast(v) for k, v in model.params.items() if k != "layers"}
-    return dataclasses.replace(model, params={**params, "layers": {k: cast(v) for k, v in
-                                                                   model.params["layers"].items()}})
+    given = (provided or {}).get(path)
+    if adapter is None and not isinstance(given, Model):
+        return load(path if given is None else given, dtype=dtype)
+    model = given if isinstance(given, Model) else load(path if given is None else given)
+    if adapter is not None:
+        model = fold(model, resolve(adapter), f"LoRA {adapter} (for {path})")
+    return model if dtype is None else cast(model, dtype)
 
+
+def cast(model: Model, dtype: str) -> Model:
+    """`model` with every array in `dtype` (numpy)."""
+    to = lambda x: np.asarray(x).astype(DTYPES[dtype])
+    params = {k: to(v) for k, v in model.params.items() if k != "layers"}
+    return dataclasses.replace(model, params={**params, "layers": {k: to(v) for k, v in
+                                                                   model.params["layers"].items()}})

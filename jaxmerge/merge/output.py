@@ -68,6 +68,19 @@ def output_tokenizer(vocab, template: str | None, donor: Path, copy: bool):
     return tokenizer
 
 
+def write_tokenizer(folder: Path, done, options) -> None:
+    """Only the tokenizer a merge result (jaxmerge.merge.build.Merged) would be written with, into `folder`."""
+    import shutil
+    from jaxmerge.io import TOKENIZER_FILES
+    tokenizer = output_tokenizer(done.vocab, done.template, done.tokenizer_from, options.copy_tokenizer)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    elif options.copy_tokenizer and done.tokenizer_from is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(done.tokenizer_from) / name).is_file():
+                shutil.copy2(Path(done.tokenizer_from) / name, folder / name)
+
+
 def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path, vocab=None,
                 template: str | None = None) -> Path:
     """Check and write the merged model as `options` say (shards, tokenizer, card). `vocab`: the reconciled

@@ -30,12 +30,8 @@ import torch
 
 import numpy as np
 
-from tests.merge_oracle import (assert_cut_family, jaxmerge_merge, make_family, mergekit_merge, read_tensors,
-                                stable_sorts, ulps)
-
-ROUNDED_ONCE = {"linear", "slerp"}
-KARCHER_EPS = 4
-PROMOTED = {"ramplus_tl", "arcee_fusion"}
+from tests.merge_oracle import (KARCHER_EPS, PROMOTED, ROUNDED_ONCE, assert_cut_family, jaxmerge_merge, make_family,
+                                mergekit_merge, read_tensors, stable_sorts, ulps)
 
 
 @pytest.fixture(scope="module")

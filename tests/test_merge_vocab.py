@@ -15,15 +15,12 @@ import json
 
 import numpy as np
 import pytest
-import transformers
 
 from jaxmerge.cli import main
-from tests.merge_oracle import jaxmerge_merge, mergekit_merge, read_tensors, stable_sorts, ulps
+from tests.merge_oracle import jaxmerge_merge, mergekit_merge, read_tensors, stable_sorts
 from tests.tiny import make_tiny_model
-from tests.tiny_vocab import BASE_TOKENS, SPECIALS, VOCAB_TENSORS, add_tokenizer, vocab_variant
+from tests.tiny_vocab import BASE_TOKENS, SPECIALS, add_tokenizer, compare_by_token, tokenizer_of, vocab_variant
 
-TOL = 1e-5
-TEXT = "t3 n0 <|im_start|> t7 t5 n2 m0 zz t60"
 CHATML_LIKE = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
 
 
@@ -39,33 +36,6 @@ def vocab(tmp_path_factory):
     return {n: str(root / n) for n in ("base", "perm", "pad", "other")}
 
 
-def _tokenizer(out):
-    return transformers.AutoTokenizer.from_pretrained(str(out))
-
-
-def compare_by_token(ours_dir, theirs_dir, ulp: int | None = None) -> None:
-    """Every tensor of the two outputs equal (module doc): vocabulary tensors row by token."""
-    ours, theirs = read_tensors(ours_dir), read_tensors(theirs_dir)
-    tj, tm = _tokenizer(ours_dir), _tokenizer(theirs_dir)
-    vj, vm = tj.get_vocab(), tm.get_vocab()
-    assert sorted(vj) == sorted(vm) and sorted(ours) == sorted(theirs)
-    assert tj.convert_ids_to_tokens(tj(TEXT).input_ids) == tm.convert_ids_to_tokens(tm(TEXT).input_ids)
-    rows = json.loads((theirs_dir / "config.json").read_text())["vocab_size"]
-    assert json.loads((ours_dir / "config.json").read_text())["vocab_size"] == rows
-    for name, ref in theirs.items():
-        mine = ours[name]
-        assert mine.shape == ref.shape and mine.dtype == ref.dtype, name
-        if name in VOCAB_TENSORS:
-            tokens = sorted(vm)
-            mine = np.concatenate([mine[[vj[t] for t in tokens]], mine[len(tokens):]])
-            ref = np.concatenate([ref[[vm[t] for t in tokens]], ref[len(tokens):]])
-        if ulp is None:
-            gap = np.abs(mine.astype(np.float64) - ref).max() / max(np.abs(ref.astype(np.float64)).max(), 1e-12)
-            assert gap <= TOL, f"{name} differs by {gap:.2e} relative"
-        else:
-            assert (ulps(mine, ref) <= ulp).all(), name
-
-
 def _both(recipe, tmp_path, **mergekit_options):
     mergekit_merge(recipe, tmp_path / "mergekit", **mergekit_options)
     jaxmerge_merge(recipe, tmp_path / "jaxmerge")
@@ -79,10 +49,10 @@ def test_union_of_permuted_vocabularies(vocab, tmp_path):
         dict(model=vocab["other"], parameters=dict(weight=0.2))])
     ours, theirs = _both(recipe, tmp_path)
     compare_by_token(ours, theirs)
-    tokenizer = _tokenizer(ours)
+    tokenizer = tokenizer_of(ours)
     assert len(tokenizer) == 97 + 5 and tokenizer.tokenize("t1 <|im_start|>") == ["t1", "<|im_start|>"]
     # a token only `perm` has keeps perm's row: the merge of three copies of it weighted 0.5 + 0.3 + 0.2
-    perm, out = _tokenizer(vocab["perm"]).get_vocab(), read_tensors(ours)["model.embed_tokens.weight"]
+    perm, out = tokenizer_of(vocab["perm"]).get_vocab(), read_tensors(ours)["model.embed_tokens.weight"]
     row = read_tensors(vocab["perm"])["model.embed_tokens.weight"][perm["n0"]]
     np.testing.assert_allclose(out[tokenizer.get_vocab()["n0"]], row, rtol=1e-6, atol=1e-7)
 
@@ -124,15 +94,15 @@ def test_a_models_vocabulary_and_chat_templates(vocab, tmp_path):
                           dict(model=vocab["perm"], parameters=dict(weight=0.5))])
     ours, theirs = _both(recipe, tmp_path)
     compare_by_token(ours, theirs)
-    assert _tokenizer(ours).chat_template == _tokenizer(theirs).chat_template and "<|im_start|>" in \
-        _tokenizer(ours).chat_template
+    assert tokenizer_of(ours).chat_template == tokenizer_of(theirs).chat_template and "<|im_start|>" in \
+        tokenizer_of(ours).chat_template
     same = dict(merge_method="linear", dtype="float32", models=[  # one vocabulary: the donor's tokenizer is copied
         dict(model=vocab["base"], parameters=dict(weight=0.5)), dict(model=vocab["pad"], parameters=dict(weight=0.5))])
     for i, template in enumerate(("auto", "{% for m in messages %}[{{ m['content'] }}]{% endfor %}")):
         ours, theirs = _both({**same, "chat_template": template, "tokenizer_source": "base"}, tmp_path / f"t{i}",
                              copy_tokenizer=True)
-        assert _tokenizer(ours).chat_template == _tokenizer(theirs).chat_template
-    assert _tokenizer(tmp_path / "t0" / "jaxmerge").chat_template == CHATML_LIKE  # auto: base's (pad has none)
+        assert tokenizer_of(ours).chat_template == tokenizer_of(theirs).chat_template
+    assert tokenizer_of(tmp_path / "t0" / "jaxmerge").chat_template == CHATML_LIKE  # auto: base's (pad has none)
 
 
 def _refused(tmp_path, capsys, recipe, *words):

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.merge.base import MergeMethod
+from jaxmerge.merge.hparams import ignored
 from jaxmerge.merge.numerics import F32, rnd
 
 PAPER = "Arcee Fusion (Arcee AI, mergekit 0.1.5), https://arcee.ai"
@@ -56,4 +57,4 @@ def kernel(state, hp, key, math="float32"):
     return state["merged"]
 
 
-ARCEE_FUSION = MergeMethod("arcee_fusion", (), "required", (1, 1), PAPER, init_tensor, kernel)
+ARCEE_FUSION = MergeMethod("arcee_fusion", (ignored("weight"),), "required", (1, 1), PAPER, init_tensor, kernel)

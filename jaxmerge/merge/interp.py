@@ -172,4 +172,5 @@ NUSLERP = _method("nuslerp", (weight(), switch("nuslerp_flatten", True), switch(
                   "optional", (2, 2), _stack, _nuslerp_kernel)
 MODEL_STOCK = _method("model_stock", (switch("filter_wise", False), ignored("weight")), "required", (2, None),
                       _stack, _stock_kernel)
-NEARSWAP = _method("nearswap", (HParam("t", REQUIRED),), "required", (1, 1), _stack, _nearswap_kernel)
+NEARSWAP = _method("nearswap", (HParam("t", REQUIRED), ignored("weight")), "required", (1, 1), _stack,
+                   _nearswap_kernel)

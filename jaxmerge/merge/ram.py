@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxmerge.merge.base import MergeMethod
-from jaxmerge.merge.hparams import number
+from jaxmerge.merge.hparams import ignored, number
 from jaxmerge.merge.numerics import F32, rnd
 
 PAPER = "RAM, Reinforced Agent Merging (2026), https://arxiv.org/abs/2601.13572"
@@ -60,6 +60,8 @@ def ramplus_kernel(state, hp, key, math="float32"):
     return state["base"] + merged
 
 
-RAM = MergeMethod("ram", (number("epsilon", 1e-5),), "required", (1, None), PAPER, init_tensor, ram_kernel)
-RAMPLUS_TL = MergeMethod("ramplus_tl", (number("r", 0.1), number("alpha", 0.2), number("epsilon", 1e-5)),
-                         "required", (1, None), PAPER, init_tensor, ramplus_kernel)
+# a `weight` per model is accepted and ignored, as mergekit 0.1.5 accepts it (its own tests set one)
+RAM = MergeMethod("ram", (number("epsilon", 1e-5), ignored("weight")), "required", (1, None), PAPER, init_tensor,
+                  ram_kernel)
+RAMPLUS_TL = MergeMethod("ramplus_tl", (number("r", 0.1), number("alpha", 0.2), number("epsilon", 1e-5),
+                                        ignored("weight")), "required", (1, None), PAPER, init_tensor, ramplus_kernel)

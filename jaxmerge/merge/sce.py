@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxmerge.merge import sparsify
 from jaxmerge.merge.base import MergeMethod
-from jaxmerge.merge.hparams import HParam, switch
+from jaxmerge.merge.hparams import HParam, ignored, switch
 from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
 
 PAPER = "SCE, FuseChat 2.0 (Wan et al. 2024), https://arxiv.org/abs/2408.07990"
@@ -64,6 +64,6 @@ def kernel(state, hp, key, math="float32"):
     return r(state["base"] + r(mixed / divisor))
 
 
-SCE = MergeMethod("sce", (switch("int8_mask", False, role="inert"),
-                          HParam("select_topk", 1.0, lo=0.0, hi=1.0)),
+SCE = MergeMethod("sce", (switch("int8_mask", False, role="inert"), HParam("select_topk", 1.0, lo=0.0, hi=1.0),
+                          ignored("weight")),
                   "required", (1, None), PAPER, init_tensor, kernel)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 
 from jaxmerge.errors import expect
 from jaxmerge.merge.base import MergeMethod
-from jaxmerge.merge.hparams import HParam, number, switch, weight
+from jaxmerge.merge.hparams import HParam, ignored, number, switch, weight
 from jaxmerge.merge.interp import _inputs, _stack
 from jaxmerge.merge.numerics import F32, over, rnd
 
@@ -141,5 +141,6 @@ def check_karcher(cell: dict, where: str) -> None:
 
 MULTISLERP = MergeMethod("multislerp", (weight(), switch("normalize_weights", True), number("eps", 1e-8)),
                          "optional", (1, None), PAPERS["multislerp"], _stack, _multislerp_kernel, check_multislerp)
-KARCHER = MergeMethod("karcher", (HParam("max_iter", 10, lo=0.0, evolvable=False), number("tol", 1e-5)), "none",
+KARCHER = MergeMethod("karcher", (HParam("max_iter", 10, lo=0.0, evolvable=False), number("tol", 1e-5),
+                                  ignored("weight")), "none",
                       (1, None), PAPERS["karcher"], _stack, _karcher_kernel, check_karcher)

@@ -47,12 +47,46 @@ def _dot(a: jax.Array, b: jax.Array, math: str) -> jax.Array:
     return jnp.dot(a, b) if math == "float32" else jnp.sum(rnd(a * b, math))
 
 
+def _multislerp_init(base, sources, math="float32"):
+    """The inputs; in float32 also the Gram matrix of the (task) vectors, which depends on no weight."""
+    state = _stack(base, sources, math)
+    if math == "float32":
+        _, x = _inputs(state)
+        v = (x if base is None else x - base.astype(F32)).reshape(x.shape[0], -1)
+        state["gram"] = v @ v.T
+    return state
+
+
+def _multislerp_coefficients(gram, hp, m: int):
+    """multislerp in float32 as coefficients c of the vectors (merged = sum_m c_m v_m): every quantity mergekit
+    forms from the flat vectors (norms, the weighted mean of units, the dots with it, the tangent sum and its
+    norm) is a linear combination of them, so it is computed from their Gram matrix; equal to mergekit's vector
+    arithmetic up to float32 rounding (the tangent sum vanishes in exact arithmetic: both compute rounding
+    noise of ~1e-7 there). Degenerate: the plain weighted sum for two models, NaN for more (as in the kernel)."""
+    eps, w = hp["eps"], hp["weight"].astype(F32)
+    w = jnp.where(hp["normalize_weights"] > 0.5, over(w, w.sum()), w)
+    norms = jnp.sqrt(jnp.maximum(jnp.diagonal(gram), 0.0))
+    a = w / (norms + eps)                                   # sum_m w_m u_m = sum_m a_m v_m
+    mean_norm = jnp.sqrt(jnp.maximum(a @ gram @ a, 0.0))
+    degenerate = mean_norm < eps
+    mean = a / jnp.where(degenerate, 1.0, mean_norm)        # the unit mean's coefficients
+    dots = (gram @ mean) / (norms + eps)
+    tangent = a - (w @ dots) * mean
+    length = jnp.sqrt(jnp.maximum(tangent @ gram @ tangent, 0.0)) + eps
+    c = (mean * jnp.cos(length) + tangent * (jnp.sin(length) / length)) * (norms @ w)
+    return jnp.where(degenerate, w if m == 2 else jnp.full((m,), jnp.nan), c)
+
+
 def _multislerp_kernel(state, hp, key, math="float32"):
     r = lambda x: rnd(x, math)
     base, x = _inputs(state)
     m = x.shape[0]
     if m == 1:  # static: one model is returned as it is
         return x[0]
+    if "gram" in state:  # float32: one pass over the models (_multislerp_coefficients)
+        c = _multislerp_coefficients(state["gram"], hp, m)
+        merged = sum(c[i] * (x[i] if base is None else x[i] - base) for i in range(m))
+        return merged if base is None else base + merged
     v = x if base is None else r(x - base)
     flat, eps = v.reshape(m, -1), hp["eps"]
     w = r(hp["weight"].astype(F32))
@@ -140,7 +174,8 @@ def check_karcher(cell: dict, where: str) -> None:
 
 
 MULTISLERP = MergeMethod("multislerp", (weight(), switch("normalize_weights", True), number("eps", 1e-8)),
-                         "optional", (1, None), PAPERS["multislerp"], _stack, _multislerp_kernel, check_multislerp)
+                         "optional", (1, None), PAPERS["multislerp"], _multislerp_init, _multislerp_kernel,
+                         check_multislerp)
 KARCHER = MergeMethod("karcher", (HParam("max_iter", 10, lo=0.0, evolvable=False), number("tol", 1e-5),
                                   ignored("weight")), "none",
                       (1, None), PAPERS["karcher"], _stack, _karcher_kernel, check_karcher)

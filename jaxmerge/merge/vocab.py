@@ -115,7 +115,7 @@ def build(spec: TokenizerSpec, base_ref: str | None, refs: list[str], models: di
                 warnings.warn(f"{ref} has no tokenizer: taking it to have the vocabulary of {first}, as mergekit "
                               "does", RecipeWarning, stacklevel=2)
     sizes = {ref: models[ref].spec.vocab_size for ref in refs}
-    out = output_tokenizer(spec, base, tokenizers, sizes)
+    out = output_tokenizer(spec, base, tokenizers, sizes, models)
     tokens = out.get_vocab()
     size = len(tokens)
     expect(max(tokens.values()) < size, f"tokenizer: expected token ids 0..{size - 1}, found id "
@@ -127,15 +127,17 @@ def build(spec: TokenizerSpec, base_ref: str | None, refs: list[str], models: di
     return Vocabulary(out, tokens, size, rows, vocabs)
 
 
-def output_tokenizer(spec: TokenizerSpec, base, tokenizers: dict[str, Any], sizes: dict[str, int]):
-    """The tokenizer the output carries: base's, union, or a named model's, plus the `tokens:` keys."""
+def output_tokenizer(spec: TokenizerSpec, base, tokenizers: dict[str, Any], sizes: dict[str, int], models: dict):
+    """The tokenizer the output carries: base's, union, or a named model's (one the merge reads, or any other),
+    plus the `tokens:` keys."""
     from jaxmerge.io import resolve
     if spec.source == "base":
         out = base
     elif spec.source == "union":
         out = union(base, tokenizers, sizes)
     else:
-        out = load_tokenizer(resolve(spec.source), "tokenizer.source")
+        source = models[spec.source].path if spec.source in models else resolve(spec.source)
+        out = load_tokenizer(source, "tokenizer.source")
     present = set(out.get_vocab())
     for row in spec.tokens:
         if row.token not in present:

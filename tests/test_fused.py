@@ -79,3 +79,14 @@ def test_auto_mode_follows_free_memory(problems):
     assert choose_mode("auto", spec, 10 * one, 8, free=12 * one) == "fused"
     assert choose_mode("fused", spec, 0, 1, free=10**12) == "fused"
     assert choose_mode("materialize", spec, 10**12, 64, free=1) == "materialize"
+
+
+def test_kv_cache_dtype_is_the_candidates_not_the_merge_states(problems):
+    """The merge state is float32 whatever the run's dtype; a bf16 candidate's keys are bf16, and so is its
+    cache (the widest-leaf rule gave fused bf16 runs a float32 cache)."""
+    p = problems["fused"]
+    raw, keys = candidates(p, 1)
+    r = recipe(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
+    assert {x.dtype for x in jax.tree.leaves(p.data["merge"])} == {np.dtype("float32")}
+    assert fused_decoder().cache_dtype(FusedSpec(p.spec, p.method, "bfloat16"), r) == jax.numpy.bfloat16
+    assert fused_decoder().cache_dtype(FusedSpec(p.spec, p.method, "float32"), r) == np.float32

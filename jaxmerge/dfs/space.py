@@ -27,7 +27,7 @@ from jaxmerge.config import EvolveConfig
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import decoded_path, used_pool, write_export
 from jaxmerge.dfs.layout import DFSLayout
-from jaxmerge.dfs.path import path_spec, with_path
+from jaxmerge.dfs.path import path_spec, pool_types, with_path
 from jaxmerge.dfs.recipe import passthrough_recipe
 from jaxmerge.dfs.sources import pool_layout
 from jaxmerge.distributed import is_primary
@@ -93,7 +93,8 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
                           seed=cfg.search.seed)
-    fit = weighted_fitness(path_spec(spec_a, genome.layout), tasks, DFS_DECODER)
+    types = pool_types([m.spec for m in models])
+    fit = weighted_fitness(path_spec(spec_a, genome.layout, types), tasks, DFS_DECODER)
     data = {"pool": load_table(pool_layout([m.table for m in models]), spec_a, mesh, dtype)}
     plain = {}
 
@@ -106,10 +107,10 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
                         "w_mode": genome.layout.w_mode}}
     return SearchSpace("dfs", genome.size, np.asarray(genome.initial_raw()), data,
                        lambda raw, key, d: fit(path_params(genome, raw, d)), baselines, genome.describe,
-                       make_export(genome, spec_a, names, dtype, data), facts)
+                       make_export(genome, spec_a, names, dtype, data, types), facts)
 
 
-def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict):
+def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict, types: tuple[str, ...]):
     """DIR/model (a plain HF model with path.json and plots/path.png) and recipe.yml (its passthrough recipe).
     Every process gathers the layers the winner uses (a collective); only process 0 writes."""
     def export(raw, key, out: Path, record: dict) -> dict:
@@ -123,7 +124,7 @@ def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: d
                                  recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=REBUILD,
                                  tags=("evolved", "dfs"), name=out.absolute().name)
         write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
-                     overwrite=True, extra=card)
+                     overwrite=True, extra=card, types=types)
         atomic_write_text(out / "recipe.yml", text)
         return {"path": json.loads((out / "model" / "path.json").read_text())["path"], "recipe": "recipe.yml"}
     return export

@@ -1,6 +1,6 @@
 """Jitted greedy decoding with a KV cache, for one model or a population, generic over a `Decoder`.
 
-A `Decoder` bundles the three model functions decoding needs. The defaults are jaxmerge.model's Llama-family
+A `Decoder` bundles the model functions decoding needs. The defaults are jaxmerge.model's
 functions; a data-flow-space (layer path) decoder plugs in its own with the same signatures:
 
     init_cache(spec, batch, max_len, dtype) -> cache
@@ -26,11 +26,17 @@ def _same(spec):
     return spec
 
 
+def _embed_dtype(spec, params):
+    """The dtype the layers compute in: the embeddings' (a plain model, a DFS pool)."""
+    return params["embed"].dtype
+
+
 class Decoder(NamedTuple):
     init_cache: Callable = model.init_cache
     forward_cached: Callable = model.forward_cached
     forward: Callable = model.forward
     arch: Callable = _same  # spec -> the ArchSpec it runs (vocab, positions, sizes) for the host-side checks
+    cache_dtype: Callable = _embed_dtype  # (spec, params) -> the dtype keys and values are made and cached in
 
 
 class Generated(NamedTuple):
@@ -39,10 +45,14 @@ class Generated(NamedTuple):
     lengths: jax.Array
 
 
-def cache_dtype(params) -> jnp.dtype:
-    """The widest float dtype among the params: the cache holds keys/values in the precision they are made."""
-    floats = [x.dtype for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.floating)]
-    return jnp.result_type(*floats)
+def recompute_step(arch, prompt_len: int, max_new_tokens: int) -> int | None:
+    """The decode step at which transformers' generate drops its cache and runs the whole sequence again, or
+    None. Phi-3's longrope does (its prepare_inputs_for_generation) when the sequence reaches
+    original_max_position_embeddings + 1 slots, so that every key is rotated with the long factors."""
+    if arch.rope_type != "longrope":
+        return None
+    step = arch.rope_original_max_position - prompt_len
+    return step if 0 <= step < max_new_tokens else None
 
 
 def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, max_new_tokens: int,
@@ -50,7 +60,7 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
     """Greedy completion of left-padded prompts tokens/mask [B, P]; `eos` is an int array of stop ids."""
     batch, prompt_len = tokens.shape
     positions = model.default_positions(mask)
-    cache = decoder.init_cache(spec, batch, prompt_len + max_new_tokens, cache_dtype(params))
+    cache = decoder.init_cache(spec, batch, prompt_len + max_new_tokens, decoder.cache_dtype(spec, params))
     logits, cache = decoder.forward_cached(spec, params, tokens, mask, positions, cache, 0)
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
@@ -61,12 +71,29 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
         logits, cache = decoder.forward_cached(spec, params, token[:, None], ones, position[:, None], cache,
                                                prompt_len + t)
         following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done)
+        return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done, token)
+
+    def redo(carry, t, fed):
+        """Step t as one forward over the whole sequence so far (prompt, tokens fed before, this token)."""
+        cache, token, position, done_before = carry
+        done = done_before | jnp.isin(token, eos)
+        seq = jnp.concatenate([tokens, fed.T.astype(tokens.dtype), token[:, None].astype(tokens.dtype)], axis=1)
+        full = jnp.concatenate([mask, jnp.ones((batch, t + 1), mask.dtype)], axis=1)
+        logits, cache = decoder.forward_cached(spec, params, seq, full, model.default_positions(full), cache, 0)
+        following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+        return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done, token)
 
     # zeros_like(first): the done mask varies with the params like `first` does, which a scan under shard_map
     # (population split over devices) requires of a carry that the step makes param-dependent.
-    start = (cache, first, positions[:, -1] + 1, jnp.zeros_like(first, bool))
-    _, (out, done) = jax.lax.scan(step, start, jnp.arange(max_new_tokens))
+    carry = (cache, first, positions[:, -1] + 1, jnp.zeros_like(first, bool))
+    at = recompute_step(decoder.arch(spec), prompt_len, max_new_tokens)
+    if at is None:
+        _, (out, done, _) = jax.lax.scan(step, carry, jnp.arange(max_new_tokens))
+    else:
+        carry, before = jax.lax.scan(step, carry, jnp.arange(at))
+        carry, here = redo(carry, at, before[2])
+        _, after = jax.lax.scan(step, carry, jnp.arange(at + 1, max_new_tokens))
+        out, done = (jnp.concatenate([b, h[None], a]) for b, h, a in zip(before[:2], here[:2], after[:2]))
     # The last scan step runs one forward whose token is never used; that keeps the loop a plain scan.
     return Generated(out.T, jnp.sum(~done, axis=0).astype(jnp.int32))
 

@@ -18,8 +18,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 
 def evidence(seed: int, per_model: int, per_layer: int) -> None:
-    import numpy as np
-
     from demo_evidence import Merges, hand_made, search
     from jaxmerge.demo import recipe
     from jaxmerge.demo.pipeline import Scorer

@@ -26,7 +26,7 @@ from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import read_text
 from jaxmerge.params import LAYOUTS, Params, TensorName, hf_names, layout_of, param_shapes, piece_index, \
     to_hf_tensors
-from jaxmerge.weights import tensor_headers, weight_files  # noqa: F401  (weight_files: part of io's API)
+from jaxmerge.weights import tensor_headers
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",

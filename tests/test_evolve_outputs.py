@@ -13,7 +13,6 @@ from jaxmerge.cli import main
 from jaxmerge.config import load_config
 from jaxmerge.io import load
 from jaxmerge.modes import evolve
-from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
 from tests.fitness_tiny import add_char_tokenizer
 from tests.merge_oracle import mergekit_merge, read_tensors, worst_relative
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    enable_compilation_cache()
     return build_world(tmp_path_factory.mktemp("world"))
 
 

@@ -109,7 +109,7 @@ def test_bad_jsonl(tmp_path, rows, match):
     (("max_new_tokens: 16", "max_new_tokens: many"), "expected 'max_new_tokens' to be int"),
     (("template: \"Q: {prompt}\\nA:\"", "template: \"Q:\""), "expected '{prompt}' in template"),
     (("fewshot_split: dev", "fewshot_split: train"), "fewshot needs fewshot_split"),
-    (("name: arith", "name: arith\nsplitz: 1"), "found unknown \\['splitz'\\]"),
+    (("name: arith", "name: arith\nsplitz: 1"), "unknown key\\(s\\) \\['splitz'\\]"),
     (("splits: {dev: arith_dev.jsonl, test: arith_test.jsonl}", "splits: {}"), "expected 'splits'"),
 ])
 def test_bad_yaml(tmp_path, change, match):

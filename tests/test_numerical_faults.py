@@ -25,11 +25,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "xla"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))
-        root = build_world(tmp_path_factory.mktemp("nan_world"))
-        yield root, write_config(root, generations=3)
+    root = build_world(tmp_path_factory.mktemp("nan_world"))
+    return root, write_config(root, generations=3)
 
 
 @pytest.fixture

@@ -85,11 +85,7 @@ class Payload:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = build_world(tmp_path_factory.mktemp("safety_world"))
-    cache = tmp_path_factory.getbasetemp() / "xla"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))
-        yield root
+    return build_world(tmp_path_factory.mktemp("safety_world"))
 
 
 def booby_trapped(world: Path, tmp: Path) -> tuple[Path, Path]:

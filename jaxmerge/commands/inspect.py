@@ -13,7 +13,8 @@ def summary(path: str) -> dict:
     """Spec facts plus counts from the tensors, read and checked one at a time (never the whole model in RAM)."""
     from jaxmerge.arch import ArchSpec
     from jaxmerge.errors import expect
-    from jaxmerge.io import checked_tensors, resolve, weight_files
+    from jaxmerge.io import checked_tensors, resolve
+    from jaxmerge.weights import weight_files
     model_dir = resolve(path)
     spec = ArchSpec.from_dir(model_dir)
     count, dtypes = 0, set()

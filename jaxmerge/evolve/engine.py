@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge import interrupt
-from jaxmerge.atomic import sweep_leftovers
+from jaxmerge.leftovers import sweep_leftovers
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint, records, rundir

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.errors import JaxmergeError, expect, expect_keys
 from jaxmerge.files import MB, read_text
 from jaxmerge.jsonfile import NumberText, parse_json
 from jaxmerge.yamlfile import read_yaml
@@ -54,10 +54,7 @@ class Task:
 def load_task(path: str | Path) -> Task:
     """Read and validate a task YAML; split paths are resolved relative to the YAML's directory."""
     path = Path(path)
-    raw = read_yaml(path, "a task YAML")
-    expect(isinstance(raw, dict), f"{path}: expected a mapping, found {type(raw).__name__}")
-    unknown = sorted(set(raw) - KEYS)
-    expect(not unknown, f"{path}: expected keys among {sorted(KEYS)}, found unknown {unknown}")
+    raw = expect_keys(read_yaml(path, "a task YAML"), KEYS, str(path))
     expect(isinstance(raw.get("name"), str), f"{path}: expected a string 'name', found {raw.get('name')!r}")
     splits = raw.get("splits")
     expect(isinstance(splits, dict) and len(splits) > 0 and all(isinstance(v, str) for v in splits.values()),

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.errors import JaxmergeError, expect, expect_keys
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES
 from jaxmerge.yamlfile import read_yaml
@@ -70,13 +70,6 @@ class Recipe:
     raw: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)  # the mapping it came from
 
 
-def _keys(mapping: Any, allowed: set[str], where: str) -> dict:
-    expect(isinstance(mapping, dict), f"expected a mapping for {where}, found {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - allowed)
-    expect(not unknown, f"{where}: unsupported keys {unknown} (supported: {sorted(allowed)})")
-    return mapping
-
-
 def _model(ref: Any, root: Path | None, where: str) -> str:
     expect(isinstance(ref, str) and ref != "", f"expected a model path or repo id for {where}, found {ref!r}")
     expect("+" not in ref or Path(ref).exists(), f"{where}: LoRA references ('model+lora') are not supported, "
@@ -97,7 +90,7 @@ def _params(value: Any, where: str) -> dict:
 
 
 def _source(entry: Any, root: Path | None, where: str, sliced: bool) -> Source:
-    _keys(entry, {"model", "parameters"} | ({"layer_range"} if sliced else set()), where)
+    entry = expect_keys(entry, {"model", "parameters"} | ({"layer_range"} if sliced else set()), where)
     layer_range = None
     if sliced:
         lr = entry.get("layer_range")
@@ -110,7 +103,7 @@ def _source(entry: Any, root: Path | None, where: str, sliced: bool) -> Source:
 
 def parse_recipe(raw: Any, root: Path | None = None) -> Recipe:
     """Validate a recipe mapping. `root`: directory relative model paths are resolved against."""
-    _keys(raw, TOP_KEYS, "recipe")
+    raw = expect_keys(raw, TOP_KEYS, "recipe")
     method = raw.get("merge_method")
     expect(method in METHODS, f"expected merge_method in {sorted(METHODS)}, found {method!r}")
     expect(("models" in raw) != ("slices" in raw), "expected exactly one of 'models' or 'slices' in the recipe, "
@@ -138,7 +131,7 @@ def _list(value: Any, where: str) -> list:
 
 
 def _slice(entry: Any, root: Path | None, i: int) -> Slice:
-    _keys(entry, {"sources", "parameters"}, f"slices[{i}]")
+    entry = expect_keys(entry, {"sources", "parameters"}, f"slices[{i}]")
     sources = tuple(_source(s, root, f"slices[{i}].sources[{j}]", True)
                     for j, s in enumerate(_list(entry.get("sources"), f"slices[{i}].sources")))
     lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}

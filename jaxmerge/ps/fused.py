@@ -1,7 +1,7 @@
 """Fused memory mode: each layer of a candidate is merged just before it is applied, inside the scanned forward.
 
 In `materialize` mode a candidate is a whole merged model (lax.map's batch size bounds how many are alive).
-In `fused` mode the "params" a fitness function sees are the candidate's recipe — `{"merge": merge state of the
+In `fused` mode the "params" a fitness function sees are the candidate unmerged — `{"merge": merge state of the
 sources, "hparams": its per-tensor hyper-parameters, "key": its merge key}` — and the `Decoder` below merges the
 globals (embed, norm, lm_head) once, then one layer per scan step with `merge_layer`. Peak memory is the sources'
 merge state plus one merged layer per candidate in flight, plus activations; a full merged model never exists.
@@ -35,7 +35,7 @@ class FusedSpec:
     dtype: str = "float32"  # the merged tensors' dtype, as merge_params' out_dtype
 
 
-def recipe(merge_state, hparams: dict, key: jax.Array) -> dict:
+def unmerged(merge_state, hparams: dict, key: jax.Array) -> dict:
     """What a fused decoder takes in place of params: one candidate's merge, not yet computed."""
     return {"merge": merge_state, "hparams": hparams, "key": key}
 

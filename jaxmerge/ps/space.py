@@ -94,12 +94,12 @@ def candidate_params(method, genome: GeneSpec, dtype: str, raw, key, data) -> di
 
 
 def candidate_fitness(method, genome: GeneSpec, dtype: str, tasks: TaskSet, mode: str) -> Callable:
-    """(raw, key, data) -> f32 in the resolved memory mode: fused fitness takes a candidate's recipe (see
+    """(raw, key, data) -> f32 in the resolved memory mode: fused fitness takes the candidate unmerged (see
     jaxmerge.ps.fused), materialized fitness its merged params."""
-    from jaxmerge.ps.fused import FusedSpec, fused_decoder, recipe
+    from jaxmerge.ps.fused import FusedSpec, fused_decoder, unmerged
     if mode == "fused":
         fit = weighted_fitness(FusedSpec(genome.spec, method, dtype), tasks, fused_decoder())
-        return lambda raw, key, data: fit(recipe(data["merge"], genome.hparams(raw), key))
+        return lambda raw, key, data: fit(unmerged(data["merge"], genome.hparams(raw), key))
     fit = weighted_fitness(genome.spec, tasks)
     return lambda raw, key, data: fit(candidate_params(method, genome, dtype, raw, key, data))
 

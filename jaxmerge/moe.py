@@ -74,7 +74,8 @@ def moe_block(spec, lp: Params, x: jax.Array, act: Callable) -> jax.Array:
 
     def one(args):
         tokens, expert = args
-        return expert_mlp(lp["experts_gate_up"][expert], lp["experts_down"][expert], padded[tokens], act)
+        pick = lambda w: jax.lax.dynamic_index_in_dim(jnp.asarray(w), expert, keepdims=False)  # noqa: E731
+        return expert_mlp(pick(lp["experts_gate_up"]), pick(lp["experts_down"]), padded[tokens], act)
 
     out = jax.lax.map(one, (row_token.reshape(nb, b), block_expert)).reshape(nb * b, d)
     summed = jnp.zeros((t + 1, d), jnp.float32).at[row_token].add(out.astype(jnp.float32) * row_weight[:, None])

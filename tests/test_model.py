@@ -27,6 +27,9 @@ CASES = {  # several features per case: each case costs one compile
     "qwen2-gqa4": ("qwen2", {"num_key_value_heads": 1}),
     "qwen2-tied-mha": ("qwen2", {"tie_word_embeddings": True, "num_key_value_heads": 4}),
     "qwen3-headdim16": ("qwen3", {"head_dim": 16}),
+    "qwen2-window": ("qwen2", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+    "qwen3-window-types": ("qwen3", {"use_sliding_window": True, "sliding_window": 4,
+                                     "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}),
     "qwen3-bias-theta1e6": ("qwen3", {"attention_bias": True,
                                       "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}),
 }

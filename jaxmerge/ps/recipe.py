@@ -46,7 +46,7 @@ def setting(cells: np.ndarray, param_groups: bool, overrides: list[dict] = (),
     if not param_groups:
         return [*overrides, {"value": exact(cells[0])}]
     filters = (EXPERT_FILTERS if "experts" in groups else ()) + GROUP_FILTERS
-    rules = [{"filter": f, "value": exact(cells[groups.index(g)])} for g, f in filters]
+    rules = [{"filter": f, "value": exact(cells[groups.index(g)])} for g, f in filters if g in groups]
     return [*overrides, *rules, {"value": exact(cells[groups.index("norm")])}]
 
 

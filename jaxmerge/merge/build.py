@@ -102,8 +102,23 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
-    spec = donor.spec.replace(num_layers=model_params["layers"]["q_proj"].shape[1])
+    spec = donor.spec.with_layers(output_types(recipe, models))
     return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
+
+
+def output_types(recipe: Recipe, models: dict[str, Model]) -> tuple[str, ...]:
+    """The attention type (full / sliding window) of every output layer: the type its layer has in the
+    slice's sources, which must agree (a layer merged from a sliding and a full-attention layer has no type)."""
+    types = []
+    for i, sl in enumerate(recipe.slices):
+        ranges = [(s, s.layer_range or (0, models[s.model].spec.num_layers)) for s in sl.sources]
+        for j in range(ranges[0][1][1] - ranges[0][1][0]):
+            found = {models[s.model].spec.attention_types[r[0] + j] for s, r in ranges
+                     if r[0] + j < models[s.model].spec.num_layers}
+            expect(len(found) == 1, f"expected the sources of slice {i} to agree on the attention type of its "
+                                    f"layer {j}, found {sorted(found)}")
+            types.append(found.pop())
+    return tuple(types)
 
 
 def storage_dtype(models: dict[str, Model]) -> str:

@@ -114,10 +114,15 @@ def top_level(out: Path, ps: dict, dfs: dict) -> dict:
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 _link_or_copy(file, target)
-    atomic_write_text(out / "recipe.yml", (out / "dfs" / "recipe.yml").read_text())
+    recipe = out / "dfs" / "recipe.yml"  # absent where no passthrough recipe can carry the path (Gemma's norms)
+    if recipe.is_file():
+        atomic_write_text(out / "recipe.yml", recipe.read_text())
+    else:
+        (out / "recipe.yml").unlink(missing_ok=True)
     best = {"status": "finished", "space": "hybrid", "fitness": dfs["fitness"], "generation": dfs["generation"],
             "improved_on_start": dfs["fitness"] > ps["baselines"]["start"], "baselines": ps["baselines"],
-            "stages": {"ps": _summary(ps), "dfs": _summary(dfs)}, "model": "model", "recipe": "recipe.yml"}
+            "stages": {"ps": _summary(ps), "dfs": _summary(dfs)}, "model": "model",
+            "recipe": "recipe.yml" if recipe.is_file() else None}
     atomic_write_text(out / "best.json", json.dumps(best, indent=2))
     return best
 

@@ -29,7 +29,8 @@ from jaxmerge.params import Params
 FORMAT = "jaxmerge-dfs-path/1"
 
 
-def describe(layout: DFSLayout, names: Sequence[str | None], genes: dict, path: DecodedPath, eps: float) -> dict:
+def describe(layout: DFSLayout, names: Sequence[str | None], genes: dict, path: DecodedPath, eps: float,
+             writers: Sequence[str] = ("o_proj", "down_proj")) -> dict:
     """The path.json record: the layout, the raw genes, and each step of the exported stack ("slot" T is the
     tail, A's last layer)."""
     cum = cumulative_scales(path)
@@ -44,7 +45,7 @@ def describe(layout: DFSLayout, names: Sequence[str | None], genes: dict, path: 
         "num_slots": layout.num_slots, "num_layers": len(steps), "path": steps,
         "genes": {k: np.asarray(v, np.float64).tolist() for k, v in genes.items()},
         "fold": {"rms_norm_eps": eps, "exact": bool(np.all(np.abs(cum) == 1.0)),
-                 "note": "scales folded into o_proj/down_proj (1/C) and norm gains (sign C); exact up to "
+                 "note": f"scales folded into {'/'.join(writers)} (1/C) and norm gains (sign C); exact up to "
                          "RMSNorm eps, which acts as eps*C^2 on layers with |C| != 1"},
     }
 
@@ -106,7 +107,8 @@ def write_export(layout: DFSLayout, spec_a: ArchSpec, pool: Params, path: Decode
     spec = exported_spec(layout, spec_a, path, types)
     params = fold(pool, path, spec)
     model = Model(spec, params, None)
-    record = describe(layout, names, genes, path, spec_a.rms_norm_eps)
+    writers = [w for w in family_of(spec_a).residual_writers if w in pool["pool"]]
+    record = describe(layout, names, genes, path, spec_a.rms_norm_eps, writers)
     with atomic_dir(out_dir, overwrite) as tmp:
         save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))

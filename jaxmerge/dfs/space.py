@@ -28,7 +28,7 @@ from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import decoded_path, used_pool, write_export
 from jaxmerge.dfs.layout import DFSLayout
 from jaxmerge.dfs.path import path_spec, pool_types, with_path
-from jaxmerge.dfs.recipe import passthrough_recipe
+from jaxmerge.dfs.recipe import NO_RECIPE, passthrough_recipe
 from jaxmerge.dfs.sources import pool_layout
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import expect
@@ -118,13 +118,18 @@ def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: d
         pool, path = used_pool(data["pool"], decoded_path(genome.layout, genes, data["pool"]["embed"].dtype))
         if not is_primary():
             return {}
-        recipe = passthrough_recipe(genome.layout, path, names, dtype)
-        text = yaml.safe_dump(recipe, sort_keys=False)
+        recipe = passthrough_recipe(genome.layout, path, names, dtype, spec_a)
+        text = None if recipe is None else yaml.safe_dump(recipe, sort_keys=False)
+        rebuild = REBUILD if recipe is not None else f"No recipe rebuilds this {spec_a.model_type} path: {NO_RECIPE}."
         card = functools.partial(write_card, sources=names, base=None, method="passthrough (a DFS layer path)",
-                                 recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=REBUILD,
+                                 recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=rebuild,
                                  tags=("evolved", "dfs"), name=out.absolute().name)
         write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
                      overwrite=True, extra=card, types=types)
-        atomic_write_text(out / "recipe.yml", text)
-        return {"path": json.loads((out / "model" / "path.json").read_text())["path"], "recipe": "recipe.yml"}
+        if text is None:
+            (out / "recipe.yml").unlink(missing_ok=True)  # a resumed run's earlier winner may have had one
+        else:
+            atomic_write_text(out / "recipe.yml", text)
+        return {"path": json.loads((out / "model" / "path.json").read_text())["path"],
+                "recipe": None if text is None else "recipe.yml"}
     return export

@@ -37,17 +37,24 @@ def exact(value) -> float:
     return float(np.float32(value))
 
 
-def setting(cells: np.ndarray, param_groups: bool, overrides: list[dict] = (),
-            groups: tuple[str, ...] = ("embed", "attn", "mlp", "norm")):
-    """One slice's value of a hyper-parameter from its [C] cells (C: one per group of `groups`): a number, or
-    filters per parameter group; `overrides` ({filter, value}) come first."""
+def group_filters(spec) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(the spec's parameter groups, the (group, filter) rules that select them): only groups the family has and
+    filters that match one of its tensors (a tied model has no lm_head)."""
+    groups = spec_groups(spec)
+    filters = (EXPERT_FILTERS if "experts" in groups else ()) + GROUP_FILTERS
+    return groups, tuple((g, f) for g, f in filters if g in groups and not (f == "lm_head" and spec.tie_word_embeddings))
+
+
+def setting(cells: np.ndarray, param_groups: bool, overrides: list[dict] = (), groups=None):
+    """One slice's value of a hyper-parameter from its [C] cells (C: one per group): a number, or filters per
+    parameter group (`groups`: group_filters(spec)); `overrides` ({filter, value}) come first."""
     if not param_groups and not overrides:
         return exact(cells[0])
     if not param_groups:
         return [*overrides, {"value": exact(cells[0])}]
-    filters = (EXPERT_FILTERS if "experts" in groups else ()) + GROUP_FILTERS
-    rules = [{"filter": f, "value": exact(cells[groups.index(g)])} for g, f in filters if g in groups]
-    return [*overrides, *rules, {"value": exact(cells[groups.index("norm")])}]
+    names, filters = groups
+    rules = [{"filter": f, "value": exact(cells[names.index(g)])} for g, f in filters]
+    return [*overrides, *rules, {"value": exact(cells[names.index("norm")])}]
 
 
 def head_overrides(genome: GeneSpec, first: np.ndarray) -> list[dict]:
@@ -81,7 +88,7 @@ def to_recipe(genome: GeneSpec, genes: dict, method: str, models: list[str], bas
     if base:
         recipe["base_model"] = base
     if genome.num_layer_groups == 1:
-        groups = spec_groups(genome.spec)
+        groups = group_filters(genome.spec)
         recipe["models"] = [{"model": name, "parameters": {h: setting(model_cells[h][m, 0], genome.param_groups,
                                                                       (), groups) for h in per_model}}
                             for m, name in enumerate(models)]
@@ -105,7 +112,7 @@ def _slices(genome: GeneSpec, model_cells: dict, shared_cells: dict, models: lis
 
         def value(c, h):
             return setting(c[g], genome.param_groups, head_overrides(genome, c[0]) if last else (),
-                           spec_groups(genome.spec))
+                           group_filters(genome.spec))
         sources = [{"model": name, "layer_range": list(span),
                     "parameters": {h: value(model_cells[h][m], h) for h in model_cells}}
                    for m, name in enumerate(models)]

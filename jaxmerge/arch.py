@@ -120,14 +120,28 @@ class ArchSpec:
 DEPTH_FIELDS = {"num_layers", "layer_types"}  # what may differ between models whose layers are re-stacked
 
 
-def check_same_architecture(specs: list[tuple[ArchSpec, object]], same_depth: bool = True) -> None:
+def check_same_architecture(specs: list[tuple[ArchSpec, object]], same_depth: bool = True,
+                            allow_crimes: bool = False) -> None:
     """The one "same architecture" rule of merge, evolve and DFS: every field that sets the math agrees (the layer
     count and per-layer types too unless `same_depth` is off: slices and layer paths may take layers from models
-    of other depths). `specs` pairs each spec with where it came from, for the one-line error; the family is
-    compared first, so mixing families names both."""
+    of other depths). `specs` pairs each spec with where it came from, for the one-line error. Mixing families
+    is refused naming both, unless `allow_crimes` (mergekit's --allow-crimes) and the two agree on every tensor
+    and every switch of the math (Llama and a windowless Mistral do; Llama and Qwen2 do not: q/k/v biases)."""
     (first, origin), skip = specs[0], {"inert"} | (set() if same_depth else DEPTH_FIELDS)
     for spec, where in specs[1:]:
-        for field in (f.name for f in dataclasses.fields(ArchSpec) if f.name not in skip):
+        if spec.model_type != first.model_type:
+            agree = _same_math(first, spec, skip)
+            hint = " (their tensors and math agree: --allow-crimes merges them, as mergekit's does)" if agree else ""
+            expect(allow_crimes and agree, f"expected every model to share model_type = {first.model_type!r} (from "
+                                           f"{origin}), found {spec.model_type!r} in {where}{hint}")
+        for field in (f.name for f in dataclasses.fields(ArchSpec) if f.name not in skip | {"model_type"}):
             mine, theirs = getattr(first, field), getattr(spec, field)
             expect(mine == theirs, f"expected every model to share {field} = {mine!r} (from {origin}), "
                                    f"found {theirs!r} in {where}")
+
+
+def _same_math(a: ArchSpec, b: ArchSpec, skip: set[str]) -> bool:
+    """Two families' specs that name, shape and compute every tensor the same way."""
+    fields = (f.name for f in dataclasses.fields(ArchSpec) if f.name not in skip | {"model_type"})
+    tensors = lambda s: _families().family_of(s).layers(s)  # noqa: E731  (leaf -> HF name and shape)
+    return all(getattr(a, f) == getattr(b, f) for f in fields) and tensors(a) == tensors(b)

@@ -48,3 +48,30 @@ def test_mixing_families_is_refused_with_both_names(families, tmp_path):
     with pytest.raises(JaxmergeError, match="gemma2.*mixtral") as err:
         jaxmerge_merge(recipe, tmp_path / "out")
     assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def strangers(tmp_path_factory):
+    """A Llama, a windowless Mistral of the same shapes (the same math), and a Qwen2 (q/k/v biases: not)."""
+    from tests.tiny import make_tiny_model
+    root = tmp_path_factory.mktemp("crimes")
+    return {"llama": str(make_tiny_model(root / "llama", "llama", seed=1)),
+            "mistral": str(make_tiny_model(root / "mistral", "mistral", seed=2, sliding_window=None)),
+            "qwen2": str(make_tiny_model(root / "qwen2", "qwen2", seed=3))}
+
+
+def _linear(a, b):
+    return dict(merge_method="linear", dtype="float32", models=[dict(model=a, parameters=dict(weight=0.3)),
+                                                                dict(model=b, parameters=dict(weight=0.7))])
+
+
+def test_crimes_only_with_the_flag_and_only_where_the_math_agrees(strangers, tmp_path):
+    recipe = _linear(strangers["llama"], strangers["mistral"])
+    with pytest.raises(JaxmergeError, match="llama.*mistral.*--allow-crimes"):
+        jaxmerge_merge(recipe, tmp_path / "refused")
+    ours = jaxmerge_merge(recipe, tmp_path / "ours", allow_crimes=True)
+    worst, where = worst_relative(ours, mergekit_merge(recipe, tmp_path / "mergekit"))
+    assert worst <= TOL, f"{where} differs by {worst:.2e} relative"
+    with pytest.raises(JaxmergeError, match="llama.*qwen2") as err:
+        jaxmerge_merge(_linear(strangers["llama"], strangers["qwen2"]), tmp_path / "never", allow_crimes=True)
+    assert "--allow-crimes" not in str(err.value)

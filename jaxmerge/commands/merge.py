@@ -41,6 +41,9 @@ def add_arguments(parser) -> None:
                         help="copy the tokenizer to the output (default: yes)")
     parser.add_argument("--write-model-card", action=argparse.BooleanOptionalAction, default=True,
                         help="write README.md and mergekit_config.yml (default: yes)")
+    parser.add_argument("--allow-crimes", action="store_true",
+                        help="merge models of different families when their tensors and math agree (as "
+                             "mergekit's --allow-crimes; families that differ in any switch stay refused)")
 
 
 @contextlib.contextmanager
@@ -74,7 +77,7 @@ def _run(args) -> int:
     recipe = read_recipe(args.recipe)
     options = Options(seed=args.seed, math_dtype=args.math_dtype, out_shard_size=args.out_shard_size,
                       copy_tokenizer=args.copy_tokenizer, write_model_card=args.write_model_card,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, allow_crimes=args.allow_crimes)
     steps = len(referenced(recipe)) + 2
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())

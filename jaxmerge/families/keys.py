@@ -18,7 +18,7 @@ INERT_KEYS = frozenset({
     "output_attentions", "output_hidden_states", "return_dict", "id2label", "label2id",
     "bad_words_ids", "chunk_size_feed_forward", "is_encoder_decoder", "problem_type", "tie_encoder_decoder",
     "cache_implementation", "attn_implementation", "_attn_implementation", "_attn_implementation_autoset",
-    "unsloth_version", "keys_to_ignore_at_inference", "max_window_layers",
+    "unsloth_version", "keys_to_ignore_at_inference", "max_window_layers", "auto_map",
     "router_aux_loss_coef", "output_router_logits", "router_jitter_noise",  # a mixture's training-only losses
 }) | frozenset({  # bookkeeping and generation defaults that transformers v4 wrote into full config dumps
     "torchscript", "use_bfloat16", "tf_legacy_loss", "is_decoder", "add_cross_attention",

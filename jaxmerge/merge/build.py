@@ -40,6 +40,7 @@ class Options:
     copy_tokenizer: bool = True
     write_model_card: bool = True
     overwrite: bool = False
+    allow_crimes: bool = False  # mergekit's: models of different families whose tensors and math agree
 
 
 def referenced(recipe: Recipe) -> list[str]:
@@ -63,13 +64,16 @@ def check_structure(recipe: Recipe) -> None:
                f"{'non-base ' if method.needs_base else ''}models for {recipe.method} (slice {i}), found {n}")
 
 
-def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None) -> dict[str, Model]:
-    """Load every referenced model once, refusing mixed families or shapes."""
+def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None,
+                allow_crimes: bool = False) -> dict[str, Model]:
+    """Load every referenced model once, refusing mixed families (unless `allow_crimes` and their math agrees)
+    or shapes."""
     models: dict[str, Model] = {}
     for ref in referenced(recipe):
         on_load(ref)
         models[ref] = load(ref, dtype=recipe.dtype)
-        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False)
+        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False,
+                                allow_crimes=allow_crimes)
     return models
 
 
@@ -168,7 +172,7 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     from jaxmerge.merge.resolve import resolve_hparams
     options = dataclasses.replace(options or Options(), **changes)
     check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
-    models = load_models(recipe, lambda ref: on_step(f"load {ref}"))
+    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), options.allow_crimes)
     sources = build_sources(recipe, models)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)

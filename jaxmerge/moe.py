@@ -31,11 +31,13 @@ def route(spec, router: jax.Array, x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def block_rows(tokens: int, k: int, experts: int) -> tuple[int, int]:
-    """(rows per block, number of blocks): blocks about the size of an average group (at most all tokens), and
-    the static bound on how many non-empty blocks any routing needs."""
+    """(rows per block, number of blocks): blocks about half an average group (at most all tokens; measured
+    fastest on CPU, benchmarks/families.py), and the static bound on how many non-empty blocks any routing
+    needs: a group of g rows takes ceil(g / b) <= g / b + 1 blocks, at most g of them, and no group exceeds the
+    tokens."""
     assignments, busy = tokens * k, min(experts, tokens * k)
-    b = min(tokens, 2 ** math.ceil(math.log2(max(1, math.ceil(assignments / experts)))))
-    return b, min(math.ceil(assignments / b) + busy, busy * math.ceil(tokens / b))
+    b = min(tokens, 2 ** math.ceil(math.log2(max(1, math.ceil(assignments / experts / 2)))))
+    return b, min(math.ceil(assignments / b) + busy, busy * math.ceil(tokens / b), assignments)
 
 
 def expert_mlp(w_gate_up: jax.Array, w_down: jax.Array, rows: jax.Array, act: Callable) -> jax.Array:

@@ -62,6 +62,7 @@ def hf_generate(path, tokens, mask, steps):
     return np.pad(gen, ((0, 0), (0, steps - gen.shape[1])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_greedy_with_cache_equals_transformers_generate(paths, family):
     """A 12-token prompt and 9 new tokens: the windows fill and slide during decoding, and Phi-3 crosses its
@@ -102,6 +103,7 @@ def hf_bf16_error(path, tokens, mask):
     return np.abs(runs[0] - runs[1])[mask.astype(bool)].max()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["gemma3_text", "phi3", "qwen2_moe"])
 def test_bf16_runs_no_worse_than_transformers_bf16(paths, family):
     """bf16 weights computed in bf16 vs the same numbers computed in float32: a real difference (the bf16 path

@@ -18,6 +18,7 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.moe import moe_block
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope
+from jaxmerge.window import Band, banded
 
 ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
 
@@ -41,8 +42,11 @@ def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
     return y if b is None else y + b
 
 
-def attend(spec: ArchSpec, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """Grouped-query attention. q [B,Sq,H,hd], k/v [B,Sk,K,hd], mask [B,Sq,Sk] -> [B,Sq,H,hd]."""
+def attend(spec: ArchSpec, q: jax.Array, k: jax.Array, v: jax.Array, mask) -> jax.Array:
+    """Grouped-query attention. q [B,Sq,H,hd], k/v [B,Sk,K,hd], mask [B,Sq,Sk] -> [B,Sq,H,hd]; a `Band` in
+    place of the mask attends a long sequence window by window (jaxmerge.window)."""
+    if isinstance(mask, Band):
+        return banded(q, k, v, mask, lambda q, k, v, m: attend(spec, q, k, v, m))
     b, sq, h, hd = q.shape
     groups = h // k.shape[2]
     q = q.reshape(b, sq, k.shape[2], groups, hd)

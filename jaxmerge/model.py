@@ -22,6 +22,7 @@ from jaxmerge.arch import FULL, SLIDING, ArchSpec
 from jaxmerge.layers import attend, decoder_layer, linear, norm, rms_norm  # noqa: F401  (part of model's API)
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope, inv_frequencies, rope_tables  # noqa: F401  (part of model's API)
+from jaxmerge.window import Band
 
 
 class KVCache(NamedTuple):
@@ -54,14 +55,17 @@ def plain(params: Params) -> Stack:
 
 
 class Attention(NamedTuple):
-    """Per attention type present (static `kinds`): RoPE tables and the mask, stacked on a leading kind axis."""
+    """Per attention type present (static `kinds`): RoPE tables and the mask, stacked on a leading kind axis
+    (or one `Band`, when every layer slides its window over a whole sequence longer than two windows)."""
     kinds: tuple[str, ...]
     cos: jax.Array
     sin: jax.Array
-    mask: jax.Array
+    mask: jax.Array | Band
 
     def pick(self, kind):
         """(rope, mask) of a step's type (a traced index into `kinds`; static when there is one kind)."""
+        if isinstance(self.mask, Band):
+            return (self.cos[0], self.sin[0]), self.mask
         if len(self.kinds) == 1:
             return (self.cos[0], self.sin[0]), self.mask[0]
         take = lambda a: jax.lax.dynamic_index_in_dim(a, kind, keepdims=False)  # noqa: E731
@@ -82,9 +86,14 @@ def attention_mask(query_slots: jax.Array, key_valid: jax.Array, window: int | N
     return causal & key_valid[:, None, :].astype(bool)
 
 
-def attention(spec: ArchSpec, positions: jax.Array, query_slots: jax.Array, key_valid: jax.Array) -> Attention:
+def attention(spec: ArchSpec, positions: jax.Array, query_slots: jax.Array, key_valid: jax.Array,
+              whole: bool = False) -> Attention:
+    """RoPE tables and masks of a call; `whole`: the queries are the whole sequence (no cache), which lets a
+    model whose every layer slides attend in bands (jaxmerge.window)."""
     kinds = kinds_of(spec)
     tables = [rope_tables(spec, positions, kind) for kind in kinds]
+    if whole and kinds == (SLIDING,) and key_valid.shape[-1] > 2 * spec.sliding_window:
+        return Attention(kinds, tables[0][0][None], tables[0][1][None], Band(key_valid, spec.sliding_window))
     masks = [attention_mask(query_slots, key_valid, spec.sliding_window if kind == SLIDING else None)
              for kind in kinds]
     return Attention(kinds, jnp.stack([c for c, _ in tables]), jnp.stack([s for _, s in tables]), jnp.stack(masks))
@@ -127,7 +136,7 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
     positions = default_positions(mask) if positions is None else positions
     valid = mask if cache is None else jax.lax.dynamic_update_slice_in_dim(
         cache.valid, mask.astype(jnp.int32), start, axis=1)
-    att = attention(spec, positions, start + jnp.arange(tokens.shape[-1]), valid)
+    att = attention(spec, positions, start + jnp.arange(tokens.shape[-1]), valid, whole=cache is None)
 
     def body(h, xs):
         x, kind, kv = xs

@@ -65,37 +65,43 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
 
-    def step(carry, t):
-        cache, token, position, done_before = carry
-        done = done_before | jnp.isin(token, eos)
-        logits, cache = decoder.forward_cached(spec, params, token[:, None], ones, position[:, None], cache,
-                                               prompt_len + t)
+    def advance(carry, logits, cache, done):
+        """The carry after a step, and what it reports (EOS kept, pad after it; the token it fed)."""
+        _, token, position, done_before = carry
         following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
         return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done, token)
 
+    def step(carry, t):
+        cache, token, position, done_before = carry
+        logits, cache = decoder.forward_cached(spec, params, token[:, None], ones, position[:, None], cache,
+                                               prompt_len + t)
+        return advance(carry, logits, cache, done_before | jnp.isin(token, eos))
+
     def redo(carry, t, fed):
         """Step t as one forward over the whole sequence so far (prompt, tokens fed before, this token)."""
-        cache, token, position, done_before = carry
-        done = done_before | jnp.isin(token, eos)
+        cache, token, _, done_before = carry
         seq = jnp.concatenate([tokens, fed.T.astype(tokens.dtype), token[:, None].astype(tokens.dtype)], axis=1)
         full = jnp.concatenate([mask, jnp.ones((batch, t + 1), mask.dtype)], axis=1)
         logits, cache = decoder.forward_cached(spec, params, seq, full, model.default_positions(full), cache, 0)
-        following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done, token)
+        return advance(carry, logits, cache, done_before | jnp.isin(token, eos))
 
     # zeros_like(first): the done mask varies with the params like `first` does, which a scan under shard_map
     # (population split over devices) requires of a carry that the step makes param-dependent.
     carry = (cache, first, positions[:, -1] + 1, jnp.zeros_like(first, bool))
-    at = recompute_step(decoder.arch(spec), prompt_len, max_new_tokens)
-    if at is None:
-        _, (out, done, _) = jax.lax.scan(step, carry, jnp.arange(max_new_tokens))
-    else:
-        carry, before = jax.lax.scan(step, carry, jnp.arange(at))
-        carry, here = redo(carry, at, before[2])
-        _, after = jax.lax.scan(step, carry, jnp.arange(at + 1, max_new_tokens))
-        out, done = (jnp.concatenate([b, h[None], a]) for b, h, a in zip(before[:2], here[:2], after[:2]))
+    out, done = _decode(step, redo, carry, recompute_step(decoder.arch(spec), prompt_len, max_new_tokens),
+                        max_new_tokens)
     # The last scan step runs one forward whose token is never used; that keeps the loop a plain scan.
     return Generated(out.T, jnp.sum(~done, axis=0).astype(jnp.int32))
+
+
+def _decode(step, redo, carry, at: int | None, steps: int):
+    """(tokens, done) of the decode scan over `steps` steps, where step `at` (None: none) is `redo`'s."""
+    if at is None:
+        return jax.lax.scan(step, carry, jnp.arange(steps))[1][:2]
+    carry, before = jax.lax.scan(step, carry, jnp.arange(at))
+    carry, here = redo(carry, at, before[2])
+    _, after = jax.lax.scan(step, carry, jnp.arange(at + 1, steps))
+    return tuple(jnp.concatenate([b, h[None], a]) for b, h, a in zip(before[:2], here[:2], after[:2]))
 
 
 greedy_jit = jax.jit(greedy, static_argnames=("spec", "max_new_tokens", "pad", "decoder"))

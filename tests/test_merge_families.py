@@ -75,3 +75,25 @@ def test_crimes_only_with_the_flag_and_only_where_the_math_agrees(strangers, tmp
     with pytest.raises(JaxmergeError, match="llama.*qwen2") as err:
         jaxmerge_merge(_linear(strangers["llama"], strangers["qwen2"]), tmp_path / "never", allow_crimes=True)
     assert "--allow-crimes" not in str(err.value)
+
+
+def test_slices_keep_each_layers_attention_type(families, tmp_path):
+    """A passthrough of Gemma 2 layers [0, 2) of one model and [1, 3) of another: the output's layer_types are
+    its layers' own (sliding, full, full, sliding), and transformers computes what jaxmerge computes for it.
+    (mergekit 0.1.5 writes the base's layer_types whatever the slices, so it is no oracle here.)"""
+    import json
+
+    import numpy as np
+
+    import jaxmerge
+    from tests.tiny import hf_logits
+    fam = families("gemma2")
+    recipe = dict(merge_method="passthrough", dtype="float32", slices=[
+        dict(sources=[dict(model=fam["ft0"], layer_range=[0, 2])]),
+        dict(sources=[dict(model=fam["ft1"], layer_range=[1, 3])])])
+    jaxmerge_merge(recipe, tmp_path / "out")
+    types = json.loads((tmp_path / "out" / "config.json").read_text())["layer_types"]
+    assert types == ["sliding_attention", "full_attention", "full_attention", "sliding_attention"]
+    tokens = np.random.default_rng(0).integers(3, 97, (1, 14)).astype(np.int32)
+    ours = jaxmerge.logits(jaxmerge.load(tmp_path / "out"), tokens)
+    assert np.abs(hf_logits(tmp_path / "out", tokens) - ours).max() <= 1e-4

@@ -129,15 +129,46 @@ def _evolved(name: str, spec: Any, where: str) -> EvolvedParam:
     return EvolvedParam(init, lo, hi)
 
 
+TASK_KEYS = {"task", "split", "weight", "subset"}
+LMEVAL_KEYS = {"lm_eval", "include_path", "metric", "filter", "num_fewshot", "split", "weight", "subset"}
+
+
 def _task(entry: Any, root: Path, where: str) -> TaskSpec:
-    entry = expect_keys(entry, {"task", "split", "weight", "subset"}, f"{where}: fitness task", required=("task",))
+    if isinstance(entry, dict) and "lm_eval" in entry:
+        return _lmeval_task(entry, root, where)
+    entry = expect_keys(entry, TASK_KEYS, f"{where}: fitness task", required=("task",))
     expect(isinstance(entry["task"], str) and entry["task"], f"{where}: expected a task file path, "
                                                             f"found {entry['task']!r}")
     split = entry.get("split", "dev")
     expect(isinstance(split, str) and split, f"{where}: expected a split name, found {split!r}")
-    return TaskSpec(root / entry["task"], split, number(entry.get("weight", 1.0), "task weight", where, float,
-                                                       1e-9, 1e9),
-                   number(entry.get("subset", 0), "subset", where, int, 0, 10**7))
+    return TaskSpec(root / entry["task"], split, *_weight_subset(entry, where))
+
+
+def _weight_subset(entry: dict, where: str) -> tuple[float, int]:
+    return (number(entry.get("weight", 1.0), "task weight", where, float, 1e-9, 1e9),
+            number(entry.get("subset", 0), "subset", where, int, 0, 10**7))
+
+
+def _lmeval_task(entry: dict, root: Path, where: str) -> TaskSpec:
+    """`{lm_eval: NAME or FILE.yaml, include_path?, metric?, filter?, num_fewshot?, split?, weight?, subset?}`;
+    refused at once (one line naming the extra) when lm-eval is not installed."""
+    from jaxmerge.fitness.lmeval import require
+    from jaxmerge.fitness.lmeval.load import LmEvalRef
+    entry = expect_keys(entry, LMEVAL_KEYS, f"{where}: fitness task")
+    name = entry["lm_eval"]
+    expect(isinstance(name, str) and name, f"{where}: expected lm_eval as a task name or YAML path, found {name!r}")
+    for key in ("include_path", "metric", "filter", "split"):
+        value = entry.get(key)
+        expect(value is None or (isinstance(value, str) and value), f"{where}: expected {key} as a string, "
+                                                                  f"found {value!r}")
+    require(f"{where}: fitness task lm_eval {name}")
+    task = root / name if name.endswith((".yaml", ".yml")) else Path(name)
+    include = root / entry["include_path"] if entry.get("include_path") else None
+    fewshot = entry.get("num_fewshot")
+    ref = LmEvalRef(str(task), include, entry.get("metric"), entry.get("filter"),
+                    None if fewshot is None else number(fewshot, "num_fewshot", where, int, 0, 10**4),
+                    entry.get("split"))
+    return TaskSpec(task, entry.get("split"), *_weight_subset(entry, where), lm_eval=ref)
 
 
 def _search(doc: dict, where: str) -> Search:

@@ -47,10 +47,13 @@ def loglikelihood_pair(tokenizer, context: str, continuation: str) -> tuple[list
 
 def loglikelihood_row(tokenizer, context: str, continuation: str, max_length: int) -> tuple[list[int], int]:
     """(tokens, continuation length): the row HFLM feeds the model, plus its last token (which it only scores)."""
-    ctx, cont = loglikelihood_pair(tokenizer, context, continuation)
-    expect(len(cont) > 0 and len(cont) <= max_length,
-           f"lm_eval request: expected a continuation of 1..{max_length} tokens, found {len(cont)} "
-           f"for {continuation[:40]!r}")
+    return truncated(*loglikelihood_pair(tokenizer, context, continuation), max_length)
+
+
+def truncated(ctx: list[int], cont: list[int], max_length: int) -> tuple[list[int], int]:
+    """HFLM's row `(ctx + cont)[-(max_length + 1):]` (its input is that row without its last token)."""
+    expect(0 < len(cont) <= max_length, f"lm_eval request: expected a continuation of 1..{max_length} tokens, "
+                                        f"found {len(cont)}")
     return (ctx + cont)[-(max_length + 1):], len(cont)
 
 

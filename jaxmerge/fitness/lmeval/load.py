@@ -138,3 +138,40 @@ def build(task, samples: list[int] | None) -> list:
     expect(all(i.repeats == 1 for i in instances), f"lm_eval task {name}: expected one response per request "
                                                    "(repeats: 1; greedy decoding gives one), found more")
     return instances
+
+
+def input_files(ref: LmEvalRef, limit: int = 1000) -> list[tuple[str, Path]]:
+    """The task YAMLs searched (the named file, or every YAML under include_path) and the data files they name
+    (`dataset_kwargs.data_files`): what `--resume` fingerprints. Built-in tasks read the datasets cache: not
+    fingerprinted."""
+    _, include = resolve(ref)
+    if Path(ref.name).suffix in (".yaml", ".yml"):
+        yamls = [Path(ref.name)]
+    else:
+        yamls = sorted([*Path(include).rglob("*.yaml"), *Path(include).rglob("*.yml")])[:limit] if include else []
+    found = [("task", y) for y in yamls]
+    for y in yamls:
+        found += [("split", Path(f)) for f in data_files(y) if Path(f).is_file()]
+    return found
+
+
+def data_files(yaml_path: Path) -> list[str]:
+    """The local data files one lm-eval task YAML names (lm-eval's own tags such as !function are skipped)."""
+    import yaml
+    try:
+        doc = yaml.load(yaml_path.read_text(), Loader=_lenient_loader())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []
+    files = ((doc or {}).get("dataset_kwargs") or {}).get("data_files") if isinstance(doc, dict) else None
+    values = [files] if isinstance(files, str) else list(files.values()) if isinstance(files, dict) else files or []
+    return [f for v in values for f in ([v] if isinstance(v, str) else v if isinstance(v, list) else [])
+            if isinstance(f, str)]
+
+
+def _lenient_loader():
+    import yaml
+
+    class Lenient(yaml.SafeLoader):
+        pass
+    Lenient.add_multi_constructor("!", lambda loader, suffix, node: None)
+    return Lenient

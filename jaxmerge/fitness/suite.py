@@ -77,7 +77,8 @@ def task_inputs(ref: TaskSpec) -> list[tuple[str, Path]]:
         from jaxmerge.fitness.lmeval.load import input_files
         return input_files(ref.lm_eval)
     found = [("task", Path(ref.task))]
-    return found + [("split", split) for _, split in load_task(ref.task).splits if split.is_file()]
+    return found + [("split", split) for _, split in load_task(ref.task).splits
+                     if isinstance(split, Path) and split.exists()]
 
 
 def fixed_subset(items: list, n: int, seed: int) -> list:

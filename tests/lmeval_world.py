@@ -80,3 +80,16 @@ def samples_by_filter(results: dict, task: str) -> dict[str, list[dict]]:
     for sample in results["samples"][task]:
         out.setdefault(sample["filter"], []).append(sample)
     return {k: sorted(v, key=lambda s: s["doc_id"]) for k, v in out.items()}
+
+
+def simple_evaluate(model: str, model_dir, tasks_dir, tasks) -> dict:
+    """lm-eval's own run (the oracle with model="hf"), offline, on the CPU, with per-document samples."""
+    import os
+
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    args = f"pretrained={model_dir},dtype=float32"
+    return lm_eval.simple_evaluate(model=model, model_args=args, tasks=list(tasks), device="cpu", batch_size=1,
+                                   task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
+                                   log_samples=True)

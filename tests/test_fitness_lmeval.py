@@ -2,8 +2,6 @@
 the same per-document metric values (acc, acc_norm, exact_match under a regex filter), the same responses
 (log-likelihoods within LOGPROB_TOL, is_greedy and completions equal), and the same aggregate; the `jaxmerge`
 lm-eval backend agrees with `hf` the same way."""
-import os
-
 import jax
 import numpy as np
 import pytest
@@ -15,7 +13,7 @@ from jaxmerge.fitness.lmeval.results import doc_scores, responses  # noqa: E402
 from jaxmerge.fitness.suite import TaskSpec, prepare_tasks, task_fitness  # noqa: E402
 from jaxmerge.io import load  # noqa: E402
 from tests.fitness_tiny import add_char_tokenizer  # noqa: E402
-from tests.lmeval_world import samples_by_filter, write_tasks  # noqa: E402
+from tests.lmeval_world import samples_by_filter, simple_evaluate, write_tasks  # noqa: E402
 from tests.tiny import make_tiny_model  # noqa: E402
 
 LOGPROB_TOL = 1e-4
@@ -23,22 +21,12 @@ TASKS = ("tiny_mc", "tiny_gen")
 pytestmark = pytest.mark.slow
 
 
-def simple_evaluate(model: str, model_dir, tasks_dir):
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-    os.environ["HF_DATASETS_OFFLINE"] = "1"
-    args = f"pretrained={model_dir},dtype=float32"
-    return lm_eval.simple_evaluate(model=model, model_args=args, tasks=list(TASKS), device="cpu", batch_size=1,
-                                   task_manager=TaskManager(include_path=str(tasks_dir), include_defaults=False),
-                                   log_samples=True)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmeval")
     model_dir = add_char_tokenizer(make_tiny_model(root / "model", "llama", seed=3))
     tasks = write_tasks(root)
-    return {"model": model_dir, "tasks": tasks, "hf": simple_evaluate("hf", model_dir, tasks)}
+    return {"model": model_dir, "tasks": tasks, "hf": simple_evaluate("hf", model_dir, tasks, TASKS)}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +88,7 @@ def test_the_oracle_comparison_is_not_trivial(world):
 
 def test_jaxmerge_backend_equals_hf_backend(world):
     import jaxmerge.fitness.lmeval.backend  # noqa: F401  (registers "jaxmerge")
-    ours = simple_evaluate("jaxmerge", world["model"], world["tasks"])
+    ours = simple_evaluate("jaxmerge", world["model"], world["tasks"], TASKS)
     for task in TASKS:
         for key, want in samples_by_filter(world["hf"], task).items():
             got = samples_by_filter(ours, task)[key]

@@ -30,9 +30,10 @@ import numpy as np
 from jaxmerge.errors import expect
 from jaxmerge.fitness.generate import Decoder, Generated, greedy
 from jaxmerge.fitness.limits import check_all
-from jaxmerge.fitness.metrics import TEXT_METRICS, truncate
+from jaxmerge.fitness.metrics import truncate
 from jaxmerge.fitness.prepare import Prepared
 from jaxmerge.fitness.score import Scored, score
+from jaxmerge.fitness.textscore import item_scorer
 
 
 class Fitness(NamedTuple):
@@ -59,8 +60,9 @@ def completion(tokenizer, prepared: Prepared, tokens: np.ndarray, length: int) -
 
 
 def text_scorer(tokenizer, prepared: Prepared) -> Callable:
-    """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]."""
-    metric = TEXT_METRICS[prepared.task.metric]
+    """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]
+    (the task's metric and language gate: jaxmerge.fitness.textscore)."""
+    metric = item_scorer(prepared.task)
 
     def scores(tokens, lengths, index):
         # Host numpy first: the callback may receive device arrays, and any JAX op dispatched from inside a
@@ -68,7 +70,7 @@ def text_scorer(tokenizer, prepared: Prepared) -> Callable:
         # with several devices, and one tiny dispatch per item with one.
         tokens, lengths, index = np.asarray(tokens), np.asarray(lengths), np.asarray(index)
         flat = zip(tokens.reshape(-1, tokens.shape[-1]), lengths.reshape(-1), index.reshape(-1))
-        out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i].answer) for t, n, i in flat]
+        out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i], int(i)) for t, n, i in flat]
         return np.asarray(out, np.float32).reshape(lengths.shape)
 
     return scores
@@ -109,8 +111,8 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
     eos = np.asarray(prepared.eos or (-1,), np.int32)
 
     def outputs(params, chunk) -> Generated:
-        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos,
-                      max_new_tokens=prepared.task.max_new_tokens, pad=prepared.pad, decoder=decoder)
+        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos, max_new_tokens=prepared.task.max_new_tokens,
+                      pad=prepared.pad, decoder=decoder, stops=prepared.stops)
 
     def scores(out: Generated, chunk):
         shape = jax.ShapeDtypeStruct(out.lengths.shape, jnp.float32)

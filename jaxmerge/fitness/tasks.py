@@ -18,10 +18,11 @@ from jaxmerge.files import MB, read_text
 from jaxmerge.jsonfile import NumberText, parse_json
 from jaxmerge.yamlfile import read_yaml
 
-METRICS = ("exact_match_number", "exact_match", "greedy_match", "loglik", "choice", "perplexity")
-GENERATIVE = ("exact_match_number", "exact_match")
+METRICS = ("exact_match_number", "exact_match", "exact_match_number_paper", "greedy_match", "loglik", "choice",
+           "perplexity")  # or python:package.module:function (a custom text metric, see textscore.py)
+GENERATIVE = ("exact_match_number", "exact_match", "exact_match_number_paper")
 KEYS = frozenset({"name", "splits", "template", "metric", "max_new_tokens", "stop", "fewshot", "fewshot_split",
-                  "chat_template", "columns"})
+                  "chat_template", "columns", "language"})
 MAX_SPLIT = 512 * MB  # a JSONL split larger than this is refused from its size, before it is read
 
 
@@ -46,10 +47,11 @@ class Task:
     fewshot_split: str | None = None
     chat_template: bool = False
     columns: tuple[tuple[str, str], ...] = ()  # (task field, the data's column name)
+    language: str | None = None  # generative: an answer counts only if written in it (language.py)
 
     @property
     def generative(self) -> bool:
-        return self.metric in GENERATIVE
+        return self.metric in GENERATIVE or self.metric.startswith("python:")
 
     def split_path(self, split: str):
         found = dict(self.splits)
@@ -66,13 +68,14 @@ def load_task(path: str | Path) -> Task:
     expect(isinstance(splits, dict) and len(splits) > 0, f"{path}: expected 'splits' mapping split names to "
                                                          f"files, found {splits!r}")
     metric = raw.get("metric", "exact_match")
-    expect(metric in METRICS, f"{path}: expected metric in {METRICS}, found {metric!r}")
+    expect(isinstance(metric, str) and (metric in METRICS or metric.startswith("python:")),
+           f"{path}: expected metric in {METRICS} or python:package.module:function, found {metric!r}")
     task = Task(name=raw["name"], splits=tuple((str(k), _split(v, path)) for k, v in splits.items()),
                 template=_typed(raw, "template", str, "{prompt}", path), metric=metric,
                 max_new_tokens=_typed(raw, "max_new_tokens", int, 32, path),
                 stop=tuple(_typed(raw, "stop", list, [], path)), fewshot=_typed(raw, "fewshot", int, 0, path),
                 fewshot_split=raw.get("fewshot_split"), chat_template=_typed(raw, "chat_template", bool, False, path),
-                columns=_columns(raw.get("columns"), path))
+                columns=_columns(raw.get("columns"), path), language=raw.get("language"))
     _check(task, path)
     return task
 
@@ -111,6 +114,15 @@ def _check(task: Task, path: Path) -> None:
     expect(task.fewshot >= 0, f"{path}: expected fewshot >= 0, found {task.fewshot}")
     for key, text in (("template", task.template), *(("stop", s) for s in task.stop)):
         text_field(text, key, str(path))
+    if task.metric.startswith("python:"):
+        from jaxmerge.fitness.textscore import custom_metric
+        custom_metric(task.metric, str(path))
+    if task.language is not None:
+        expect(isinstance(task.language, str) and task.generative, f"{path}: expected 'language' as a language "
+                                                                   f"code on a generative task, found "
+                                                                   f"{task.language!r} with metric {task.metric}")
+        from jaxmerge.fitness.language import check_language
+        check_language(task.language, str(path))
     if task.fewshot:
         expect(task.fewshot_split in dict(task.splits),
                f"{path}: fewshot needs fewshot_split in {sorted(dict(task.splits))}, found {task.fewshot_split!r}")
@@ -152,8 +164,18 @@ def read_jsonl(path: Path, needs_choices: bool, columns: dict[str, str] | None =
             where = f"{path.name}:{number}"
             row = parse_json(line, where, numbers_as_text=True, expected="a JSON object")
             expect(isinstance(row, dict), f"{where}: expected a JSON object, found {type(row).__name__}")
-            items.append(row_item(mapped(row, columns or {}, where) if columns else row, where, needs_choices, row))
+            fields = mapped(row, columns or {}, where) if columns else row
+            items.append(row_item(fields, where, needs_choices, numbers(row)))
     return items
+
+
+def numbers(value: Any) -> Any:
+    """A JSON row with its numbers as Python numbers (the reader keeps them as their text for answers)."""
+    if isinstance(value, NumberText):
+        return int(value) if value.lstrip("-").isdigit() else float(value)
+    if isinstance(value, dict):
+        return {k: numbers(v) for k, v in value.items()}
+    return [numbers(v) for v in value] if isinstance(value, list) else value
 
 
 def row_item(fields: dict, where: str, needs_choices: bool, row: Any = None) -> Item:

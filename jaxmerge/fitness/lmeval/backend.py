@@ -17,6 +17,7 @@ from lm_eval.api.registry import register_model
 
 from jaxmerge.fitness.generate import greedy_jit
 from jaxmerge.fitness.lmeval import encode, offline
+from jaxmerge.fitness.prepare import stop_patterns
 from jaxmerge.fitness.score import score_jit
 from jaxmerge.fitness.tokenize import eos_ids, left_pad, pad_id, padded_length
 
@@ -80,10 +81,11 @@ class JaxmergeLM(TemplateLM):
         rows = [encode.generation_context(self.tokenizer, c, self.max_length, gen.max_gen_toks) for c in contexts]
         length, pad, out = padded_length(max(map(len, rows))), pad_id(self.tokenizer), []
         eos = np.asarray(eos_ids(self.tokenizer) or (-1,), np.int32)
+        stops = stop_patterns(self.tokenizer, gen.until)
         for batch, real in batches(rows, self.batch):
             tokens, mask = left_pad(batch, length, pad)
             got = jax.device_get(greedy_jit(self.spec, self.params, tokens, mask, eos,
-                                            max_new_tokens=gen.max_gen_toks, pad=pad))
+                                            max_new_tokens=gen.max_gen_toks, pad=pad, stops=stops))
             out += [encode.completion(self.tokenizer, t[:n], gen.until) for t, n in zip(got.tokens[:real],
                                                                                          got.lengths[:real])]
         return out

@@ -54,7 +54,8 @@ def make_responses(spec, prepared: LmEvalPrepared, decoder: Decoder) -> Callable
         if n_gen:
             steps = prepared.gen.max_gen_toks
             out = jax.lax.map(lambda c: greedy(spec, params, c["tokens"], c["mask"], eos, max_new_tokens=steps,
-                                               pad=prepared.pad, decoder=decoder), prepared.generate)
+                                               pad=prepared.pad, decoder=decoder, stops=prepared.stops),
+                              prepared.generate)
             tokens, lengths = out.tokens.reshape(-1, steps)[:n_gen], out.lengths.reshape(-1)[:n_gen]
         return logprob, is_greedy, tokens, lengths
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.fitness.lmeval import encode
+from jaxmerge.fitness.prepare import stop_patterns
 from jaxmerge.fitness.tokenize import eos_ids, left_pad, pad_id, padded_length
 
 
@@ -34,6 +35,7 @@ class LmEvalPrepared(NamedTuple):
     pad: int
     eos: tuple[int, ...]
     split: str
+    stops: np.ndarray | None = None  # the until strings as token ids (see fitness.prepare.stop_patterns)
 
     @property
     def n(self) -> int:
@@ -98,5 +100,6 @@ def prepare(task, instances: list, tokenizer, *, max_length: int, metric: str | 
     loglik = loglik_arrays(tokenizer, [instances[i] for i in ll], max_length, pad, batch) if ll else {}
     generate, gen = (generate_arrays(tokenizer, [instances[i] for i in gen_rows], max_length, pad, batch, name)
                      if gen_rows else ({}, None))
+    stops = stop_patterns(tokenizer, gen.until) if gen else None
     return LmEvalPrepared(task, name, metric, filter_key, sign, tuple(instances), docs, loglik, ll, generate,
-                          gen_rows, gen, batch, pad, eos_ids(tokenizer), split)
+                          gen_rows, gen, batch, pad, eos_ids(tokenizer), split, stops)

@@ -63,7 +63,7 @@ def stage(cfg: EvolveConfig, mode: str, search: Search, out: Path, mesh, models:
     """One search of `mode` over `models` into `out`."""
     settings = RunSettings(search, cfg.memory.batch_size, mesh)
     return run_search(lambda: builders()[mode](cfg, mesh, models), settings, out, identity=identity(cfg, models),
-                      config=cfg.raw, **run)
+                      config=cfg.raw, info={"root": cfg.root, "mode": mode, "models": list(models)}, **run)
 
 
 def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool = True,

@@ -43,6 +43,7 @@ class Fitness(NamedTuple):
     scores: Callable      # (outputs, chunk) -> [item_batch] f32 per-item scores of that chunk
     prepared: Prepared
     weights: np.ndarray   # [N] item weights of the aggregate
+    measures: Callable = None  # (params) -> (fitness, mean answer length in tokens: generative tasks, else 0)
 
 
 def aggregate(metric: str, scores, counts, weights):
@@ -95,14 +96,28 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
         outputs, scores = _teacher_forced(spec, prepared, decoder)
     data = chunks(prepared)
 
+    def scored(params):
+        """[N] per-item scores and [N] answer lengths in tokens (generative tasks; 0 otherwise)."""
+        def one(chunk):
+            out = outputs(params, chunk)
+            length = out.lengths if task.generative else jnp.zeros(chunk["tokens"].shape[:1], jnp.int32)
+            return scores(out, chunk), length.astype(jnp.float32)
+        per, lengths = jax.lax.map(one, data)
+        return per.reshape(-1)[:prepared.n], lengths.reshape(-1)[:prepared.n]
+
     def per_item(params):
-        return jax.lax.map(lambda chunk: scores(outputs(params, chunk), chunk), data).reshape(-1)[:prepared.n]
+        return scored(params)[0]
+
+    def measures(params):
+        per, lengths = scored(params)
+        value = aggregate(task.metric, per, prepared.counts, weights)
+        value = (-value if task.metric == "perplexity" else value).astype(jnp.float32)
+        return value, (jnp.sum(weights * lengths) / jnp.sum(weights)).astype(jnp.float32)
 
     def fitness(params, key=None):
-        value = aggregate(task.metric, per_item(params), prepared.counts, weights)
-        return (-value if task.metric == "perplexity" else value).astype(jnp.float32)
+        return measures(params)[0]
 
-    return Fitness(fitness, per_item, outputs, scores, prepared, weights)
+    return Fitness(fitness, per_item, outputs, scores, prepared, weights, measures)
 
 
 def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import jax.numpy as jnp
+
+from jaxmerge.errors import expect
 from jaxmerge.fitness.fitness import make_fitness
 from jaxmerge.fitness.generate import Decoder
 from jaxmerge.fitness.lmeval.load import LmEvalRef
@@ -27,10 +30,21 @@ class TaskSpec(NamedTuple):
     lm_eval: LmEvalRef | None = None
 
 
+class Objective(NamedTuple):
+    """One objective of a several-objective search: a task's fitness, or its mean answer length (negated)."""
+    name: str   # as search.objectives names it: TASK or length:TASK
+    part: int   # index into TaskSet.parts
+    kind: str   # "score" | "length"
+
+
 class TaskSet(NamedTuple):
     parts: tuple[tuple[float, Prepared], ...]  # (weight, prepared items) per task
     tokenizer: object
     specs: tuple[TaskSpec, ...] = ()
+    objectives: tuple[Objective, ...] = ()
+
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
 
     def describe(self) -> list[dict]:
         """The tasks as best.json and the model card name them."""
@@ -46,7 +60,9 @@ def summary(part) -> dict:
             "source": "lm-eval"}
 
 
-def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int) -> TaskSet:
+def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int,
+                  objectives: tuple[str, ...] = ()) -> TaskSet:
+    """Every task read, subset and tokenised once; `objectives` (search.objectives) resolved against them."""
     tokenizer = load_tokenizer(tokenizer_dir)
     parts = []
     for ref in specs:
@@ -60,7 +76,24 @@ def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, ite
         pool = load_items(task, task.fewshot_split) if task.fewshot else None
         parts.append((ref.weight, prepare(task, items, tokenizer, fewshot_pool=pool,
                                           item_batch=min(item_batch, len(items)))))
-    return TaskSet(tuple(parts), tokenizer, tuple(specs))
+    return TaskSet(tuple(parts), tokenizer, tuple(specs), resolve_objectives(objectives, parts))
+
+
+def resolve_objectives(names: tuple[str, ...], parts: list) -> tuple[Objective, ...]:
+    """Each objective's task by name (a task file's `name`, an lm-eval task's name); an unknown name, or an
+    answer length of a task that generates no answers, is one line."""
+    known = [summary(p)["task"] for _, p in parts]
+    out = []
+    for name in names:
+        kind, _, task = name.partition(":") if name.startswith("length:") else ("score", "", name)
+        expect(task in known, f"search.objectives: expected task names among the fitness tasks {known}, found "
+                              f"{task!r}")
+        part = parts[known.index(task)][1]
+        generates = part.task.generative if isinstance(part, Prepared) else bool(part.generate_rows)
+        expect(kind == "score" or generates, f"search.objectives: expected {name} on a task that generates "
+                                             f"answers, found {task} scored teacher-forced")
+        out.append(Objective(name, known.index(task), kind))
+    return tuple(out)
 
 
 def task_fitness(spec, part, tokenizer, decoder: Decoder = Decoder()):
@@ -90,11 +123,18 @@ def fixed_subset(items: list, n: int, seed: int) -> list:
 
 
 def weighted_fitness(spec, tasks: TaskSet, decoder: Decoder = Decoder()) -> Callable:
-    """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host)."""
-    parts = [(w, task_fitness(spec, p, tasks.tokenizer, decoder).fitness) for w, p in tasks.parts]
+    """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host).
+    With objectives: params -> f32[1 + K], that mean first, then each objective (higher is better; an answer
+    length negated), every task scored once."""
+    parts = [(w, task_fitness(spec, p, tasks.tokenizer, decoder).measures) for w, p in tasks.parts]
     total = sum(w for w, _ in parts)
 
     def fitness(params):
-        return sum(w * f(params) for w, f in parts) / total
+        measured = [m(params) for _, m in parts]
+        value = sum(w * v for (w, _), (v, _) in zip(parts, measured)) / total
+        if not tasks.objectives:
+            return value
+        objectives = [measured[o.part][0] if o.kind == "score" else -measured[o.part][1] for o in tasks.objectives]
+        return jnp.stack([value, *objectives]).astype(jnp.float32)
 
     return fitness

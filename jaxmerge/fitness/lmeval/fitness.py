@@ -28,6 +28,7 @@ class LmEvalFitness(NamedTuple):
     responses: Callable    # params -> (logprob [R], greedy [R], tokens [G, T], lengths [G]) on device
     prepared: LmEvalPrepared
     weights: np.ndarray
+    measures: Callable     # params -> (fitness, mean generated tokens over the generate_until requests, or 0)
 
 
 def check_ids(prepared: LmEvalPrepared, vocab_size: int) -> None:
@@ -83,7 +84,14 @@ def make_lmeval_fitness(spec, prepared: LmEvalPrepared, tokenizer, *, decoder: D
         shape = jax.ShapeDtypeStruct((prepared.n,), jnp.float32)
         return jax.pure_callback(host, shape, *responses(params), vmap_method="broadcast_all")
 
-    def fitness(params, key=None):
-        return (jnp.sum(weights * per_item(params)) / jnp.sum(weights)).astype(jnp.float32)
+    def measures(params):
+        got = responses(params)
+        shape = jax.ShapeDtypeStruct((prepared.n,), jnp.float32)
+        per = jax.pure_callback(host, shape, *got, vmap_method="broadcast_all")
+        value = (jnp.sum(weights * per) / jnp.sum(weights)).astype(jnp.float32)
+        return value, jnp.mean(got[3].astype(jnp.float32)) if prepared.generate_rows else jnp.float32(0)
 
-    return LmEvalFitness(fitness, per_item, responses, prepared, weights)
+    def fitness(params, key=None):
+        return measures(params)[0]
+
+    return LmEvalFitness(fitness, per_item, responses, prepared, weights, measures)

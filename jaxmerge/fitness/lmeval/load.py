@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import io
 import logging
 from pathlib import Path
 from typing import NamedTuple
@@ -49,12 +50,15 @@ def resolve(ref: LmEvalRef) -> tuple[str, Path | None]:
 
 @contextlib.contextmanager
 def quiet():
-    """lm-eval logs every default it fills in (aggregation, higher_is_better) at WARNING: keep them out of runs."""
+    """lm-eval logs every default it fills in (aggregation, higher_is_better) at WARNING, and datasets and lm-eval
+    draw progress bars on stderr while loading and building: keep them out of a run's log (a refusal stays one
+    line; errors still raise)."""
     logger = logging.getLogger("lm_eval")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        yield
+        with contextlib.redirect_stderr(io.StringIO()):
+            yield
     finally:
         logger.setLevel(level)
 

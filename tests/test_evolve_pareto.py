@@ -76,16 +76,19 @@ def test_exported_members_reproduce_their_scores(world, run, tmp_path):
     from jaxmerge.fitness import load_items, load_task, load_tokenizer, make_fitness, prepare
     from jaxmerge.io import load
     members = json.loads((run / "front.json").read_text())["members"]
+    tok, spec = load_tokenizer(world / "ft1"), load(world / "ft1").spec
+    scorers = {}
+    for name in ("like_ft1", "like_ft2"):  # one compiled scorer per task, for every exported member
+        task = load_task(world / f"{name}.yml")
+        scorers[name] = jax.jit(make_fitness(spec, prepare(task, load_items(task, "dev"), tok, item_batch=12),
+                                             tok).fitness)
     for n in (0, len(members) // 2, len(members) - 1):
         out = tmp_path / f"m{n}"
         assert main(["export", str(run), "--member", str(n), "--out", str(out)]) == 0
         assert (out / "recipe.yml").is_file() and "front member" in (out / "model/README.md").read_text()
-        model, tok = load(out / "model"), load_tokenizer(out / "model")
-        for name in ("like_ft1", "like_ft2"):
-            task = load_task(world / f"{name}.yml")
-            fit = make_fitness(model.spec, prepare(task, load_items(task, "dev"), tok, item_batch=12), tok)
-            assert float(jax.jit(fit.fitness)(model.params)) == pytest.approx(members[n]["objectives"][name],
-                                                                            abs=1e-5)
+        model = load(out / "model")
+        for name, score in scorers.items():
+            assert float(score(model.params)) == pytest.approx(members[n]["objectives"][name], abs=1e-5)
 
 
 def test_a_killed_run_resumes_to_the_same_front(world, run, tmp_path):

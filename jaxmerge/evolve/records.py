@@ -90,8 +90,22 @@ def card_sections(record: dict) -> dict[str, str]:
         f"| {name} | {'n/a' if value is None else f'{value:.6g}'} |\n" for name, value in rows)
     verdict = ("The search beat its starting point." if record["improved_on_start"] else
                "No candidate beat the starting point: this model is the starting point.")
+    if "front_member" in record:  # a trade-off of the front, not the weighted-fitness winner
+        verdict = "A front member is chosen for its objectives, not for this weighted fitness."
     genes = json.dumps(record.get("genes", {}))
-    return {"Evolution": f"Found by jaxmerge's {record['space'].upper()} search (generation {record['generation']}, "
+    return {**objectives_section(record),
+            "Evolution": f"Found by jaxmerge's {record['space'].upper()} search (generation {record['generation']}, "
                          f"{record['evaluations']} candidates scored). Fitness (higher is better) on:\n\n{tasks}\n"
                          f"{table}\n{verdict}\n",
             "Evolved genes": f"In real units, as in best.json:\n\n```json\n{genes}\n```\n"}
+
+
+def objectives_section(record: dict) -> dict[str, str]:
+    """A front member's card (`jaxmerge export DIR --member N`): which member, and its objectives."""
+    if "front_member" not in record:
+        return {}
+    rows = "".join(f"| {name} | {value:.6g} |\n" for name, value in record["front_member"]["objectives"].items())
+    return {"Front member": f"This model is {record['status']} of a several-objective (NSGA-II) search: one "
+                            "trade-off among the front in front.json. Its objectives (higher is better; a "
+                            f"`length:` objective is minus the mean answer length in tokens):\n\n"
+                            f"| objective | value |\n|---|---|\n{rows}"}

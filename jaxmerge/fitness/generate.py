@@ -46,29 +46,54 @@ def cache_dtype(params) -> jnp.dtype:
 
 
 def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, max_new_tokens: int,
-           pad: int = 0, decoder: Decoder = Decoder()) -> Generated:
-    """Greedy completion of left-padded prompts tokens/mask [B, P]; `eos` is an int array of stop ids."""
+           pad: int = 0, decoder: Decoder = Decoder(), stops: jax.Array | None = None) -> Generated:
+    """Greedy completion of left-padded prompts tokens/mask [B, P]; `eos` is an int array of stop ids.
+
+    `stops` [K, L] (optional) are stop strings as token ids, right-aligned, -1 where a shorter one has nothing:
+    a row also finishes once its last generated tokens spell one of them (the stop's tokens are kept and counted;
+    the host cuts the text at the stop string, so an early finish changes no completion). Decoding ends as soon
+    as every row has finished, so up to max_new_tokens (1024 for the paper's CoT answers) costs only what the
+    longest answer needs. The loop's shapes never depend on when rows finish: one compilation serves all."""
     batch, prompt_len = tokens.shape
     positions = model.default_positions(mask)
     cache = decoder.init_cache(spec, batch, prompt_len + max_new_tokens, cache_dtype(params))
     logits, cache = decoder.forward_cached(spec, params, tokens, mask, positions, cache, 0)
     first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
     ones = jnp.ones((batch, 1), jnp.int32)
+    width = 1 if stops is None else stops.shape[1]
 
-    def step(carry, t):
-        cache, token, position, done_before = carry
-        done = done_before | jnp.isin(token, eos)
+    def body(carry):
+        t, cache, token, position, done_before, out, count, recent = carry
+        is_eos = jnp.isin(token, eos)
+        out = jax.lax.dynamic_update_slice(out, jnp.where(done_before, pad, token)[:, None], (0, t))
+        count = count + (~done_before & ~is_eos).astype(jnp.int32)
+        recent = jnp.concatenate([recent[:, 1:], jnp.where(done_before, -2, token)[:, None]], axis=1)
+        done = done_before | is_eos | _spelled(recent, stops)
         logits, cache = decoder.forward_cached(spec, params, token[:, None], ones, position[:, None], cache,
                                                prompt_len + t)
         following = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
-        return (cache, following, position + 1, done), (jnp.where(done_before, pad, token), done)
+        return t + 1, cache, following, position + 1, done, out, count, recent
 
-    # zeros_like(first): the done mask varies with the params like `first` does, which a scan under shard_map
-    # (population split over devices) requires of a carry that the step makes param-dependent.
-    start = (cache, first, positions[:, -1] + 1, jnp.zeros_like(first, bool))
-    _, (out, done) = jax.lax.scan(step, start, jnp.arange(max_new_tokens))
-    # The last scan step runs one forward whose token is never used; that keeps the loop a plain scan.
-    return Generated(out.T, jnp.sum(~done, axis=0).astype(jnp.int32))
+    def more(carry):
+        return (carry[0] < max_new_tokens) & ~jnp.all(carry[4])
+
+    # *_like(first): the carries vary with the params like `first` does, which a loop under shard_map
+    # (population split over devices) requires of a carry that the body makes param-dependent.
+    zeros = jnp.zeros_like(first)
+    start = (jnp.int32(0), cache, first, positions[:, -1] + 1, zeros.astype(bool),
+             jnp.full((batch, max_new_tokens), pad, jnp.int32) + zeros[:, None], zeros,
+             jnp.full((batch, width), -2, jnp.int32) + zeros[:, None])
+    # Each pass runs the forward of the following token, the last one unused: the loop stays one plain body.
+    _, _, _, _, _, out, count, _ = jax.lax.while_loop(more, body, start)
+    return Generated(out, count)
+
+
+def _spelled(recent: jax.Array, stops: jax.Array | None) -> jax.Array:
+    """[B] whether a row's last tokens `recent` [B, L] end with one of `stops` [K, L] (-1: any token)."""
+    if stops is None:
+        return jnp.zeros(recent.shape[:1], bool)
+    hit = (stops[None] == -1) | (recent[:, None, :] == stops[None])
+    return jnp.any(jnp.all(hit, axis=-1), axis=-1)
 
 
 greedy_jit = jax.jit(greedy, static_argnames=("spec", "max_new_tokens", "pad", "decoder"))

@@ -161,21 +161,13 @@ def input_files(ref: LmEvalRef, limit: int = 1000) -> list[tuple[str, Path]]:
 
 def data_files(yaml_path: Path) -> list[str]:
     """The local data files one lm-eval task YAML names (lm-eval's own tags such as !function are skipped)."""
-    import yaml
+    from jaxmerge.yamlfile import parse_yaml
     try:
-        doc = yaml.load(yaml_path.read_text(), Loader=_lenient_loader())
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        doc = parse_yaml(yaml_path.read_text(), str(yaml_path), skip_tags=True)
+    except (OSError, JaxmergeError, UnicodeDecodeError):
         return []
     files = ((doc or {}).get("dataset_kwargs") or {}).get("data_files") if isinstance(doc, dict) else None
     values = [files] if isinstance(files, str) else list(files.values()) if isinstance(files, dict) else files or []
     return [f for v in values for f in ([v] if isinstance(v, str) else v if isinstance(v, list) else [])
             if isinstance(f, str)]
 
-
-def _lenient_loader():
-    import yaml
-
-    class Lenient(yaml.SafeLoader):
-        pass
-    Lenient.add_multi_constructor("!", lambda loader, suffix, node: None)
-    return Lenient

@@ -25,7 +25,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from jaxmerge.errors import JaxmergeError, expect, expect_keys
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES

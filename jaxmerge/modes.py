@@ -39,7 +39,7 @@ def identity(cfg: EvolveConfig, models: tuple[str, ...]) -> dict:
     """What `--resume` must find unchanged: the config without its generation counts, and a fingerprint of every
     input (each model's weights and config, each task file and split; jaxmerge.fingerprint: cheap, sampled)."""
     from jaxmerge.fingerprint import fingerprint
-    from jaxmerge.fitness.tasks import load_task
+    from jaxmerge.fitness.suite import task_inputs
     from jaxmerge.io import resolve
     doc = json.loads(json.dumps(cfg.raw, default=str))
     for section in ("search", "dfs"):
@@ -49,10 +49,8 @@ def identity(cfg: EvolveConfig, models: tuple[str, ...]) -> dict:
     for model in (*models, *([cfg.base_model] if cfg.base_model else [])):
         found[f"model {model}"] = fingerprint(resolve(model))
     for ref in cfg.fitness.tasks:
-        found[f"task {ref.task}"] = fingerprint(ref.task)
-        for _, split in load_task(ref.task).splits:
-            if split.is_file():
-                found[f"split {split}"] = fingerprint(split)
+        for kind, path in task_inputs(ref):
+            found[f"{kind} {path}"] = fingerprint(path)
     return found
 
 
@@ -65,7 +63,7 @@ def stage(cfg: EvolveConfig, mode: str, search: Search, out: Path, mesh, models:
     """One search of `mode` over `models` into `out`."""
     settings = RunSettings(search, cfg.memory.batch_size, mesh)
     return run_search(lambda: builders()[mode](cfg, mesh, models), settings, out, identity=identity(cfg, models),
-                      config=cfg.raw, **run)
+                      config=cfg.raw, info={"root": cfg.root, "mode": mode, "models": list(models)}, **run)
 
 
 def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool = True,

@@ -11,6 +11,7 @@ import yaml
 
 from jaxmerge.cli import main
 from jaxmerge.config import load_config
+from jaxmerge.evolve.records import read_history
 from jaxmerge.io import load
 from jaxmerge.modes import evolve
 from tests.evolve_world import build_world, write_config
@@ -34,8 +35,7 @@ def same_tensors(a, b) -> None:
 
 
 def history(run):
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in read_history(run)]
 
 
 def test_recipe_rebuilds_the_winner_and_the_run_extends(world, tmp_path, capsys):

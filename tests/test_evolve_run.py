@@ -23,7 +23,9 @@ def test_run_writes_every_output_and_the_export_scores_its_fitness(world, tmp_pa
     for name in ("model/config.json", "model/model.safetensors", "model/tokenizer.json", "recipe.yml",
                  "best.json", "history.jsonl", "plots/fitness.png", "plots/genes_weight.png", "plots/genes_density.png"):
         assert (run / name).is_file(), name
-    history = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (run / "history.jsonl").read_text().splitlines()]
+    assert lines[0] == {"generation": 0, "baselines": best["baselines"]}  # generation 0: the baselines
+    history = lines[1:]
     assert [row["generation"] for row in history] == [1, 2, 3]
     assert best["fitness"] == max(max(row["best"] for row in history), best["baselines"]["start"])
     assert best["status"] == "finished" and set(best["baselines"]["sources"]) == {str(world / m) for m in

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from jaxmerge.config import load_config
+from jaxmerge.evolve.records import read_history
 from jaxmerge.io import load
 from jaxmerge.modes import evolve
 from tests.evolve_world import build_world, write_config
@@ -59,7 +60,7 @@ def test_two_processes_equal_one_process_of_eight_devices(tmp_path):
     for name in ("single", "one"):  # bit-identical: same fitness, same winner (genes and merge key)
         for key in ("fitness", "raw", "generation", "merge_key", "evaluations"):
             assert runs["multi"][key] == runs[name][key], (name, key)
-    history = [json.loads(x) for x in (tmp_path / "multi/history.jsonl").read_text().splitlines()]
+    history = read_history(tmp_path / "multi")
     assert [r["generation"] for r in history] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
 

@@ -92,7 +92,7 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     spec_a, dtype = models[0].spec, cfg.dtype or models[0].dtype
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives)
     types = pool_types([m.spec for m in models])
     fit = weighted_fitness(path_spec(spec_a, genome.layout, types), tasks, DFS_DECODER)
     data = {"pool": load_table(pool_layout([m.table for m in models]), spec_a, mesh, dtype)}
@@ -103,6 +103,7 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
                  lambda m=m: load_table(m.table, m.spec, mesh, dtype)) for m in models]
     names = [str(m.path) for m in models]
     facts = {"dtype": dtype, "models": names, "tasks": tasks.describe(),
+             **({"objectives": tasks.objective_names()} if tasks.objectives else {}),
              "layout": {"layer_counts": list(genome.layout.layer_counts), "repeats": genome.layout.repeats,
                         "w_mode": genome.layout.w_mode}}
     return SearchSpace("dfs", genome.size, np.asarray(genome.initial_raw()), data,

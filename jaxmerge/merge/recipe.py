@@ -25,12 +25,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from jaxmerge.errors import JaxmergeError, expect, expect_keys
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES
-from jaxmerge.yamlfile import read_yaml
+from jaxmerge.yamlfile import parse_yaml, read_yaml
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
             "tokenizer_source"}
@@ -173,11 +171,7 @@ def _comment(text: str, where: str) -> dict:
 
 def parse_recipe_text(text: str, root: Path | None = None, where: str = "recipe") -> Recipe:
     """A recipe from its YAML text, with its `# jaxmerge:` comment (`root`: the recipe's folder)."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise JaxmergeError(f"expected valid YAML in {where}, found: {str(e).splitlines()[0]}") from None
-    return dataclasses.replace(parse_recipe(raw, root), text=text, **_comment(text, where))
+    return dataclasses.replace(parse_recipe(parse_yaml(text, where), root), text=text, **_comment(text, where))
 
 
 def read_recipe(path: str | Path) -> Recipe:

@@ -116,7 +116,7 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     tokenizer_dir = (base or models[0]).path
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives)
     mode = choose_mode(cfg.memory.mode, spec, tree_bytes(state), cfg.memory.batch_size or cfg.search.population)
     plain = weighted_fitness(spec, tasks)
 
@@ -124,7 +124,8 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
         return [(str(m.path), plain, lambda m=m: load_table(m.table, spec, mesh, dtype)) for m in models + [base]
                 if m is not None]
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
-             "models": [str(m.path) for m in models], "tasks": tasks.describe()}
+             "models": [str(m.path) for m in models], "tasks": tasks.describe(),
+             **({"objectives": tasks.objective_names()} if tasks.objectives else {})}
     data = {"merge": state}
     export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh)
     return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,

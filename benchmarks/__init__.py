@@ -18,6 +18,8 @@ SUITE = (  # (section title, module): explicit, one line per benchmark
     ("fitness: greedy decode speed (benchmarks/decode_speed.py)", "benchmarks.decode_speed"),
     ("merge speed vs mergekit (benchmarks/merge_speed.py)", "benchmarks.merge_speed"),
     ("scale-out: loading at scale, peak host RSS (benchmarks/load_rss.py)", "benchmarks.load_rss"),
+    ("families: forward vs transformers, MoE grouped vs dense, sliding-window memory (benchmarks/families.py)",
+     "benchmarks.families"),
 )
 RESULTS_PAGE = Path(__file__).with_name("RESULTS.md")
 TABLE_TITLE = "jaxmerge bench: latest table"

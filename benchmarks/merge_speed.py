@@ -116,13 +116,20 @@ def kernel_timing(method: str, rec: dict, runs: int) -> tuple[Timing, int]:
     return timing, moved
 
 
+def tool(name: str) -> str:
+    """A console script of this Python's environment (beside sys.executable), not whatever PATH finds first:
+    a venv that is not activated must still time its own mergekit."""
+    return str(Path(sys.executable).with_name(name))
+
+
 def end_to_end(method: str, rpath: Path, work: Path, runs: int) -> tuple[float, Timing, Timing]:
     """(jaxmerge cold seconds, jaxmerge warm timing, mergekit-yaml timing) of one recipe."""
     cache = {"JAXMERGE_COMPILATION_CACHE": str(work / f"xla-{method}")}
     ours = [sys.executable, "-m", "jaxmerge.cli", "merge", str(rpath), str(work / f"out-jm-{method}"), "--overwrite"]
     cold = timed(ours, cache)
     warm = repeat(lambda: timed(ours, cache), runs, warmup=0)
-    theirs = ["mergekit-yaml", str(rpath), str(work / f"out-mk-{method}"), "--allow-crimes", "--no-copy-tokenizer"]
+    theirs = [tool("mergekit-yaml"), str(rpath), str(work / f"out-mk-{method}"), "--allow-crimes",
+              "--no-copy-tokenizer"]
     mergekit = repeat(lambda: timed(theirs, {}), runs, warmup=0)
     return cold, warm, mergekit
 

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Iterator
 
 from jaxmerge import interrupt, leftovers
-from jaxmerge.leftovers import sweep_leftovers  # noqa: F401  (part of atomic's API: evolve --resume)
 from jaxmerge.errors import EnvironmentFault, JaxmergeError
 from jaxmerge.files import describe, is_environment
 from jaxmerge.renames import exchange, rename_new

@@ -26,6 +26,7 @@ COMMANDS = {
     "inspect": "jaxmerge.commands.inspect",
     "eval": "jaxmerge.commands.eval",
     "merge": "jaxmerge.commands.merge",
+    "export": "jaxmerge.commands.export",
     "bench": "jaxmerge.commands.bench",
 }
 INTERRUPTED = 130

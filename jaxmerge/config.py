@@ -100,6 +100,7 @@ class EvolveConfig:
     dfs: DFSSection = DFSSection()
     dtype: str | None = None  # None: the sources' storage dtype
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)  # the YAML as read
+    root: str = dataclasses.field(default="", compare=False)  # the directory its relative paths start from
 
 
 def is_real(value) -> bool:
@@ -129,26 +130,84 @@ def _evolved(name: str, spec: Any, where: str) -> EvolvedParam:
     return EvolvedParam(init, lo, hi)
 
 
+TASK_KEYS = {"task", "split", "weight", "subset"}
+LMEVAL_KEYS = {"lm_eval", "include_path", "metric", "filter", "num_fewshot", "split", "weight", "subset"}
+
+
 def _task(entry: Any, root: Path, where: str) -> TaskSpec:
-    entry = expect_keys(entry, {"task", "split", "weight", "subset"}, f"{where}: fitness task", required=("task",))
+    if isinstance(entry, dict) and "lm_eval" in entry:
+        return _lmeval_task(entry, root, where)
+    entry = expect_keys(entry, TASK_KEYS, f"{where}: fitness task", required=("task",))
     expect(isinstance(entry["task"], str) and entry["task"], f"{where}: expected a task file path, "
                                                             f"found {entry['task']!r}")
     split = entry.get("split", "dev")
     expect(isinstance(split, str) and split, f"{where}: expected a split name, found {split!r}")
-    return TaskSpec(root / entry["task"], split, number(entry.get("weight", 1.0), "task weight", where, float,
-                                                       1e-9, 1e9),
-                   number(entry.get("subset", 0), "subset", where, int, 0, 10**7))
+    return TaskSpec(root / entry["task"], split, *_weight_subset(entry, where))
+
+
+def _weight_subset(entry: dict, where: str) -> tuple[float, int]:
+    return (number(entry.get("weight", 1.0), "task weight", where, float, 1e-9, 1e9),
+            number(entry.get("subset", 0), "subset", where, int, 0, 10**7))
+
+
+def _lmeval_task(entry: dict, root: Path, where: str) -> TaskSpec:
+    """`{lm_eval: NAME or FILE.yaml, include_path?, metric?, filter?, num_fewshot?, split?, weight?, subset?}`;
+    refused at once (one line naming the extra) when lm-eval is not installed."""
+    from jaxmerge.fitness.lmeval import require
+    from jaxmerge.fitness.lmeval.load import LmEvalRef
+    entry = expect_keys(entry, LMEVAL_KEYS, f"{where}: fitness task")
+    name = entry["lm_eval"]
+    expect(isinstance(name, str) and name, f"{where}: expected lm_eval as a task name or YAML path, found {name!r}")
+    for key in ("include_path", "metric", "filter", "split"):
+        value = entry.get(key)
+        expect(value is None or (isinstance(value, str) and value), f"{where}: expected {key} as a string, "
+                                                                  f"found {value!r}")
+    require(f"{where}: fitness task lm_eval {name}")
+    task = root / name if name.endswith((".yaml", ".yml")) else Path(name)
+    include = root / entry["include_path"] if entry.get("include_path") else None
+    fewshot = entry.get("num_fewshot")
+    ref = LmEvalRef(str(task), include, entry.get("metric"), entry.get("filter"),
+                    None if fewshot is None else number(fewshot, "num_fewshot", where, int, 0, 10**4),
+                    entry.get("split"))
+    return TaskSpec(task, entry.get("split"), *_weight_subset(entry, where), lm_eval=ref)
 
 
 def _search(doc: dict, where: str) -> Search:
     s = expect_keys(doc.get("search"), {f.name for f in dataclasses.fields(Search)}, f"{where}: search")
-    strategy = s.get("strategy", "CMA_ES")
+    objectives = _objectives(s.get("objectives"), where)
+    strategy = s.get("strategy", "NSGA2" if objectives else "CMA_ES")
     expect(isinstance(strategy, str), f"{where}: expected search.strategy as a name, found {strategy!r}")
+    expect((strategy == "NSGA2") == bool(objectives), f"{where}: expected search.objectives with strategy NSGA2 "
+           f"(and NSGA2 only with objectives), found strategy {strategy} and {len(objectives)} objective(s)")
+    expect(not objectives or doc.get("mode", "ps") != "hybrid", f"{where}: expected search.objectives with mode "
+                                                                "ps or dfs, found mode hybrid")
     return Search(strategy, number(s.get("population", 16), "search.population", where, int, 1, 2**16),
                   number(s.get("generations", 20), "search.generations", where, int, 1, 10**6),
                   number(s.get("sigma", 0.15), "search.sigma", where, float, 1e-12, 100.0),
                   number(s.get("learning_rate", 0.05), "search.learning_rate", where, float, 1e-12, 100.0),
-                  number(s.get("seed", 0), "search.seed", where, int, 0, 2**32 - 1))
+                  number(s.get("seed", 0), "search.seed", where, int, 0, 2**32 - 1), objectives)
+
+
+def _objectives(value: Any, where: str) -> tuple[str, ...]:
+    """search.objectives: task names, or {length: TASK} (its mean answer length in tokens, minimised), as
+    `TASK` / `length:TASK`; at least two, none twice."""
+    if value is None:
+        return ()
+    expect(isinstance(value, list), f"{where}: expected search.objectives as a list, found {value!r}")
+    names = []
+    for entry in value:
+        if isinstance(entry, dict):
+            entry = expect_keys(entry, {"length"}, f"{where}: search.objectives entry", required=("length",))
+            expect(isinstance(entry["length"], str) and entry["length"], f"{where}: expected length: TASK, found "
+                                                                         f"{entry!r}")
+            names.append(f"length:{entry['length']}")
+        else:
+            expect(isinstance(entry, str) and entry, f"{where}: expected an objective as a task name or "
+                                                     f"{{length: TASK}}, found {entry!r}")
+            names.append(entry)
+    expect(len(names) >= 2 and len(set(names)) == len(names), f"{where}: expected at least two different "
+                                                              f"search.objectives, found {names}")
+    return tuple(names)
 
 
 def _fitness(doc: dict, root: Path, where: str) -> Fitness:
@@ -216,7 +275,7 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
         evolve={str(name): _evolved(name, spec, where) for name, spec in evolve.items()},
         parameters=dict(expect_keys(doc.get("parameters"), set(doc.get("parameters") or {}), f"{where}: parameters")),
         granularity=_granularity(doc, where), search=search, memory=_memory(doc, where, search.population),
-        mesh=_mesh(doc, where), dfs=_dfs(doc, where), dtype=dtype, raw=doc)
+        mesh=_mesh(doc, where), dfs=_dfs(doc, where), dtype=dtype, raw=doc, root=str(root))
 
 
 def _path(value: str, root: Path) -> str:

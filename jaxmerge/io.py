@@ -24,8 +24,9 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import read_text
-from jaxmerge.params import Params, hf_names, param_shapes, to_hf_tensors
-from jaxmerge.weights import tensor_headers, weight_files  # noqa: F401  (weight_files: part of io's API)
+from jaxmerge.params import LAYOUTS, Params, TensorName, hf_names, layout_of, param_shapes, piece_index, \
+    to_hf_tensors
+from jaxmerge.weights import tensor_headers
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
@@ -37,10 +38,12 @@ LAYER = re.compile(r"model\.layers\.(\d{1,9})\.")
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """A loaded decoder: its static spec, its canonical params (numpy or jax arrays), and where it came from."""
+    """A loaded decoder: its static spec, its canonical params (numpy or jax arrays), where it came from, and how
+    its checkpoint stores experts (a saved model keeps the layout it was read in; merges write mergekit's)."""
     spec: ArchSpec
     params: Params
     path: Path | None = None
+    layout: str = "fused"
 
     @property
     def dtype(self) -> str:
@@ -114,49 +117,60 @@ def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
 
 
 def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True) -> Model:
-    """Load a Llama-family HF checkpoint into canonical params (numpy; jit moves them to devices)."""
+    """Load a HF checkpoint of a known family into canonical params (numpy; jit moves them to devices)."""
     model_dir = resolve(path_or_repo_id)
     spec = ArchSpec.from_dir(model_dir)
     expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
     layers: dict[str, list] = {}
     params: Params = {}
-    for section, leaf, i, array in checked_tensors(model_dir, spec, check_finite):
-        array = array if dtype is None else array.astype(DTYPES[dtype])
-        if section == "global":
-            params[leaf] = array
-        else:  # made only now: the headers have confirmed the layer count (a config may claim 10**9)
-            layers.setdefault(leaf, [None] * spec.num_layers)[i] = array
-    params["layers"] = {leaf: np.stack(layers[leaf]) for leaf in param_shapes(spec)["layers"]}
-    check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
-    return Model(spec, params, model_dir)
-
-
-def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True):
-    """Yield (section, leaf, layer, array) for every tensor `spec` needs, one at a time, each checked against
-    config.json (names, shape, dtype, finite). One tensor in memory at a time, so `inspect` can verify a
-    checkpoint larger than RAM."""
-    names, files = tensor_files(model_dir, spec)
     shapes = param_shapes(spec)
+    found = tensor_files(model_dir, spec)
+    for t, array in checked_tensors(model_dir, spec, check_finite, found):
+        array = array if dtype is None else array.astype(DTYPES[dtype])
+        if t.section == "global":
+            params[t.leaf] = array
+        else:  # made only now: the headers have confirmed the layer count (a config may claim 10**9)
+            _place(layers.setdefault(t.leaf, [None] * spec.num_layers), t, array, shapes["layers"][t.leaf][1:])
+    params["layers"] = {leaf: np.stack(layers[leaf]) for leaf in shapes["layers"]}
+    check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
+    return Model(spec, params, model_dir, layout_of(spec, found[0]))
+
+
+def _place(rows: list, t: TensorName, array: np.ndarray, leaf_shape: tuple[int, ...]) -> None:
+    """Layer t.layer of a leaf: the tensor itself, or (a piece of an expert-stacked leaf) written into it."""
+    if t.expert is None:
+        rows[t.layer] = array
+        return
+    if rows[t.layer] is None:
+        rows[t.layer] = np.empty(leaf_shape, array.dtype)
+    rows[t.layer][piece_index(t)] = array
+
+
+def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True, found=None):
+    """Yield (TensorName, array) for every tensor `spec` needs, one at a time, each checked against config.json
+    (names, shape, dtype, finite); `found`: tensor_files' answer when the caller has it. One tensor in memory at
+    a time, so `inspect` can verify a checkpoint larger than RAM."""
+    names, files = found or tensor_files(model_dir, spec)
     handles: dict[Path, Any] = {}
     try:
-        for name, (section, leaf, i) in names.items():
+        for name, t in names.items():
             array = _read(files[name], name, handles)
-            check_meta(name, array.shape, np.dtype(array.dtype).name, shapes, (section, leaf), files[name])
+            check_meta(name, array.shape, np.dtype(array.dtype).name, t.shape, files[name])
             if check_finite:
                 check_finite_values(array, name, files[name])
-            yield section, leaf, i, array
+            yield t, array
     finally:
         for h in handles.values():
             h.__exit__(None, None, None)
 
 
-def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict, dict[str, Path]]:
-    """(HF name -> (section, leaf, layer), HF name -> file) for the tensors `spec` needs, every one's shape and
-    dtype checked from the headers (no tensor data read); missing or unexpected tensors are refused. The layer
-    count is checked first, so a config claiming 10**9 layers costs nothing."""
+def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName], dict[str, Path]]:
+    """(HF name -> TensorName, HF name -> file) for the tensors `spec` needs, in the expert layout the checkpoint
+    uses, every one's shape and dtype checked from the headers (no tensor data read); missing or unexpected
+    tensors are refused. The layer count is checked first, so a config claiming 10**9 layers costs nothing."""
     headers = tensor_headers(model_dir)
     check_layer_count(model_dir, spec, headers)
-    names = hf_names(spec)
+    names = hf_names(spec, layout_of(spec, headers))
     missing = [n for n in names if n not in headers]
     if missing:
         raise JaxmergeError(f"{model_dir}: expected tensor {missing[0]} (config.json says so), found it missing"
@@ -165,10 +179,9 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict, dict[str, Path]
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
         raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
-    shapes = param_shapes(spec)
-    for name, (section, leaf, _) in names.items():
+    for name, t in names.items():
         file, info = headers[name]
-        check_meta(name, info.shape, info.dtype, shapes, (section, leaf), file)
+        check_meta(name, info.shape, info.dtype, t.shape, file)
     return names, {name: file for name, (file, _) in headers.items()}
 
 
@@ -179,10 +192,8 @@ def check_layer_count(model_dir: Path, spec: ArchSpec, headers: dict) -> None:
                                      f"layers (config.json), found weights for {found}")
 
 
-def check_meta(name: str, shape, dtype: str, shapes: Params, where: tuple[str, str], file: Path) -> None:
-    """A tensor's shape against config.json and its dtype (a numpy name) against DTYPES; `where` = (section, leaf)."""
-    section, leaf = where
-    want = shapes[leaf] if section == "global" else shapes["layers"][leaf][1:]
+def check_meta(name: str, shape, dtype: str, want: tuple[int, ...], file: Path) -> None:
+    """A tensor's shape against config.json (`want`) and its dtype (a numpy name) against DTYPES."""
     expect(tuple(shape) == tuple(want),
            f"{file.name}: tensor {name} expected shape {tuple(want)} from config.json, found {tuple(shape)}")
     expect(dtype in DTYPES, f"{file.name}: tensor {name} expected a float dtype in {sorted(DTYPES)}, found {dtype}")
@@ -235,7 +246,9 @@ def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.P
     into place, so they appear together with the weights or not at all."""
     _check_params(model.spec, model.params)
     max_bytes = parse_size(max_shard_size)
-    tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in to_hf_tensors(model.spec, model.params).items()}
+    expect(model.layout in LAYOUTS, f"expected a model layout in {LAYOUTS}, found {model.layout!r}")
+    tensors = {n: np.ascontiguousarray(np.asarray(t))
+               for n, t in to_hf_tensors(model.spec, model.params, model.layout).items()}
     src = Path(tokenizer_from) if tokenizer_from is not None else model.path
     with atomic_dir(out_dir, overwrite) as tmp:
         _write_weights(tmp, tensors, max_bytes)

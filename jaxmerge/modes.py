@@ -39,7 +39,7 @@ def identity(cfg: EvolveConfig, models: tuple[str, ...]) -> dict:
     """What `--resume` must find unchanged: the config without its generation counts, and a fingerprint of every
     input (each model's weights and config, each task file and split; jaxmerge.fingerprint: cheap, sampled)."""
     from jaxmerge.fingerprint import fingerprint
-    from jaxmerge.fitness.tasks import load_task
+    from jaxmerge.fitness.suite import task_inputs
     from jaxmerge.io import resolve
     doc = json.loads(json.dumps(cfg.raw, default=str))
     for section in ("search", "dfs"):
@@ -49,10 +49,8 @@ def identity(cfg: EvolveConfig, models: tuple[str, ...]) -> dict:
     for model in (*models, *([cfg.base_model] if cfg.base_model else [])):
         found[f"model {model}"] = fingerprint(resolve(model))
     for ref in cfg.fitness.tasks:
-        found[f"task {ref.task}"] = fingerprint(ref.task)
-        for _, split in load_task(ref.task).splits:
-            if split.is_file():
-                found[f"split {split}"] = fingerprint(split)
+        for kind, path in task_inputs(ref):
+            found[f"{kind} {path}"] = fingerprint(path)
     return found
 
 
@@ -65,7 +63,7 @@ def stage(cfg: EvolveConfig, mode: str, search: Search, out: Path, mesh, models:
     """One search of `mode` over `models` into `out`."""
     settings = RunSettings(search, cfg.memory.batch_size, mesh)
     return run_search(lambda: builders()[mode](cfg, mesh, models), settings, out, identity=identity(cfg, models),
-                      config=cfg.raw, **run)
+                      config=cfg.raw, info={"root": cfg.root, "mode": mode, "models": list(models)}, **run)
 
 
 def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool = True,
@@ -114,10 +112,15 @@ def top_level(out: Path, ps: dict, dfs: dict) -> dict:
                 target.mkdir(parents=True, exist_ok=True)
             else:
                 _link_or_copy(file, target)
-    atomic_write_text(out / "recipe.yml", (out / "dfs" / "recipe.yml").read_text())
+    recipe = out / "dfs" / "recipe.yml"  # absent where no passthrough recipe can carry the path (Gemma's norms)
+    if recipe.is_file():
+        atomic_write_text(out / "recipe.yml", recipe.read_text())
+    else:
+        (out / "recipe.yml").unlink(missing_ok=True)
     best = {"status": "finished", "space": "hybrid", "fitness": dfs["fitness"], "generation": dfs["generation"],
             "improved_on_start": dfs["fitness"] > ps["baselines"]["start"], "baselines": ps["baselines"],
-            "stages": {"ps": _summary(ps), "dfs": _summary(dfs)}, "model": "model", "recipe": "recipe.yml"}
+            "stages": {"ps": _summary(ps), "dfs": _summary(dfs)}, "model": "model",
+            "recipe": "recipe.yml" if recipe.is_file() else None}
     atomic_write_text(out / "best.json", json.dumps(best, indent=2))
     return best
 

@@ -4,44 +4,76 @@
      "layers": {"q_proj": [L, Hq*hd, D], "q_bias": [L, Hq*hd], ... "down_proj": [L, D, F]}}
 
 Every array is exactly the HF tensor (same numbers, same [out, in] layout); the only change is that the L
-per-layer tensors are stacked. So load/save are bit-exact, and merges see the real magnitudes, signs and
-angles. Sources of a merge add one more leading axis: [M, ...] for globals, [M, L, ...] for layers.
+per-layer tensors are stacked (and, for the experts of a mixture, the E per-expert tensors, as transformers 5
+and mergekit 0.1.5 hold them in memory: [L, E, 2F, D]). So load/save are bit-exact, and merges see the real
+magnitudes, signs and angles. Sources of a merge add one more leading axis: [M, ...] globals, [M, L, ...] layers.
+Which leaves a layer has, and their HF names, is the family's record (jaxmerge.families).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
+from jaxmerge.families import family_of
 
 Params = dict[str, Any]
 
-# canonical layer leaf -> (HF suffix after "model.layers.{i}.", parameter group)
-LAYER_LEAVES: dict[str, tuple[str, str]] = {
-    "input_layernorm": ("input_layernorm.weight", "norm"),
-    "q_proj": ("self_attn.q_proj.weight", "attn"),
-    "k_proj": ("self_attn.k_proj.weight", "attn"),
-    "v_proj": ("self_attn.v_proj.weight", "attn"),
-    "q_bias": ("self_attn.q_proj.bias", "attn"),
-    "k_bias": ("self_attn.k_proj.bias", "attn"),
-    "v_bias": ("self_attn.v_proj.bias", "attn"),
-    "q_norm": ("self_attn.q_norm.weight", "attn"),
-    "k_norm": ("self_attn.k_norm.weight", "attn"),
-    "o_proj": ("self_attn.o_proj.weight", "attn"),
-    "o_bias": ("self_attn.o_proj.bias", "attn"),
-    "post_attention_layernorm": ("post_attention_layernorm.weight", "norm"),
-    "gate_proj": ("mlp.gate_proj.weight", "mlp"),
-    "up_proj": ("mlp.up_proj.weight", "mlp"),
-    "down_proj": ("mlp.down_proj.weight", "mlp"),
+
+class Leaf(NamedTuple):
+    """A canonical leaf: `id` names it in the DARE key of a tensor (fold_in(key, id)) and is explicit and
+    append-only (a new leaf takes the next number; none is ever renumbered or reused, so the masks behind keys
+    recorded by old runs never change); `group` is its parameter group; `axes` the logical axes of its HF tensor
+    without the layer axis (jaxmerge.evolve.mesh maps them to mesh axes)."""
+    id: int
+    group: str
+    axes: tuple[str | None, ...]
+
+
+LEAVES: dict[str, Leaf] = {
+    "embed": Leaf(0, "embed", ("vocab", "embed")),
+    "norm": Leaf(1, "norm", ("embed",)),
+    "lm_head": Leaf(2, "embed", ("vocab", "embed")),
+    "input_layernorm": Leaf(3, "norm", ("embed",)),
+    "q_proj": Leaf(4, "attn", ("heads", "embed")),
+    "k_proj": Leaf(5, "attn", ("kv_heads", "embed")),
+    "v_proj": Leaf(6, "attn", ("kv_heads", "embed")),
+    "q_bias": Leaf(7, "attn", ("heads",)),
+    "k_bias": Leaf(8, "attn", ("kv_heads",)),
+    "v_bias": Leaf(9, "attn", ("kv_heads",)),
+    "q_norm": Leaf(10, "attn", (None,)),
+    "k_norm": Leaf(11, "attn", (None,)),
+    "o_proj": Leaf(12, "attn", ("embed", "heads")),
+    "o_bias": Leaf(13, "attn", ("embed",)),
+    "post_attention_layernorm": Leaf(14, "norm", ("embed",)),
+    "gate_proj": Leaf(15, "mlp", ("mlp", "embed")),
+    "up_proj": Leaf(16, "mlp", ("mlp", "embed")),
+    "down_proj": Leaf(17, "mlp", ("embed", "mlp")),
+    # added with the families of issue 17 (append only)
+    "pre_feedforward_layernorm": Leaf(18, "norm", ("embed",)),
+    "post_feedforward_layernorm": Leaf(19, "norm", ("embed",)),
+    "qkv_proj": Leaf(20, "attn", ("heads", "embed")),
+    "gate_up_proj": Leaf(21, "mlp", ("mlp", "embed")),
+    "router": Leaf(22, "experts", (None, "embed")),
+    "experts_gate_up": Leaf(23, "experts", (None, "mlp", "embed")),
+    "experts_down": Leaf(24, "experts", (None, "embed", "mlp")),
+    "shared_expert_gate": Leaf(25, "mlp", (None, "embed")),
 }
-# canonical global leaf -> (HF name, parameter group)
-GLOBAL_LEAVES: dict[str, tuple[str, str]] = {
-    "embed": ("model.embed_tokens.weight", "embed"),
-    "norm": ("model.norm.weight", "norm"),
-    "lm_head": ("lm_head.weight", "embed"),
-}
-GROUPS = ("embed", "attn", "mlp", "norm")
+GLOBAL_NAMES = {"embed": "model.embed_tokens.weight", "norm": "model.norm.weight", "lm_head": "lm_head.weight"}
+GROUPS = ("embed", "attn", "mlp", "norm", "experts")
+LAYOUTS = ("fused", "per_expert")  # how a checkpoint stores experts: mergekit's / transformers' save_pretrained
+
+
+class TensorName(NamedTuple):
+    """Where one HF tensor goes: section ("global" | "layers"), canonical leaf, layer (None for globals), the HF
+    tensor's shape, and for a piece of an expert-stacked leaf its expert and first row (else None, 0)."""
+    section: str
+    leaf: str
+    layer: int | None
+    shape: tuple[int, ...]
+    expert: int | None = None
+    row: int = 0
 
 
 def stack(trees: list) -> Any:
@@ -53,16 +85,7 @@ def stack(trees: list) -> Any:
 
 def layer_leaf_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:
     """Shapes of one layer's tensors (no layer axis), only the leaves this spec has."""
-    d, f, q, kv, hd = spec.hidden_size, spec.intermediate_size, spec.q_size, spec.kv_size, spec.head_dim
-    shapes = {"input_layernorm": (d,), "q_proj": (q, d), "k_proj": (kv, d), "v_proj": (kv, d), "o_proj": (d, q),
-              "post_attention_layernorm": (d,), "gate_proj": (f, d), "up_proj": (f, d), "down_proj": (d, f)}
-    if spec.qkv_bias:
-        shapes.update(q_bias=(q,), k_bias=(kv,), v_bias=(kv,))
-    if spec.o_bias:
-        shapes["o_bias"] = (d,)
-    if spec.qk_norm:
-        shapes.update(q_norm=(hd,), k_norm=(hd,))
-    return shapes
+    return {leaf: shape for leaf, (_, shape) in family_of(spec).layers(spec).items()}
 
 
 def param_shapes(spec: ArchSpec) -> Params:
@@ -74,26 +97,52 @@ def param_shapes(spec: ArchSpec) -> Params:
     return shapes
 
 
-def hf_names(spec: ArchSpec) -> dict[str, tuple[str, str, int | None]]:
-    """HF tensor name -> (section, leaf, layer index or None). section is "layers" or "global"."""
-    names: dict[str, tuple[str, str, int | None]] = {}
-    for leaf in param_shapes(spec):
+def spec_groups(spec: ArchSpec) -> tuple[str, ...]:
+    """The parameter groups this spec's leaves fall in, in GROUPS order (dense families: the first four)."""
+    used = {LEAVES[leaf].group for leaf in layer_leaf_shapes(spec)} | {"embed", "norm"}
+    return tuple(g for g in GROUPS if g in used)
+
+
+def hf_names(spec: ArchSpec, layout: str = "fused") -> dict[str, TensorName]:
+    """HF tensor name -> where it goes, for a checkpoint that stores experts in `layout`."""
+    names: dict[str, TensorName] = {}
+    for leaf, shape in param_shapes(spec).items():
         if leaf != "layers":
-            names[GLOBAL_LEAVES[leaf][0]] = ("global", leaf, None)
-    for leaf in layer_leaf_shapes(spec):
+            names[GLOBAL_NAMES[leaf]] = TensorName("global", leaf, None, shape)
+    family = family_of(spec)
+    pieces = family.pieces(spec) if layout == "per_expert" else {}
+    for leaf, (suffix, shape) in family.layers(spec).items():
         for i in range(spec.num_layers):
-            names[f"model.layers.{i}.{LAYER_LEAVES[leaf][0]}"] = ("layers", leaf, i)
+            for p in pieces.get(leaf, [(suffix, shape, None, 0)]):
+                names[f"model.layers.{i}.{p[0]}"] = TensorName("layers", leaf, i, tuple(p[1]), p[2], p[3])
     return names
 
 
+def layout_of(spec: ArchSpec, names) -> str:
+    """The expert layout of a checkpoint holding tensors `names`: per_expert when it has the family's
+    per-expert names rather than the fused ones (dense families: fused, the only one)."""
+    per_expert = hf_names(spec, "per_expert")
+    fused = hf_names(spec, "fused")
+    if per_expert.keys() == fused.keys():
+        return "fused"
+    names = set(names)
+    return "per_expert" if len(names & per_expert.keys()) > len(names & fused.keys()) else "fused"
+
+
 def leaf_group(leaf: str) -> str:
-    """Parameter group ("embed" | "attn" | "mlp" | "norm") of a canonical leaf name."""
-    return (LAYER_LEAVES.get(leaf) or GLOBAL_LEAVES[leaf])[1]
+    """Parameter group ("embed" | "attn" | "mlp" | "norm" | "experts") of a canonical leaf name."""
+    return LEAVES[leaf].group
 
 
-def to_hf_tensors(spec: ArchSpec, params: Params) -> dict[str, np.ndarray]:
+def piece_index(t: TensorName) -> tuple:
+    """The index of tensor `t` inside its per-layer canonical leaf (the whole leaf for an ordinary tensor)."""
+    return () if t.expert is None else (t.expert, slice(t.row, t.row + t.shape[0]))
+
+
+def to_hf_tensors(spec: ArchSpec, params: Params, layout: str = "fused") -> dict[str, np.ndarray]:
     """Unstack the canonical pytree into HF-named tensors (views, no copies)."""
     out: dict[str, np.ndarray] = {}
-    for name, (section, leaf, i) in hf_names(spec).items():
-        out[name] = np.asarray(params[leaf] if section == "global" else params["layers"][leaf][i])
+    for name, t in hf_names(spec, layout).items():
+        array = params[t.leaf] if t.section == "global" else params["layers"][t.leaf][t.layer]
+        out[name] = np.asarray(array)[piece_index(t)]
     return out

@@ -77,10 +77,18 @@ class BoundedLoader(yaml.SafeLoader):
         return node
 
 
-def parse_yaml(text: str, where: str) -> Any:
-    """The document in `text` (from `where`, named in errors), through BoundedLoader."""
+class TagSkippingLoader(BoundedLoader):
+    """BoundedLoader that reads application tags (lm-eval's `!function`) as null instead of refusing them."""
+
+
+TagSkippingLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def parse_yaml(text: str, where: str, skip_tags: bool = False) -> Any:
+    """The document in `text` (from `where`, named in errors), through BoundedLoader (with `skip_tags`,
+    TagSkippingLoader)."""
     try:
-        return _load(text, where)
+        return _load(text, where, TagSkippingLoader if skip_tags else BoundedLoader)
     except RecursionError:
         raise JaxmergeError(f"{where}: expected YAML nested at most {MAX_DEPTH} levels deep, found deeper "
                             "nesting") from None
@@ -88,8 +96,8 @@ def parse_yaml(text: str, where: str) -> Any:
         raise JaxmergeError(f"expected valid YAML in {where}, found: {_first_line(e)}") from None
 
 
-def _load(text: str, where: str) -> Any:
-    loader = BoundedLoader(text)  # the reader checks the characters here already
+def _load(text: str, where: str, loader_class: type[BoundedLoader]) -> Any:
+    loader = loader_class(text)  # the reader checks the characters here already
     loader.where = where
     try:
         return loader.get_single_data()

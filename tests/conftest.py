@@ -10,6 +10,19 @@ import pytest  # noqa: E402
 from tests.tiny import make_tiny_model  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+    """One persistent compilation cache for the whole session, shared by both xdist workers and every subprocess
+    (through the environment), and empty at the start: hermetic (never the user's ~/.cache), and a program the
+    session compiled once (the tiny worlds are identical bits everywhere) is loaded, not compiled, after that."""
+    base = tmp_path_factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
+    os.environ["JAXMERGE_COMPILATION_CACHE"] = str(shared)
+    from jaxmerge.runtime import enable_compilation_cache
+    enable_compilation_cache()
+    yield shared
+
+
 @pytest.fixture
 def tiny_model(tmp_path):
     """Factory: tiny_model(family="llama", seed=0, **config_overrides) -> path of a saved random HF model."""

@@ -1,7 +1,10 @@
 """A tiny merge world for evolve tests: a base, two fine-tunes of it, a char tokenizer, and tasks."""
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from tests.fitness_tiny import add_char_tokenizer
@@ -22,7 +25,21 @@ fitness:
 """
 
 
+_PRISTINE: dict[int, Path] = {}  # num_layers -> a world built once per test process, copied for every caller
+
+
 def build_world(root: Path, num_layers: int = 2) -> Path:
+    """The world at `root`: a copy of one built once per process (building runs transformers three times; a copy
+    takes milliseconds, and identical bits let the compilation cache serve every module that uses it)."""
+    if num_layers not in _PRISTINE:
+        scratch = Path(tempfile.mkdtemp(prefix="jaxmerge-test-world-"))
+        atexit.register(shutil.rmtree, scratch, True)
+        _PRISTINE[num_layers] = _build(scratch / "world", num_layers)
+    shutil.copytree(_PRISTINE[num_layers], root, dirs_exist_ok=True)
+    return Path(root)
+
+
+def _build(root: Path, num_layers: int) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     base = make_tiny_model(root / "base", "llama", seed=0, num_hidden_layers=num_layers)
     add_char_tokenizer(base)

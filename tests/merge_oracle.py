@@ -12,9 +12,10 @@ from safetensors import safe_open
 from tests.tiny import make_tiny_model
 
 
-def make_family(root: Path, family: str = "llama", n: int = 3, dtype=torch.float32) -> dict[str, str]:
-    """A base and `n` fine-tunes of it (base + N(0, 0.02) noise): what merging is for."""
-    base = make_tiny_model(root / "base", family, seed=0, dtype=dtype)
+def make_family(root: Path, family: str = "llama", n: int = 3, dtype=torch.float32, **overrides) -> dict[str, str]:
+    """A base and `n` fine-tunes of it (base + N(0, 0.02) noise): what merging is for. `overrides`: the base's
+    config (e.g. tests/tiny.py FULL_FEATURES)."""
+    base = make_tiny_model(root / "base", family, seed=0, dtype=dtype, **overrides)
     paths = {"base": str(base)}
     for i in range(n):
         paths[f"ft{i}"] = str(make_tiny_model(root / f"ft{i}", family, seed=i + 1, perturb_from=base, dtype=dtype))

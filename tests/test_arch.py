@@ -6,13 +6,14 @@ import pytest
 import torch
 import transformers
 
-from jaxmerge.arch import FAMILIES, ArchSpec
+from jaxmerge.arch import ArchSpec
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.params import hf_names, param_shapes
 from tests.tiny import CONFIGS, make_config
 
+FAMILIES = ("llama", "mistral", "qwen2", "qwen3")  # the Llama family; tests/test_families.py covers the others
 DATA = Path(__file__).parent / "data" / "configs"
-REAL_WORLD = sorted(p.name for p in DATA.glob("*.json"))
+REAL_WORLD = sorted(p.name for p in DATA.glob("*.json") if json.loads(p.read_text())["model_type"] in FAMILIES)
 
 
 def hf_view(family: str, config) -> dict:
@@ -122,8 +123,8 @@ def test_param_shapes_are_the_transformers_tensors(family, overrides):
         hf.pop("lm_head.weight")
     spec = ArchSpec.from_hf_config(config.to_dict())
     shapes = param_shapes(spec)
-    ours = {n: shapes[leaf] if section == "global" else shapes["layers"][leaf][1:]
-            for n, (section, leaf, _) in hf_names(spec).items()}
+    ours = {n: shapes[t.leaf] if t.section == "global" else shapes["layers"][t.leaf][1:]
+            for n, t in hf_names(spec).items()}
     assert ours == hf
 
 
@@ -137,7 +138,8 @@ BAD = {
     "unknown key": (_bad(quantization_config={"quant_method": "gptq"}), "quantization_config"),
     "rope type": (_bad(rope_parameters={"rope_type": "yarn", "factor": 4.0}), "yarn"),
     "rope keys": (_bad(rope_parameters={"rope_type": "llama3", "factor": 8.0}), "low_freq_factor"),
-    "family": (_bad(model_type="gemma"), "model_type"),
+    "family": (_bad(model_type="gpt_neox"), "model_type"),
+    "wrong family": (_bad(model_type="gemma"), "mlp_bias"),  # a Llama config that claims to be Gemma
     "activation": (_bad(hidden_act="gelu"), "hidden_act"),
     "mlp bias": (_bad(mlp_bias=True), "mlp_bias"),
     "missing": (_bad(vocab_size=KeyError), "vocab_size"),
@@ -145,7 +147,9 @@ BAD = {
     "not a number": (_bad(hidden_size="big"), "hidden_size"),
     "sliding layers": ({**make_config("qwen2").to_dict(), "layer_types": ["sliding_attention"] * 3},
                        "layer_types"),
-    "qwen sliding": ({**make_config("qwen3").to_dict(), "use_sliding_window": True}, "use_sliding_window"),
+    "qwen window": ({**make_config("qwen3").to_dict(), "use_sliding_window": True, "sliding_window": -1},
+                    "sliding_window"),
+    "llama window": (_bad(use_sliding_window=True), "use_sliding_window"),
     "mistral bias": ({**make_config("mistral").to_dict(), "attention_bias": True}, "attention_bias"),
     "classifier head": (_bad(architectures=["LlamaForSequenceClassification"]), "architectures"),
 }

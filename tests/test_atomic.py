@@ -21,7 +21,8 @@ import yaml
 
 import jaxmerge
 import jaxmerge.io
-from jaxmerge.atomic import atomic_write_text, sweep_leftovers
+from jaxmerge.atomic import atomic_write_text
+from jaxmerge.leftovers import sweep_leftovers
 from jaxmerge.cli import main
 from jaxmerge.errors import EnvironmentFault
 from tests.tiny import make_tiny_model

@@ -37,11 +37,6 @@ def world(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JAXMERGE_COMPILATION_CACHE", str(tmp_path_factory.getbasetemp() / "xla"))
-
-
 # ---- ways to break a checkpoint (a copy of ft1 under tmp) ----
 
 def _copy(world: Path, tmp: Path, name: str = "broken") -> Path:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import yaml
 
-from jaxmerge.demo import recipe, vocab
+from jaxmerge.demo import training, vocab
 from jaxmerge.demo.build import save_model
 from jaxmerge.demo.tasks import TEMPLATE, make_splits, write_tasks
 from jaxmerge.demo.train import _chunk_jit, encode, init_params, train
@@ -37,7 +37,7 @@ def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
 def test_splits_are_disjoint_and_deterministic(tmp_path):
     sizes = {"test": 50, "dev": 20, "train": 300}
     splits = make_splits(3, sizes)
-    assert set(splits) == set(recipe.SKILLS)
+    assert set(splits) == set(training.SKILLS)
     for skill, parts in splits.items():
         prompts = {k: {e.prompt for e in v} for k, v in parts.items()}
         assert {k: len(v) for k, v in prompts.items()} == sizes, skill  # no duplicates inside a split
@@ -64,10 +64,10 @@ def test_task_files_follow_the_contract(tmp_path):
 
 def test_extra_dev_rows_are_neither_training_nor_test_rows(tmp_path):
     """dev_extra is drawn after the train split the models were trained on (the sizes world.py passes)."""
-    SPLIT_SIZES = recipe.SPLIT_SIZES
+    SPLIT_SIZES = training.SPLIT_SIZES
 
-    skills, _ = write_tasks(tmp_path, seed=0, train=recipe.TRAIN_ROWS, **SPLIT_SIZES)
-    splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": recipe.TRAIN_ROWS})
+    skills, _ = write_tasks(tmp_path, seed=0, train=training.TRAIN_ROWS, **SPLIT_SIZES)
+    splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": training.TRAIN_ROWS})
     for skill, path in skills.items():
         dev = {r["prompt"] for r in read_rows(path.parent / f"{skill}_dev.jsonl")}
         assert len(dev) == SPLIT_SIZES["dev"] + SPLIT_SIZES["dev_extra"]
@@ -82,8 +82,8 @@ def test_training_steps_compile_once_and_saved_model_matches_transformers(tmp_pa
 
     import jaxmerge
 
-    spec = recipe.spec()
-    tokens, weights = encode(make_splits(0, {"train": 64})["sort"]["train"], recipe.SEQ_LEN)
+    spec = training.spec()
+    tokens, weights = encode(make_splits(0, {"train": 64})["sort"]["train"], training.SEQ_LEN)
     params = init_params(spec, jax.random.key(0))
     params, losses = train(spec, params, tokens, weights, steps=4, lr=1e-3, batch=8, key=jax.random.key(1), chunk=2)
     compiled = _chunk_jit._cache_size()
@@ -104,7 +104,7 @@ def test_build_world_reuses_its_directory_rebuilds_a_stale_one_and_refuses_other
     if not (SHIPPED / "manifest.json").is_file():
         pytest.skip("no shipped world (run tools/build_demo_world.py)")
     world = build_world(tmp_path / "w", quick=True)
-    assert {p.name for p in world.specialists.values()} == set(recipe.SKILLS)
+    assert {p.name for p in world.specialists.values()} == set(training.SKILLS)
     assert all((p / "config.json").is_file() and (p / "tokenizer.json").is_file()
                for p in [world.base, *world.specialists.values()])
     assert build_world(tmp_path / "w", quick=True) == world
@@ -144,7 +144,7 @@ def test_shipped_specialist_matches_transformers_logits_and_greedy_generation(tm
     texts = tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     want = np.array([t.split("\n")[0].strip() == r.answer for t, r in zip(texts, rows)])
     model = load(world.specialists["reverse"])
-    tokens, weights = encode(rows, recipe.SEQ_LEN)
+    tokens, weights = encode(rows, training.SEQ_LEN)
     with torch.no_grad():
         hf_logits = hf(torch.as_tensor(tokens)).logits.numpy()
     np.testing.assert_allclose(jaxmerge.logits(model, tokens), hf_logits, atol=1e-4, rtol=0)

@@ -73,7 +73,7 @@ def test_evolve_dfs(root, capsys):
     path = json.loads((root / "dfs" / "model" / "path.json").read_text())
     assert best["path"] == path["path"] and path["path"][0]["slot"] == 0
     assert (root / "dfs" / "model" / "plots" / "path.png").is_file()
-    assert len((root / "dfs" / "history.jsonl").read_text().splitlines()) == 2
+    assert len((root / "dfs" / "history.jsonl").read_text().splitlines()) == 1 + 2  # baselines, 2 generations
     run = load_config(cfg)
     genome = DFSGenome(layout_of(run, [open_checkpoint(m) for m in run.models]))
     spec, data = path_spec(load(run.models[0]).spec, genome.layout), {"pool": pool_params([load(m) for m in run.models])}
@@ -100,7 +100,7 @@ def test_evolve_hybrid(root):
     assert (root / "hybrid" / "ps" / "model" / "config.json").is_file()
     record = json.loads((root / "hybrid" / "dfs" / "model" / "path.json").read_text())
     assert record["models"][0] == str(root / "hybrid" / "ps" / "model")
-    assert len((root / "hybrid" / "dfs" / "history.jsonl").read_text().splitlines()) == 1
+    assert len((root / "hybrid" / "dfs" / "history.jsonl").read_text().splitlines()) == 1 + 1
     loads_in_transformers(root / "hybrid" / "dfs" / "model")
     top = json.loads((root / "hybrid" / "best.json").read_text())  # the final winner at the top level
     assert top["fitness"] == json.loads((root / "hybrid" / "dfs" / "best.json").read_text())["fitness"]

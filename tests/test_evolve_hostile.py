@@ -16,7 +16,6 @@ from jaxmerge.config import load_config
 from jaxmerge.io import load
 from jaxmerge.lock import dir_lock
 from jaxmerge.modes import evolve
-from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
 from tests.hostile import fill, tmpfs
 
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    enable_compilation_cache()
     return build_world(tmp_path_factory.mktemp("hostile_evolve"))
 
 

@@ -11,9 +11,9 @@ import yaml
 
 from jaxmerge.cli import main
 from jaxmerge.config import load_config
+from jaxmerge.evolve.records import read_history
 from jaxmerge.io import load
 from jaxmerge.modes import evolve
-from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
 from tests.fitness_tiny import add_char_tokenizer
 from tests.merge_oracle import mergekit_merge, read_tensors, worst_relative
@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    enable_compilation_cache()
     return build_world(tmp_path_factory.mktemp("world"))
 
 
@@ -36,8 +35,7 @@ def same_tensors(a, b) -> None:
 
 
 def history(run):
-    rows = [json.loads(x) for x in (run / "history.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in rows]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "evals_per_s")} for r in read_history(run)]
 
 
 def test_recipe_rebuilds_the_winner_and_the_run_extends(world, tmp_path, capsys):

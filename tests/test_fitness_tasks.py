@@ -36,7 +36,8 @@ def test_load_task_contract(tmp_path):
         "arith", "exact_match_number", 16, ("\n",), 2)
     assert task.split_path("dev") == (tmp_path / "arith_dev.jsonl").absolute()
     items = load_items(task, "dev")
-    assert items[0] == Item("0+1", "1") and len(items) == 5
+    assert items[0][:3] == Item("0+1", "1")[:3] and len(items) == 5
+    assert items[0].row == {"prompt": "0+1", "answer": "1"}  # the whole row, for custom metrics
     assert len(load_items(task, "dev", limit=3)) == 3
 
 
@@ -109,7 +110,7 @@ def test_bad_jsonl(tmp_path, rows, match):
     (("max_new_tokens: 16", "max_new_tokens: many"), "expected 'max_new_tokens' to be int"),
     (("template: \"Q: {prompt}\\nA:\"", "template: \"Q:\""), "expected '{prompt}' in template"),
     (("fewshot_split: dev", "fewshot_split: train"), "fewshot needs fewshot_split"),
-    (("name: arith", "name: arith\nsplitz: 1"), "found unknown \\['splitz'\\]"),
+    (("name: arith", "name: arith\nsplitz: 1"), "unknown key\\(s\\) \\['splitz'\\]"),
     (("splits: {dev: arith_dev.jsonl, test: arith_test.jsonl}", "splits: {}"), "expected 'splits'"),
 ])
 def test_bad_yaml(tmp_path, change, match):

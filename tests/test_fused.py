@@ -7,7 +7,7 @@ import pytest
 
 from jaxmerge import model
 from jaxmerge.config import load_config
-from jaxmerge.ps.fused import FusedSpec, choose_mode, forward, fused_decoder, recipe
+from jaxmerge.ps.fused import FusedSpec, choose_mode, forward, fused_decoder, unmerged
 from jaxmerge.arch import ArchSpec
 from jaxmerge.config import Memory
 from jaxmerge.evolve.mesh import build_mesh
@@ -48,7 +48,7 @@ def test_fused_logits_and_greedy_equal_the_materialized_model(problems):
     raw, keys = candidates(p, 1)
     params = jax.jit(lambda x, k, d: candidate_params(p.method, p.genome, p.dtype, x, k, d))(raw[0], keys[0], p.data)
     fs = FusedSpec(p.spec, p.method, p.dtype)
-    r = recipe(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
+    r = unmerged(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
     tokens = jax.random.randint(jax.random.PRNGKey(2), (2, 7), 3, p.spec.vocab_size)
     want = model.forward_jit(p.spec, params, tokens)
     np.testing.assert_allclose(np.asarray(jax.jit(forward, static_argnums=0)(fs, r, tokens)), np.asarray(want),
@@ -79,3 +79,14 @@ def test_auto_mode_follows_free_memory(problems):
     assert choose_mode("auto", spec, 10 * one, 8, free=12 * one) == "fused"
     assert choose_mode("fused", spec, 0, 1, free=10**12) == "fused"
     assert choose_mode("materialize", spec, 10**12, 64, free=1) == "materialize"
+
+
+def test_kv_cache_dtype_is_the_candidates_not_the_merge_states(problems):
+    """The merge state is float32 whatever the run's dtype; a bf16 candidate's keys are bf16, and so is its
+    cache (the widest-leaf rule gave fused bf16 runs a float32 cache)."""
+    p = problems["fused"]
+    raw, keys = candidates(p, 1)
+    r = unmerged(p.data["merge"], p.genome.hparams(raw[0]), keys[0])
+    assert {x.dtype for x in jax.tree.leaves(p.data["merge"])} == {np.dtype("float32")}
+    assert fused_decoder().cache_dtype(FusedSpec(p.spec, p.method, "bfloat16"), r) == jax.numpy.bfloat16
+    assert fused_decoder().cache_dtype(FusedSpec(p.spec, p.method, "float32"), r) == np.float32

@@ -51,11 +51,6 @@ def world(tmp_path_factory):
     return root
 
 
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("JAXMERGE_COMPILATION_CACHE", str(tmp_path_factory.getbasetemp() / "xla"))
-
-
 def _alarm(signum, frame):
     raise TimeoutError(f"the command hung for {TIMEOUT} s")
 

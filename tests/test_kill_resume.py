@@ -25,7 +25,6 @@ import pytest
 from jaxmerge.config import load_config
 from jaxmerge.modes import evolve
 from jaxmerge.io import load
-from jaxmerge.runtime import enable_compilation_cache
 from tests.evolve_world import build_world, write_config
 
 GENERATIONS = 6
@@ -33,12 +32,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "xla"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))  # for the subprocesses and this process alike
-        enable_compilation_cache()
-        yield {**os.environ, "PYTHONUNBUFFERED": "1"}
+def env():
+    """The subprocesses' environment: the session's compilation cache (tests/conftest.py) comes with it."""
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
 @pytest.fixture(scope="module")

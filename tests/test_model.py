@@ -6,7 +6,6 @@ import pytest
 
 import jaxmerge
 from jaxmerge.arch import ArchSpec
-from jaxmerge.errors import JaxmergeError
 from jaxmerge.io import Model
 from jaxmerge.model import default_positions, forward_cached, forward_jit, init_cache, inv_frequencies
 from tests.tiny import hf_logits, make_config, make_tiny_model
@@ -28,6 +27,9 @@ CASES = {  # several features per case: each case costs one compile
     "qwen2-gqa4": ("qwen2", {"num_key_value_heads": 1}),
     "qwen2-tied-mha": ("qwen2", {"tie_word_embeddings": True, "num_key_value_heads": 4}),
     "qwen3-headdim16": ("qwen3", {"head_dim": 16}),
+    "qwen2-window": ("qwen2", {"use_sliding_window": True, "sliding_window": 5, "max_window_layers": 1}),
+    "qwen3-window-types": ("qwen3", {"use_sliding_window": True, "sliding_window": 4,
+                                     "layer_types": ["sliding_attention", "full_attention", "sliding_attention"]}),
     "qwen3-bias-theta1e6": ("qwen3", {"attention_bias": True,
                                       "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}}),
 }
@@ -138,15 +140,26 @@ def test_new_weights_do_not_recompile(model_path):
     assert not np.allclose(first, second)
 
 
-def test_sliding_window_within_sequence_runs_and_beyond_is_refused(tmp_path):
-    """Mistral window 8: 8 tokens see everything (equal to HF); 9 would need windowed attention -> refused."""
-    path = make_tiny_model(tmp_path / "m", "mistral", sliding_window=8, **WEIGHT_SCALE)
+def test_sliding_window_longer_than_the_window_equals_transformers(tmp_path):
+    """Mistral window 6 on 20 tokens (a left-padded row too), uncached and cached: the window really slides."""
+    path = make_tiny_model(tmp_path / "m", "mistral", sliding_window=6, **WEIGHT_SCALE)
     model = jaxmerge.load(path)
-    assert model.spec.sliding_window == 8
-    tokens = tokens_for(1, 9)
-    assert np.abs(run(model, tokens[:, :8]) - hf_logits(path, tokens[:, :8])).max() <= ORACLE_TOL
-    with pytest.raises(JaxmergeError, match="sliding_window"):
-        run(model, tokens)
-    with pytest.raises(JaxmergeError, match="sliding_window"):
-        forward_cached(model.spec, model.params, tokens[:, :1], np.ones((1, 1)), np.zeros((1, 1), np.int32),
-                       init_cache(model.spec, 1, 9, jnp.float32), jnp.int32(0))
+    assert model.spec.sliding_window == 6
+    tokens, mask = left_padded([0, 3], 20, seed=3)
+    hf_positions = np.where(mask == 1, np.cumsum(mask, -1) - 1, 1)
+    want = hf_logits(path, tokens, mask=mask, positions=hf_positions)
+    ours = run(model, tokens, mask)
+    real = mask.astype(bool)
+    assert np.abs(ours[real] - want[real]).max() <= ORACLE_TOL
+    full = run(Model(model.spec.replace(layer_types=()), model.params), tokens, mask)
+    assert np.abs(full[real] - want[real]).max() > 100 * ORACLE_TOL  # without the window the logits differ
+    positions = np.asarray(default_positions(jnp.asarray(mask)))
+    step = jax.jit(forward_cached, static_argnums=0)
+    logits, cache = step(model.spec, model.params, tokens[:, :14], mask[:, :14], positions[:, :14],
+                         init_cache(model.spec, 2, 20, jnp.float32), jnp.int32(0))
+    pieces = [np.asarray(logits)]
+    for t in range(14, 20):
+        sl = slice(t, t + 1)
+        logits, cache = step(model.spec, model.params, tokens[:, sl], mask[:, sl], positions[:, sl], cache, t)
+        pieces.append(np.asarray(logits))
+    assert np.abs(np.concatenate(pieces, axis=1)[real] - want[real]).max() <= ORACLE_TOL

@@ -1,6 +1,7 @@
 """Two processes on localhost (4 fake CPU devices each, JAX's distributed runtime, gloo collectives) run short
 evolutions (PS, and DFS with the model axis across the processes); the results are bit-identical to the
-single-process 8-device run (and, for PS, to the unsharded 1-device run), and only process 0 writes outputs."""
+single-process 8-device run (and, for PS, to the unsharded 1-device run), and only process 0 writes outputs.
+The references run in this process (conftest gives it 8 fake CPU devices): one spawn fewer per comparison."""
 import json
 import os
 import socket
@@ -12,7 +13,10 @@ import numpy as np
 import pytest
 import yaml
 
+from jaxmerge.config import load_config
+from jaxmerge.evolve.records import read_history
 from jaxmerge.io import load
+from jaxmerge.modes import evolve
 from tests.evolve_world import build_world, write_config
 
 pytestmark = pytest.mark.slow
@@ -48,15 +52,15 @@ def test_two_processes_equal_one_process_of_eight_devices(tmp_path):
     outs = [finish(p) for p in procs]
     reports = [[line for line in o.splitlines() if line.startswith("{\"fitness\"")] for o in outs]
     assert len(reports[0]) == 1 and reports[1] == [], outs  # only process 0 reports
-    finish(launch(config, tmp_path / "single", 8))
+    evolve(load_config(config), tmp_path / "single", progress=False)  # in this process: its 8 fake devices
     unsharded = world / "one.yml"  # the same run on one device: the population is not split at all
     unsharded.write_text(text.replace("population: 4", "population: 8") + "mesh: {pop: 1}\n")
-    finish(launch(unsharded, tmp_path / "one", 1))
+    evolve(load_config(unsharded), tmp_path / "one", progress=False)
     runs = {name: json.loads((tmp_path / name / "best.json").read_text()) for name in ("multi", "single", "one")}
     for name in ("single", "one"):  # bit-identical: same fitness, same winner (genes and merge key)
         for key in ("fitness", "raw", "generation", "merge_key", "evaluations"):
             assert runs["multi"][key] == runs[name][key], (name, key)
-    history = [json.loads(x) for x in (tmp_path / "multi/history.jsonl").read_text().splitlines()]
+    history = read_history(tmp_path / "multi")
     assert [r["generation"] for r in history] == [1, 2]
     assert sorted(p.name for p in (tmp_path / "multi/checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
 
@@ -76,7 +80,7 @@ def test_two_process_dfs_with_the_model_axis_across_processes_equals_one_process
              for i in range(2)]
     for p in procs:
         finish(p)
-    finish(launch(world / "dfs.yml", tmp_path / "single", 8))
+    evolve(load_config(world / "dfs.yml"), tmp_path / "single", progress=False)  # this process: 8 fake devices
     multi, single = (json.loads((tmp_path / n / "best.json").read_text()) for n in ("multi", "single"))
     for key in ("fitness", "raw", "path", "evaluations"):
         assert multi[key] == single[key], key

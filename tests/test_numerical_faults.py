@@ -18,6 +18,7 @@ import pytest
 import jaxmerge.modes as modes_module
 from jaxmerge.cli import main
 from jaxmerge.config import load_config
+from jaxmerge.evolve.records import read_history
 from tests.evolve_world import build_world, write_config
 
 pytestmark = pytest.mark.slow
@@ -25,11 +26,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    cache = tmp_path_factory.getbasetemp() / "xla"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("JAXMERGE_COMPILATION_CACHE", str(cache))
-        root = build_world(tmp_path_factory.mktemp("nan_world"))
-        yield root, write_config(root, generations=3)
+    root = build_world(tmp_path_factory.mktemp("nan_world"))
+    return root, write_config(root, generations=3)
 
 
 @pytest.fixture
@@ -53,7 +51,7 @@ def fault(monkeypatch):
 
 
 def rows(out):
-    return [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    return read_history(out)
 
 
 def test_nan_and_inf_candidates_score_worst_are_counted_and_the_run_goes_on(world, tmp_path, fault, capsys):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from jaxmerge import leftovers, renames
-from jaxmerge.atomic import (MARKER, atomic_dir, atomic_write_text, check_file_target, claimed_dir, is_output,
-                             sweep_leftovers)
+from jaxmerge.atomic import MARKER, atomic_dir, atomic_write_text, check_file_target, claimed_dir, is_output
+from jaxmerge.leftovers import sweep_leftovers
 from jaxmerge.errors import EnvironmentFault, JaxmergeError
 from jaxmerge.owner import host
 

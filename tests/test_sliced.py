@@ -139,7 +139,7 @@ def _names():
     from jaxmerge.params import hf_names
     from tests.tiny import make_config
     spec = ArchSpec.from_hf_config(make_config("llama", num_key_value_heads=4).to_dict(), "tiny")
-    return {name: leaf for name, (_, leaf, _) in hf_names(spec).items()}
+    return {name: t.leaf for name, t in hf_names(spec).items()}
 
 
 NAME_TO_LEAF = _names()

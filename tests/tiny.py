@@ -12,10 +12,37 @@ from safetensors import safe_open
 from safetensors.numpy import save_file
 
 CONFIGS = {"llama": transformers.LlamaConfig, "mistral": transformers.MistralConfig,
-           "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config}
+           "qwen2": transformers.Qwen2Config, "qwen3": transformers.Qwen3Config,
+           "gemma": transformers.GemmaConfig, "gemma2": transformers.Gemma2Config,
+           "gemma3_text": transformers.Gemma3TextConfig, "phi3": transformers.Phi3Config,
+           "mixtral": transformers.MixtralConfig, "qwen2_moe": transformers.Qwen2MoeConfig,
+           "qwen3_moe": transformers.Qwen3MoeConfig}
 BASE = dict(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
             num_key_value_heads=2, head_dim=8, max_position_embeddings=256, rms_norm_eps=1e-5,
             bos_token_id=1, eos_token_id=2, pad_token_id=0)
+OFFSET_NORMS = ("gemma", "gemma2", "gemma3_text")  # (1 + w) gains: w is randomised around 0, not 1
+WINDOW = 5  # every sliding window below: oracle prompts are several windows long
+# One tiny config per family with every feature of the family switched on (values chosen to bite at these
+# sizes: soft-caps below the logit scale, a query scale unlike head_dim, RoPE bases far apart, longrope's
+# original length shorter than the prompts, a window shorter than them, sliding and full layers mixed).
+FULL_FEATURES = {
+    "gemma": dict(attention_bias=True),
+    "gemma2": dict(attention_bias=True, query_pre_attn_scalar=12, attn_logit_softcapping=2.0,
+                   final_logit_softcapping=3.0, sliding_window=WINDOW, tie_word_embeddings=False),
+    "gemma3_text": dict(query_pre_attn_scalar=12, final_logit_softcapping=3.0, sliding_window=WINDOW,
+                        layer_types=["sliding_attention", "sliding_attention", "full_attention"],
+                        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e4},
+                                         "sliding_attention": {"rope_type": "default", "rope_theta": 50.0}}),
+    "phi3": dict(sliding_window=2 * WINDOW, max_position_embeddings=64, original_max_position_embeddings=16,
+                 rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0, "partial_rotary_factor": 0.5,
+                                  "short_factor": [1.0, 1.5], "long_factor": [3.0, 7.0]}),
+    "mixtral": dict(num_local_experts=4, num_experts_per_tok=2, intermediate_size=48, sliding_window=WINDOW),
+    "qwen2_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, intermediate_size=48,
+                      shared_expert_intermediate_size=40, use_sliding_window=True, sliding_window=WINDOW,
+                      max_window_layers=2),
+    "qwen3_moe": dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24, intermediate_size=48,
+                      norm_topk_prob=True, use_sliding_window=True, sliding_window=WINDOW),
+}
 
 
 def make_config(family: str = "llama", **overrides):
@@ -34,10 +61,11 @@ def make_tiny_model(path: Path, family: str = "llama", seed: int = 0, dtype=torc
                 p.add_(torch.randn_like(p) * scale)
     else:
         model = transformers.AutoModelForCausalLM.from_config(make_config(family, **overrides))
+        offset = model.config.model_type in OFFSET_NORMS
         with torch.no_grad():  # norms at 1 and biases at 0 would hide errors in their handling; randomise them
             for name, p in model.named_parameters():
                 if "norm" in name:
-                    p.copy_(1 + 0.1 * torch.randn_like(p))
+                    p.copy_((0 if offset else 1) + 0.1 * torch.randn_like(p))
                 elif name.endswith(".bias"):
                     p.copy_(0.1 * torch.randn_like(p))
     model = model.to(dtype)

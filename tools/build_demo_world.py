@@ -18,17 +18,15 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).res
 
 
 def evidence(seed: int, per_model: int, per_layer: int) -> None:
-    import numpy as np
-
     from demo_evidence import Merges, hand_made, search
-    from jaxmerge.demo import recipe
+    from jaxmerge.demo import training
     from jaxmerge.demo.pipeline import Scorer
     from jaxmerge.demo.world import build_world
 
     world = build_world(Path(tempfile.mkdtemp()) / "world", seed=seed)
     test, dev = Scorer(world), Scorer(world, split="dev")
     rows = {"base": test(world.base)}
-    rows.update({f"specialist {s}": test(world.specialists[s]) for s in recipe.SKILLS})
+    rows.update({f"specialist {s}": test(world.specialists[s]) for s in training.SKILLS})
     rows.update(hand_made(world, test))
     start = time.perf_counter()
     per_model, per_layer = search(Merges(world, dev), seed, per_model, per_layer)
@@ -36,9 +34,9 @@ def evidence(seed: int, per_model: int, per_layer: int) -> None:
     merges = Merges(world, test)
     for name, weights in (("searched per-model weights", per_model), ("searched per-layer weights", per_layer)):
         rows[name] = test.summary(merges(weights))
-    print(f"{'held-out test':36s} {'target':>7s} " + " ".join(f"{s:>8s}" for s in recipe.SKILLS))
+    print(f"{'held-out test':36s} {'target':>7s} " + " ".join(f"{s:>8s}" for s in training.SKILLS))
     for name, acc in rows.items():
-        print(f"{name:36s} {acc['target']:7.3f} " + " ".join(f"{acc[s]:8.3f}" for s in recipe.SKILLS))
+        print(f"{name:36s} {acc['target']:7.3f} " + " ".join(f"{acc[s]:8.3f}" for s in training.SKILLS))
 
 
 def main() -> int:

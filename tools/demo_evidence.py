@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmerge.demo import recipe
+from jaxmerge.demo import training
 from jaxmerge.demo.pipeline import Scorer, untuned_recipes
 from jaxmerge.fitness import make_fitness
 from jaxmerge.io import load
@@ -30,7 +30,7 @@ class Merges:
 
     def __init__(self, world, scorer: Scorer):
         base = load(world.base)
-        sources = [load(world.specialists[s]) for s in recipe.SKILLS]
+        sources = [load(world.specialists[s]) for s in training.SKILLS]
         method = METHODS["task_arithmetic"]
         self.state = init_state(method, Sources(base.spec, base.params, stack([s.params for s in sources]), ()))
         self.genome = GeneSpec(base.spec, len(sources), (Gene("weight", True, 0.5, 0.0, BOUND),), 1,
@@ -58,7 +58,7 @@ def hand_made(world, scorer: Scorer) -> dict[str, dict]:
 def search(dev: Merges, seed: int, per_model: int, per_layer: int, say=print) -> tuple[np.ndarray, np.ndarray]:
     """Random per-model weights, then a hill climb per model and layer, on the dev split's mean score."""
     rng = np.random.default_rng(seed)
-    m, layers = len(recipe.SKILLS), recipe.spec().num_layers
+    m, layers = len(training.SKILLS), training.spec().num_layers
     best, best_w = -1.0, None
     for _ in range(per_model):
         w = np.repeat(rng.uniform(0.0, 1.0, m)[:, None], layers, 1)

@@ -34,7 +34,7 @@ def build(size: str, dtype: str, population: int, mode: str):
     import jax.numpy as jnp
 
     from jaxmerge.arch import ArchSpec
-    from jaxmerge.ps.fused import FusedSpec, fused_decoder, recipe
+    from jaxmerge.ps.fused import FusedSpec, fused_decoder, unmerged
     from jaxmerge.ps.genome import Gene, GeneSpec
     from jaxmerge.fitness.score import score
     from jaxmerge.merge import METHODS, Sources, init_state, merge_params
@@ -57,7 +57,7 @@ def build(size: str, dtype: str, population: int, mode: str):
     ones = jnp.ones_like(tokens)
     if mode == "fused":
         fs, dec = FusedSpec(spec, method, dtype), fused_decoder()
-        fitness = lambda raw, key, data: score(fs, recipe(data["merge"], genome.hparams(raw), key),  # noqa: E731
+        fitness = lambda raw, key, data: score(fs, unmerged(data["merge"], genome.hparams(raw), key),  # noqa: E731
                                                tokens, ones, ones, decoder=dec).logprob.mean()
     else:
         fitness = lambda raw, key, data: score(spec, merge_params(method, data["merge"], genome.hparams(raw),  # noqa

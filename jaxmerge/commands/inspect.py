@@ -13,11 +13,12 @@ def summary(path: str) -> dict:
     """Spec facts plus counts from the tensors, read and checked one at a time (never the whole model in RAM)."""
     from jaxmerge.arch import ArchSpec
     from jaxmerge.errors import expect
-    from jaxmerge.io import checked_tensors, resolve, weight_files
+    from jaxmerge.io import checked_tensors, resolve
+    from jaxmerge.weights import weight_files
     model_dir = resolve(path)
     spec = ArchSpec.from_dir(model_dir)
     count, dtypes = 0, set()
-    for _, _, _, array in checked_tensors(model_dir, spec):
+    for _, array in checked_tensors(model_dir, spec):
         count += array.size
         dtypes.add(array.dtype.name)
     expect(len(dtypes) == 1, f"{model_dir}: expected one dtype for all tensors, found {sorted(dtypes)}")
@@ -26,9 +27,17 @@ def summary(path: str) -> dict:
         "hidden_size": spec.hidden_size, "intermediate_size": spec.intermediate_size,
         "heads": spec.num_heads, "kv_heads": spec.num_kv_heads, "head_dim": spec.head_dim,
         "vocab_size": spec.vocab_size, "tied_embeddings": spec.tie_word_embeddings,
-        "rope": f"{spec.rope_type} (theta={spec.rope_theta:g})", "parameters": count,
+        "rope": f"{spec.rope_type} (theta={spec.rope_theta:g})", "attention": _attention(spec),
+        **({"experts": f"{spec.num_experts} (top {spec.experts_per_token})"} if spec.num_experts else {}),
+        "parameters": count,
         "dtype": dtypes.pop(), "shards": len(set(weight_files(model_dir).values())),
     }
+
+
+def _attention(spec) -> str:
+    """'full', or how many layers slide a window and how wide it is."""
+    sliding = spec.attention_types.count("sliding_attention")
+    return "full" if not sliding else f"{sliding}/{spec.num_layers} layers sliding (window {spec.sliding_window})"
 
 
 def run(args) -> int:

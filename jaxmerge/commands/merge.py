@@ -47,6 +47,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=True,
                         help="with --intermediate-dir, read a document's result that exists there instead of "
                              "merging it again (default: yes, as mergekit-multi)")
+    parser.add_argument("--allow-crimes", action="store_true",
+                        help="merge models of different families when their tensors and math agree (as "
+                             "mergekit's --allow-crimes; families that differ in any switch stay refused)")
 
 
 @contextlib.contextmanager
@@ -81,7 +84,7 @@ def _run(args) -> int:
     enable_compilation_cache()  # the merge compiles per architecture: a repeat merge of the same shapes reuses it
     options = Options(seed=args.seed, math_dtype=args.math_dtype, out_shard_size=args.out_shard_size,
                       copy_tokenizer=args.copy_tokenizer, write_model_card=args.write_model_card,
-                      overwrite=args.overwrite)
+                      overwrite=args.overwrite, allow_crimes=args.allow_crimes)
     if is_chain(args.recipe):
         return _run_chain(args, options)
     expect(args.intermediate_dir is None, "--intermediate-dir: expected a multi-document recipe (documents with a "

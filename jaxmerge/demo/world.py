@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 from jaxmerge.atomic import atomic_dir
-from jaxmerge.demo import recipe
+from jaxmerge.demo import training
 from jaxmerge.demo.tasks import write_tasks
 from jaxmerge.errors import expect
 
@@ -34,9 +34,9 @@ class World:
     seed: int
 
 
-def recipe_hash(seed: int) -> str:
+def training_hash(seed: int) -> str:
     """Identifies the trained models: the seed and every number that shapes training."""
-    text = json.dumps({"seed": seed, "recipe": recipe.as_dict()}, sort_keys=True)
+    text = json.dumps({"seed": seed, "recipe": training.as_dict()}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -45,8 +45,8 @@ def cache_root() -> Path:
 
 
 def models_dir(seed: int, progress=None) -> Path:
-    """Trained models for `seed`: the shipped ones if they match the recipe, else the cache (training if empty)."""
-    digest = recipe_hash(seed)
+    """Trained models for `seed`: the shipped ones if they match the training settings, else the cache (training if empty)."""
+    digest = training_hash(seed)
     for where in (SHIPPED, cache_root() / f"demo-{digest}"):
         manifest = where / "manifest.json"
         if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
@@ -62,14 +62,14 @@ def train_models(out_dir: Path, seed: int, progress=None) -> dict:
 
     with atomic_dir(out_dir, overwrite=True) as tmp:
         info = train_all(tmp, seed, progress)
-        (tmp / "manifest.json").write_text(json.dumps({"hash": recipe_hash(seed), "seed": seed, **info},
+        (tmp / "manifest.json").write_text(json.dumps({"hash": training_hash(seed), "seed": seed, **info},
                                                       indent=2, sort_keys=True))
     return info
 
 
 def _world(root: Path, seed: int, skills: dict[str, Path], target: Path) -> World:
     models = root / "models"
-    return World(root, models / "base", {s: models / s for s in recipe.SKILLS}, skills, target, seed)
+    return World(root, models / "base", {s: models / s for s in training.SKILLS}, skills, target, seed)
 
 
 def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, progress=None) -> World:
@@ -80,19 +80,19 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     exercises exactly the shipped world and the full demo's splits.
     """
     root = Path(out_dir).absolute()
-    stamp = {"hash": recipe_hash(seed), "seed": seed, "splits": recipe.SPLIT_SIZES}
+    stamp = {"hash": training_hash(seed), "seed": seed, "splits": training.SPLIT_SIZES}
     existing = root / "world.json"
     if existing.is_file() and json.loads(existing.read_text()) == stamp:
         task_dir = root / "tasks"
-        return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")
+        return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in training.SKILLS}, task_dir / "target.yaml")
     # a world.json marks a demo world written earlier (another seed, or an older jaxmerge's splits): rebuilt
     expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
            f"expected an empty directory or one holding a demo world, found other files in {root}")
     source = models_dir(seed, progress)
     with atomic_dir(root, overwrite=True) as tmp:
-        for name in ("base", *recipe.SKILLS):
+        for name in ("base", *training.SKILLS):
             shutil.copytree(source / name, tmp / "models" / name)
-        write_tasks(tmp / "tasks", seed, train=recipe.TRAIN_ROWS, **recipe.SPLIT_SIZES)
+        write_tasks(tmp / "tasks", seed, train=training.TRAIN_ROWS, **training.SPLIT_SIZES)
         (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
     task_dir = root / "tasks"
-    return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in recipe.SKILLS}, task_dir / "target.yaml")
+    return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in training.SKILLS}, task_dir / "target.yaml")

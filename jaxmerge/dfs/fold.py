@@ -10,6 +10,11 @@ the plain model carries g_k = h_k / C_k. Layer k of the plain model then sees g_
     are multiplied by 1 / C_k, so g_k = g_{k-1} + attn / C_k + mlp / C_k = h_k / C_k exactly;
   * the final norm sees g_P = h_P / C_P: its gain is multiplied by sign(C_P). Embeddings and head are untouched.
 
+Which tensors are which is the family's record (`pre_norms`, `residual_writers`): where a family normalises a
+block's output before it joins the stream (Gemma 2/3's sandwich norms), a scale put into o_proj / down_proj
+would be undone by that norm, so the 1 / C goes into the post-norm's gain instead, and that is exact too. A
+(1 + w) gain (Gemma) is scaled as the gain it is: w -> f * (1 + w) - 1.
+
 Exactness: everything above is exact except RMSNorm's eps. The path computes x / sqrt(mean(x^2) + eps); the plain
 model computes the same as x / sqrt(mean(x^2) + eps * C^2). The relative difference of a normalised input is
 about eps * |C^2 - 1| / (2 * (mean(x^2) + eps)): zero where |C_k| = 1 (sign flips, unscaled stretches), and
@@ -25,12 +30,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxmerge.arch import ArchSpec
 from jaxmerge.dfs.layout import DecodedPath
 from jaxmerge.errors import JaxmergeError, expect
-from jaxmerge.params import Params
+from jaxmerge.families import family_of
+from jaxmerge.params import LEAVES, Params
 
-RESIDUAL_WRITERS = ("o_proj", "o_bias", "down_proj")  # their outputs are added to the stream: times 1 / C_k
-NORM_GAINS = ("input_layernorm", "post_attention_layernorm")  # scale-invariant inputs: times sign(C_k)
+NORM_GAINS = family_of("llama").pre_norms  # the Llama family's (what a passthrough recipe's filters name)
 
 
 def used_steps(path: DecodedPath) -> np.ndarray:
@@ -49,16 +55,19 @@ def fold_factors(path: DecodedPath) -> tuple[np.ndarray, np.ndarray]:
     return (1.0 / cum).astype(np.float32), np.sign(cum).astype(np.float32)
 
 
-def _times(array, factors: np.ndarray):
+def _times(array, factors: np.ndarray, offset: bool = False):
     """array [P, ...] times float32 factors [P] along the leading axis, in float32 (as passthrough's `scale`
-    multiplies), cast back to the storage dtype."""
+    multiplies), cast back to the storage dtype; with `offset` the array is w of a (1 + w) gain."""
     array = np.asarray(array)
     factors = np.asarray(factors, np.float32).reshape((-1,) + (1,) * (array.ndim - 1))
+    if offset:
+        return ((1 + array.astype(np.float32)) * factors - 1).astype(array.dtype)
     return (array.astype(np.float32) * factors).astype(array.dtype)
 
 
-def fold(pool: Params, path: DecodedPath) -> Params:
-    """Canonical params of the plain model equal to the decoded `path` (host arrays)."""
+def fold(pool: Params, path: DecodedPath, spec: ArchSpec | None = None) -> Params:
+    """Canonical params of the plain model equal to the decoded `path` (host arrays); `spec` says the family
+    (None: the Llama family's norms)."""
     steps = used_steps(path)
     expect(steps.size > 0, "expected a DFS path with at least one used step, found an empty path")
     cum = cumulative_scales(path)
@@ -69,12 +78,13 @@ def fold(pool: Params, path: DecodedPath) -> Params:
     rows = np.asarray(path.layer)[steps]
     layers = {leaf: np.asarray(a)[rows] for leaf, a in pool["pool"].items()}
     inverse, sign = fold_factors(path)
-    for leaf in RESIDUAL_WRITERS:
+    family, offset = family_of(spec or "llama"), bool(spec and spec.norm_offset)
+    for leaf in family.residual_writers:
         if leaf in layers:
-            layers[leaf] = _times(layers[leaf], inverse)
-    for leaf in NORM_GAINS:
-        layers[leaf] = _times(layers[leaf], sign)
+            layers[leaf] = _times(layers[leaf], inverse, offset and LEAVES[leaf].group == "norm")
+    for leaf in family.pre_norms:
+        layers[leaf] = _times(layers[leaf], sign, offset)
     out = {k: np.asarray(v) for k, v in pool.items() if k not in ("pool", "included", "scales", "layer")}
-    out["norm"] = _times(out["norm"][None], sign[-1:])[0]
+    out["norm"] = _times(out["norm"][None], sign[-1:], offset)[0]
     out["layers"] = layers
     return out

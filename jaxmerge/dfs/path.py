@@ -5,73 +5,76 @@ DFS params are a plain pytree: A's globals ("embed", "norm", "lm_head"), the poo
 and "layer" (the pool row of each step). Step t gathers its layer from the pool (a dynamic index, never a copy
 of the pool per repetition) and computes `where(included, layer(scale * h), h)`. Every step is computed, so
 shapes never depend on the genes: one compile serves the whole search, and `jax.vmap` over decoded paths
-scores a population.
+scores a population. The scan itself is jaxmerge.model's one driver; this module only says how a step gets its
+layer (a `Stack`).
 
-The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, layout)` (A's architecture with
-one layer per step), so `jaxmerge.model.init_cache` already allocates the right [T, ...] KV cache and generic
-greedy decoding / scoring code can take these functions in place of the plain model's.
+The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, layout, types)` (A's
+architecture with one layer per step, each step with its pool row's attention type), so
+`jaxmerge.model.init_cache` already allocates the right [T, ...] KV cache and generic greedy decoding / scoring
+code can take these functions in place of the plain model's.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.dfs.layout import DecodedPath, DFSLayout
 from jaxmerge.errors import expect
-from jaxmerge.model import (KVCache, attention_inputs, attention_mask, check_length, decoder_layer,
-                            embed, head, rope_tables)
+from jaxmerge.model import KVCache, Stack, run
 from jaxmerge.params import Params
 
 
-def path_spec(spec_a: ArchSpec, layout: DFSLayout) -> ArchSpec:
-    """A's architecture with one layer per step: the spec the path functions (and their KV cache) take."""
-    return spec_a.replace(num_layers=layout.num_steps)
+def pool_types(specs: Sequence[ArchSpec]) -> tuple[str, ...]:
+    """The attention type of every pool row: each source's layers in layout order."""
+    return tuple(t for spec in specs for t in spec.attention_types)
+
+
+def path_spec(spec_a: ArchSpec, layout: DFSLayout, types: Sequence[str] | None = None) -> ArchSpec:
+    """A's architecture with one layer per step, step t with the attention type of its pool row (`types`: per
+    pool row, pool_types of the sources; None: A's one type, when all its layers have the same)."""
+    rows = layout.layers()
+    if types is None:
+        expect(len(set(spec_a.attention_types)) == 1, "expected the attention type of every pool row for a model "
+                                                      "A whose layers mix types, found none: pass pool_types(specs)")
+        types = (spec_a.attention_types[0],) * layout.num_layers
+    expect(len(types) == layout.num_layers, f"expected one attention type per pool row ({layout.num_layers}), "
+                                            f"found {len(types)}")
+    return spec_a.with_layers(tuple(types[int(r)] for r in np.asarray(rows)))
 
 
 def with_path(pool: Params, path: DecodedPath) -> Params:
-    """The path functions' params: the pool plus a decoded path, in the weights' dtype (so a KV cache sized by
-    the widest param dtype stays in the model's precision; the scale multiplies h in that dtype anyway)."""
+    """The path functions' params: the pool plus a decoded path, in the weights' dtype (the scale multiplies h
+    in that dtype anyway)."""
     dtype = pool["embed"].dtype
     return {**pool, "included": jnp.asarray(path.included, dtype), "scales": jnp.asarray(path.scales, dtype),
             "layer": jnp.asarray(path.layer, jnp.int32)}
 
 
-def _step(spec: ArchSpec, params: Params, h, layer, used, scale, rope, mask, kv=None, start=None):
-    """One step: gather its layer from the pool, run it on the scaled stream if used, else pass h through."""
-    lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, layer, keepdims=False), params["pool"])
-    out, kv = decoder_layer(spec, lp, h * scale.astype(h.dtype), rope, mask, kv, start)
-    return jnp.where(used > 0, out, h), kv
+def path_stack(params: Params) -> Stack:
+    """Step t gathers its layer from the pool and runs it on the scaled stream if used, else passes h through.
+    The first carry is typed like the path: when a population is split with shard_map, the path arrays vary
+    per shard while the pool does not, and a scan carry must keep one type; a select on a path value gives the
+    embeddings the path's type (XLA folds `where(p, h, h)` away)."""
+    def apply(x, h, layer):
+        row, used, scale = x
+        lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=False), params["pool"])
+        out, kv = layer(lp, h * scale.astype(h.dtype))
+        return jnp.where(used > 0, out, h), kv
 
+    def stream(h):
+        return jnp.where(params["included"][0] >= 0, h, h)
 
-def _stream(params: Params, tokens: jax.Array) -> jax.Array:
-    """A's embeddings as the scan's initial carry, typed like the path. When a population is split with shard_map,
-    the path arrays vary per shard while the pool does not, and a scan carry must keep one type: a select on a
-    path value gives the embeddings the path's type (XLA folds `where(p, h, h)` away)."""
-    h = embed(params, tokens)
-    return jnp.where(params["included"][0] >= 0, h, h)
-
-
-def _steps(params: Params):
-    return params["layer"], params["included"], params["scales"]
-
-
-def hidden_states(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
-                  positions: jax.Array | None = None) -> jax.Array:
-    """Residual stream after the last step (before A's final norm), [B, S, D]."""
-    rope, attn_mask = attention_inputs(spec, tokens, mask, positions)
-
-    def body(h, xs):
-        return _step(spec, params, h, *xs, rope, attn_mask)[0], None
-
-    h, _ = jax.lax.scan(body, _stream(params, tokens), _steps(params))
-    return h
+    return Stack((params["layer"], params["included"], params["scales"]), apply, stream)
 
 
 def forward(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,
             positions: jax.Array | None = None) -> jax.Array:
     """Logits [B, S, V] float32 of the path, as jaxmerge.model.forward."""
-    return head(spec, params, hidden_states(spec, params, tokens, mask, positions))
+    return run(spec, params, path_stack(params), tokens, mask, positions)[0]
 
 
 def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array, positions: jax.Array,
@@ -80,15 +83,4 @@ def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.
     steps = params["included"].shape[0]
     expect(cache.k.shape[0] == steps, f"expected a KV cache with one entry per DFS step ({steps}), found "
                                       f"{cache.k.shape[0]}: build it with init_cache(path_spec(...), ...)")
-    check_length(spec, cache.valid.shape[-1])
-    valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, mask.astype(jnp.int32), start, axis=1)
-    rope = rope_tables(spec, positions)
-    attn_mask = attention_mask(start + jnp.arange(tokens.shape[-1]), valid)
-
-    def body(h, xs):
-        layer, used, scale, k, v = xs
-        h, (k, v) = _step(spec, params, h, layer, used, scale, rope, attn_mask, (k, v), start)
-        return h, (k, v)
-
-    h, (k, v) = jax.lax.scan(body, _stream(params, tokens), (*_steps(params), cache.k, cache.v))
-    return head(spec, params, h), KVCache(k, v, valid)
+    return run(spec, params, path_stack(params), tokens, mask, positions, cache, start)

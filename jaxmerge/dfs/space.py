@@ -27,8 +27,8 @@ from jaxmerge.config import EvolveConfig
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import decoded_path, used_pool, write_export
 from jaxmerge.dfs.layout import DFSLayout
-from jaxmerge.dfs.path import path_spec, with_path
-from jaxmerge.dfs.recipe import passthrough_recipe
+from jaxmerge.dfs.path import path_spec, pool_types, with_path
+from jaxmerge.dfs.recipe import NO_RECIPE, passthrough_recipe
 from jaxmerge.dfs.sources import pool_layout
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import expect
@@ -92,8 +92,9 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     spec_a, dtype = models[0].spec, cfg.dtype or models[0].dtype
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed)
-    fit = weighted_fitness(path_spec(spec_a, genome.layout), tasks, DFS_DECODER)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives)
+    types = pool_types([m.spec for m in models])
+    fit = weighted_fitness(path_spec(spec_a, genome.layout, types), tasks, DFS_DECODER)
     data = {"pool": load_table(pool_layout([m.table for m in models]), spec_a, mesh, dtype)}
     plain = {}
 
@@ -102,14 +103,15 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
                  lambda m=m: load_table(m.table, m.spec, mesh, dtype)) for m in models]
     names = [str(m.path) for m in models]
     facts = {"dtype": dtype, "models": names, "tasks": tasks.describe(),
+             **({"objectives": tasks.objective_names()} if tasks.objectives else {}),
              "layout": {"layer_counts": list(genome.layout.layer_counts), "repeats": genome.layout.repeats,
                         "w_mode": genome.layout.w_mode}}
     return SearchSpace("dfs", genome.size, np.asarray(genome.initial_raw()), data,
                        lambda raw, key, d: fit(path_params(genome, raw, d)), baselines, genome.describe,
-                       make_export(genome, spec_a, names, dtype, data), facts)
+                       make_export(genome, spec_a, names, dtype, data, types), facts)
 
 
-def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict):
+def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict, types: tuple[str, ...]):
     """DIR/model (a plain HF model with path.json and plots/path.png) and recipe.yml (its passthrough recipe).
     Every process gathers the layers the winner uses (a collective); only process 0 writes."""
     def export(raw, key, out: Path, record: dict) -> dict:
@@ -117,13 +119,18 @@ def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: d
         pool, path = used_pool(data["pool"], decoded_path(genome.layout, genes, data["pool"]["embed"].dtype))
         if not is_primary():
             return {}
-        recipe = passthrough_recipe(genome.layout, path, names, dtype)
-        text = yaml.safe_dump(recipe, sort_keys=False)
+        recipe = passthrough_recipe(genome.layout, path, names, dtype, spec_a)
+        text = None if recipe is None else yaml.safe_dump(recipe, sort_keys=False)
+        rebuild = REBUILD if recipe is not None else f"No recipe rebuilds this {spec_a.model_type} path: {NO_RECIPE}."
         card = functools.partial(write_card, sources=names, base=None, method="passthrough (a DFS layer path)",
-                                 recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=REBUILD,
+                                 recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=rebuild,
                                  tags=("evolved", "dfs"), name=out.absolute().name)
         write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
-                     overwrite=True, extra=card)
-        atomic_write_text(out / "recipe.yml", text)
-        return {"path": json.loads((out / "model" / "path.json").read_text())["path"], "recipe": "recipe.yml"}
+                     overwrite=True, extra=card, types=types)
+        if text is None:
+            (out / "recipe.yml").unlink(missing_ok=True)  # a resumed run's earlier winner may have had one
+        else:
+            atomic_write_text(out / "recipe.yml", text)
+        return {"path": json.loads((out / "model" / "path.json").read_text())["path"],
+                "recipe": None if text is None else "recipe.yml"}
     return export

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge import interrupt
-from jaxmerge.atomic import sweep_leftovers
+from jaxmerge.leftovers import sweep_leftovers
 from jaxmerge.distributed import is_primary
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.evolve import checkpoint, records, rundir
@@ -44,13 +44,18 @@ def _finite_or_none(value) -> float | None:
 
 
 def score_baselines(space: SearchSpace, mesh) -> dict:
-    """Fitness of the starting point (merge key zero) and of every source, on the search's own fitness data."""
+    """Fitness of the starting point (merge key zero) and of every source, on the search's own fitness data
+    (with several objectives also each one's objective values, under "objectives")."""
     start = make_scorer(space.candidate, mesh)(jnp.asarray(space.initial), jnp.zeros((2,), jnp.uint32), space.data)
-    scorers, sources = {}, {}
+    scorers, scores = {}, {"start": np.asarray(start)}
     for name, fitness, load_params in space.baselines():
         scorer = scorers.setdefault(id(fitness), make_scorer(fitness, mesh))  # one compile per fitness function
-        sources[name] = _finite_or_none(scorer(load_params()))
-    return {"start": _finite_or_none(start), "sources": sources}
+        scores[name] = np.asarray(scorer(load_params()))
+    out = {"start": _finite_or_none(scores["start"].reshape(-1)[0]),
+           "sources": {name: _finite_or_none(v.reshape(-1)[0]) for name, v in scores.items() if name != "start"}}
+    if scores["start"].ndim:
+        out["objectives"] = {name: [_finite_or_none(x) for x in v[1:]] for name, v in scores.items()}
+    return out
 
 
 def candidates_in_flight(settings: RunSettings) -> int:
@@ -91,13 +96,14 @@ def start_or_resume(space: SearchSpace, settings: RunSettings, search, evaluate,
 
 
 def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict, config: dict,
-               resume: bool = False, progress: bool = True, allow_changed: bool = False,
+               info: dict | None = None, resume: bool = False, progress: bool = True, allow_changed: bool = False,
                stop_after: int | None = None, tensorboard: bool = False) -> dict:
     """Run (or resume, or extend) a search in DIR and export the winner. `build_space()` -> SearchSpace is
     called once DIR is known usable (loading sources takes long; a refusal must come first). `stop_after` ends
     early after that many generations in this process (tests of resumption); the winner is exported only when
     the run completes. Resuming a finished run with the same generation count returns its best.json.
-    `tensorboard`: also write TensorBoard event files to DIR/tensorboard (tensorboardX)."""
+    `tensorboard`: also write TensorBoard event files to DIR/tensorboard (tensorboardX). `info` is recorded in
+    run.json beside the config (what rebuilds the space later, e.g. for `jaxmerge export`)."""
     out = Path(out)
     if tensorboard:
         require_tensorboard()
@@ -107,8 +113,9 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
             sweep_leftovers(out)  # what a killed writer left half-written
     space = build_space()
     search, step, evaluate = compiled(space, settings)
+    check_objectives(space, search)
     if is_primary() and not resume:
-        rundir.start(out, identity, config)
+        rundir.start(out, identity, config, info)
     mgr = checkpoint.manager(out / "checkpoints")
     state, history, baselines = start_or_resume(space, settings, search, evaluate, mgr, resume)
     state = place(jax.tree.map(np.asarray, state), replicated(settings.mesh))
@@ -125,6 +132,7 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
             done_here += 1
             if is_primary():
                 records.write(out, history, records.best_record(space, state, baselines, "running"))
+                write_front(out, space, search, state)
             bar.update(history[-1])
             board.row(history[-1])
     board.close()
@@ -132,7 +140,24 @@ def run_search(build_space, settings: RunSettings, out: Path, *, identity: dict,
         return {"stopped_at": int(state.generation)}
     if resume and done_here == 0 and _agreed(is_primary() and records.finished(out, total)):
         return records.read_best(out) if is_primary() else {}
-    return finish(space, jax.tree.map(np.asarray, state), history, baselines, out)
+    return finish(space, search, jax.tree.map(np.asarray, state), history, baselines, out)
+
+
+def check_objectives(space: SearchSpace, search) -> None:
+    """A space scoring several objectives needs a several-objective strategy, and one scoring a single fitness
+    a single-objective one (the config pairs them; this guards any other caller)."""
+    several = bool(space.facts.get("objectives"))
+    wanted = "NSGA2" if several else "a single-objective strategy"
+    expect(several == (search.family == "pareto"), f"expected {wanted} for a search with "
+           f"{'several objectives' if several else 'one fitness'}, found {search.name}")
+
+
+def write_front(out: Path, space: SearchSpace, search, state) -> None:
+    """front.json of a several-objective run (process 0), from the strategy's parents."""
+    if search.family == "pareto":
+        from jaxmerge.evolve.pareto import front_record, write_front as write
+        front = jax.tree.map(np.asarray, search.front(state.strategy))
+        write(out, front_record(front, list(space.facts["objectives"]), space.describe, int(state.generation)))
 
 
 def _generation(step, state, space: SearchSpace, settings: RunSettings, log: tuple[list, dict], mgr, out: Path):
@@ -142,6 +167,11 @@ def _generation(step, state, space: SearchSpace, settings: RunSettings, log: tup
     state, stats = step(state, space.data)
     jax.block_until_ready(state)
     row = records.history_row(state, stats, time.perf_counter() - t0, settings.search.population)
+    if stats.front is not None:
+        from jaxmerge.evolve.pareto import hypervolume
+        front = jax.tree.map(np.asarray, stats.front)
+        row["front_size"] = int(front["front"].sum())
+        row["hypervolume"] = hypervolume(front["f"][front["front"]], front["ref"])
     _check_finite(stats, state, out)
     history.append(row)
     checkpoint.save(mgr, int(state.generation), state, {"history": history, "baselines": baselines})
@@ -163,10 +193,18 @@ def _check_finite(stats, state, out: Path) -> None:
                             f"{out / 'checkpoints'} can be resumed after fixing the cause")
 
 
-def finish(space: SearchSpace, state, history: list[dict], baselines: dict, out: Path) -> dict:
-    """Export the winner (every process: the gather is collective) and write the final records (process 0)."""
+def finish(space: SearchSpace, search, state, history: list[dict], baselines: dict, out: Path) -> dict:
+    """Export the winner (every process: the gather is collective) and write the final records (process 0):
+    with several objectives also front.json and plots/front.png (members are exported on demand:
+    `jaxmerge export DIR --member N`)."""
     best = records.best_record(space, state, baselines, "finished")
     extra = space.export(state.best_raw, state.best_key, out, best)
+    if is_primary() and search.family == "pareto":
+        from jaxmerge.evolve.pareto import front_record, plot_front
+        write_front(out, space, search, state)
+        front = jax.tree.map(np.asarray, search.front(state.strategy))
+        plot_front(out / "plots", front_record(front, list(space.facts["objectives"]), space.describe,
+                                               int(state.generation)), baselines)
     if not is_primary():
         return {"fitness": best["fitness"], "generation": best["generation"]}
     best.update(extra)

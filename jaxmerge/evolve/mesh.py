@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jaxmerge.errors import expect
+from jaxmerge.params import LEAVES
 
 POP, MODEL = "pop", "model"
 
@@ -26,15 +27,9 @@ POP, MODEL = "pop", "model"
 RULES: dict[str, str | None] = {"pop": POP, "layers": None, "embed": None, "mlp": MODEL, "heads": MODEL,
                                 "kv_heads": MODEL, "vocab": MODEL}
 
-# canonical leaf -> logical axes of its HF [out, in] tensor (no layer axis; layer leaves get "layers" in front)
-LEAF_AXES: dict[str, tuple[str | None, ...]] = {
-    "embed": ("vocab", "embed"), "lm_head": ("vocab", "embed"), "norm": ("embed",),
-    "input_layernorm": ("embed",), "post_attention_layernorm": ("embed",),
-    "q_proj": ("heads", "embed"), "k_proj": ("kv_heads", "embed"), "v_proj": ("kv_heads", "embed"),
-    "o_proj": ("embed", "heads"), "q_bias": ("heads",), "k_bias": ("kv_heads",), "v_bias": ("kv_heads",),
-    "o_bias": ("embed",), "q_norm": (None,), "k_norm": (None,),
-    "gate_proj": ("mlp", "embed"), "up_proj": ("mlp", "embed"), "down_proj": ("embed", "mlp"),
-}
+# canonical leaf -> logical axes of its HF [out, in] tensor (no layer axis; layer leaves get "layers" in front),
+# from the one table of leaves
+LEAF_AXES: dict[str, tuple[str | None, ...]] = {name: leaf.axes for name, leaf in LEAVES.items()}
 
 
 def build_mesh(pop: int, model: int, population: int, spec=None, devices=None) -> jax.sharding.Mesh:

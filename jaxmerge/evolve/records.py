@@ -1,8 +1,8 @@
 """What a run says about itself, written in one place: history.jsonl, best.json, and the baseline lines.
 
 Both files are rewritten atomically after every generation (a killed run shows its best so far, with
-"status": "running"), and once more when the winner is exported ("finished"). history.jsonl holds one row
-per generation; best.json the best candidate so far with its genes and merge key, the fitness of the starting
+"status": "running"), and once more when the winner is exported ("finished"). history.jsonl holds the
+baselines as generation 0, then one row per generation; best.json the best candidate so far with its genes and merge key, the fitness of the starting
 point and of every source on the same fitness data ("baselines"), and whether the search beat its start.
 """
 from __future__ import annotations
@@ -34,9 +34,17 @@ def best_record(space, state, baselines: dict, status: str) -> dict:
 
 
 def write(out: Path, history: list[dict], best: dict) -> None:
-    """Rewrite history.jsonl and best.json (each atomically)."""
-    atomic_write_text(out / "history.jsonl", "".join(json.dumps(row) + "\n" for row in history))
+    """Rewrite history.jsonl and best.json (each atomically). history.jsonl's first line is generation 0: the
+    baselines (the starting point and every source, scored before generation 1), then one row per generation."""
+    rows = [{"generation": 0, "baselines": best["baselines"]}, *history]
+    atomic_write_text(out / "history.jsonl", "".join(json.dumps(row) + "\n" for row in rows))
     atomic_write_text(out / "best.json", json.dumps(best, indent=2))
+
+
+def read_history(out: Path) -> list[dict]:
+    """The generation rows of DIR/history.jsonl (without its baselines line)."""
+    rows = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    return [row for row in rows if "baselines" not in row]
 
 
 def read_best(out: Path) -> dict:
@@ -49,7 +57,7 @@ def finished(out: Path, generations: int) -> bool:
         best = read_best(out)
     except (OSError, ValueError):
         return False
-    history = (out / "history.jsonl").read_text().splitlines() if (out / "history.jsonl").is_file() else []
+    history = read_history(out) if (out / "history.jsonl").is_file() else []
     return best.get("status") == "finished" and len(history) == generations
 
 
@@ -82,8 +90,22 @@ def card_sections(record: dict) -> dict[str, str]:
         f"| {name} | {'n/a' if value is None else f'{value:.6g}'} |\n" for name, value in rows)
     verdict = ("The search beat its starting point." if record["improved_on_start"] else
                "No candidate beat the starting point: this model is the starting point.")
+    if "front_member" in record:  # a trade-off of the front, not the weighted-fitness winner
+        verdict = "A front member is chosen for its objectives, not for this weighted fitness."
     genes = json.dumps(record.get("genes", {}))
-    return {"Evolution": f"Found by jaxmerge's {record['space'].upper()} search (generation {record['generation']}, "
+    return {**objectives_section(record),
+            "Evolution": f"Found by jaxmerge's {record['space'].upper()} search (generation {record['generation']}, "
                          f"{record['evaluations']} candidates scored). Fitness (higher is better) on:\n\n{tasks}\n"
                          f"{table}\n{verdict}\n",
             "Evolved genes": f"In real units, as in best.json:\n\n```json\n{genes}\n```\n"}
+
+
+def objectives_section(record: dict) -> dict[str, str]:
+    """A front member's card (`jaxmerge export DIR --member N`): which member, and its objectives."""
+    if "front_member" not in record:
+        return {}
+    rows = "".join(f"| {name} | {value:.6g} |\n" for name, value in record["front_member"]["objectives"].items())
+    return {"Front member": f"This model is {record['status']} of a several-objective (NSGA-II) search: one "
+                            "trade-off among the front in front.json. Its objectives (higher is better; a "
+                            f"`length:` objective is minus the mean answer length in tokens):\n\n"
+                            f"| objective | value |\n|---|---|\n{rows}"}

@@ -44,9 +44,9 @@ def check(out: Path, identity: dict, resume: bool, allow_changed: bool = False) 
                      + ("another run (use --resume to continue it)" if "run.json" in held else "other files"))
 
 
-def start(out: Path, identity: dict, config: dict) -> None:
+def start(out: Path, identity: dict, config: dict, info: dict | None = None) -> None:
     """Create DIR with its run.json, only once the sources, tasks and search are known good: a refused start
     leaves nothing behind that a second try would need --resume for."""
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "run.json", json.dumps({"identity": identity, "config": config}, indent=2,
-                                                   default=str))
+    record = {"identity": identity, "config": config, **(info or {})}
+    atomic_write_text(out / "run.json", json.dumps(record, indent=2, default=str))

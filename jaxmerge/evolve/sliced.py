@@ -27,7 +27,7 @@ from jaxmerge.errors import JaxmergeError
 from jaxmerge.evolve.mesh import tensor_spec
 from jaxmerge.io import DTYPES, all_finite, check_meta, check_one_dtype, nonfinite_error, open_safetensors, \
     resolve, tensor_files
-from jaxmerge.params import Params, layer_leaf_shapes, param_shapes
+from jaxmerge.params import Params, TensorName, layer_leaf_shapes, param_shapes
 
 CHUNK_BYTES = 2 * 2**20  # rows of a block are read this many bytes at a time
 HEADER_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}  # safetensors codes -> numpy names
@@ -38,8 +38,10 @@ class Checkpoint:
     """A checked checkpoint whose tensors have not been read: its spec, where it is, and its name table."""
     spec: ArchSpec
     path: Path
-    table: Params  # canonical pytree of object arrays of (file, HF name): [] for globals, [L] for layer leaves
+    table: Params  # canonical pytree of object arrays of cells: [] for globals, [L] for layer leaves
     dtype: str     # the storage dtype of its tensors (a numpy name)
+# A cell is (file, HF name), or for a leaf stored one tensor per expert a tuple of pieces (file, name, expert,
+# first row, rows) that fill it together (jaxmerge.params.TensorName).
 
 
 def open_checkpoint(path_or_repo_id) -> Checkpoint:
@@ -53,15 +55,22 @@ def open_checkpoint(path_or_repo_id) -> Checkpoint:
     for file in sorted(set(files[n] for n in names)):
         with open_safetensors(file) as f:
             for name in (n for n in names if files[n] == file):
-                section, leaf, i = names[name]
+                t = names[name]
                 header = f.get_slice(name)
                 dtype = HEADER_DTYPES.get(header.get_dtype(), header.get_dtype().lower())
-                check_meta(name, header.get_shape(), dtype, shapes, (section, leaf), file)
+                check_meta(name, header.get_shape(), dtype, t.shape, file)
                 kinds.add(dtype)
-                cells = table[leaf] if section == "global" else table["layers"][leaf]
-                cells[() if i is None else i] = (file, name)
+                _fill(table[t.leaf] if t.section == "global" else table["layers"][t.leaf], t, file, name)
     check_one_dtype(kinds, model_dir)
     return Checkpoint(spec, model_dir, table, kinds.pop())
+
+
+def _fill(cells: np.ndarray, t: TensorName, file: Path, name: str) -> None:
+    index = () if t.layer is None else t.layer
+    if t.expert is None:
+        cells[index] = (file, name)
+    else:
+        cells[index] = (*(cells[index] or ()), (file, name, t.expert, t.row, t.shape[0]))
 
 
 def _cells(shape: tuple[int, ...]) -> np.ndarray:
@@ -80,7 +89,8 @@ def load_table(table: Params, spec: ArchSpec, mesh, dtype: str) -> Params:
               for i, (c, shape, leaf) in enumerate(zip(cells, tree.flatten_up_to(shapes), _leaf_names(table)))]
     bad = first_everywhere(found)
     if bad is not None:
-        file, name = cells[bad[0]].reshape(-1)[bad[1]]
+        cell = cells[bad[0]].reshape(-1)[bad[1]]
+        file, name = (cell if not isinstance(cell[0], tuple) else cell[0])[:2]
         raise nonfinite_error(name, file)
     return jax.tree.unflatten(tree, leaves)
 
@@ -123,7 +133,7 @@ def shard_reader(cells: np.ndarray, shape: tuple[int, ...], dtype: np.dtype, on_
             picked, ids = cells[(*ranges[:cells.ndim], Ellipsis)], flat[ranges[:cells.ndim]]
             block = aligned_empty(tuple(len(range(*k)) for k in key), dtype)
             for pos in np.ndindex(picked.shape):
-                if not read_block(*picked[pos], ranges[cells.ndim:], block[pos]):
+                if not read_cell(picked[pos], ranges[cells.ndim:], block[pos]):
                     on_nonfinite(int(ids[pos]))
             done[key] = block
         return done[key]
@@ -137,6 +147,22 @@ def aligned_empty(shape: tuple[int, ...], dtype: np.dtype, align: int = 64) -> n
     raw = np.empty(size + align, np.uint8)
     start = -raw.ctypes.data % align
     return raw[start:start + size].view(dtype).reshape(shape)
+
+
+def read_cell(cell: tuple, index: tuple[slice, ...], out: np.ndarray) -> bool:
+    """out[...] = the cell's tensor[index]; a cell of pieces reads each piece's overlap with the block."""
+    if not isinstance(cell[0], tuple):
+        return read_block(*cell, index, out)
+    finite = True
+    experts, rows = index[0], index[1]
+    for file, name, expert, row, length in cell:
+        if not experts.start <= expert < experts.stop:
+            continue
+        lo, hi = max(rows.start, row), min(rows.stop, row + length)
+        if lo < hi:
+            target = out[expert - experts.start, lo - rows.start:hi - rows.start]
+            finite = read_block(file, name, (slice(lo - row, hi - row), *index[2:]), target) and finite
+    return finite
 
 
 def read_block(file: Path, name: str, index: tuple[slice, ...], out: np.ndarray) -> bool:

@@ -16,7 +16,9 @@ run (jaxmerge.modes) composes two runs above both. A space supplies:
               recipe, plots) from its genes and merge key; `record` is best.json so far (fitness, baselines,
               tasks) for the model card; returns what the space adds to best.json. Called by every process
               (the winner is gathered collectively), writes only on process 0.
-  facts       what the space resolved (memory mode, dtype, layout), recorded in best.json
+  facts       what the space resolved (memory mode, dtype, layout), recorded in best.json; with several
+              objectives `facts["objectives"]` names them, and `candidate` returns [1 + K]: the weighted fitness,
+              then the objectives (a "pareto" strategy searches them, jaxmerge.evolve.nsga2)
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ class Search:
     sigma: float = 0.15
     learning_rate: float = 0.05
     seed: int = 0
+    objectives: tuple[str, ...] = ()  # several objectives (strategy NSGA2): task names, or length:TASK
 
 
 class SearchSpace(NamedTuple):

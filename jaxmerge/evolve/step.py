@@ -38,9 +38,16 @@ class GenerationStats(NamedTuple):
     mean: jax.Array
     std: jax.Array
     nonfinite: jax.Array
+    front: Any = None   # several objectives: the strategy's parents and which are on the front (nsga2.py)
 
 
-CandidateFitness = Callable[[jax.Array, jax.Array, Any], jax.Array]  # (raw [D], key, data) -> scalar
+CandidateFitness = Callable[[jax.Array, jax.Array, Any], jax.Array]  # (raw [D], key, data) -> scalar, or
+# [1 + K] with several objectives: the weighted fitness first, then the objectives (a "pareto" strategy's)
+
+
+def scalar(fitness: jax.Array) -> jax.Array:
+    """[P] weighted fitness of a population's [P] or [P, 1 + K] scores (the ndim is static)."""
+    return fitness if fitness.ndim == 1 else fitness[:, 0]
 
 
 def evaluate_population(candidate_fitness: CandidateFitness, population, keys, data, batch_size: int, mesh=None):
@@ -76,6 +83,7 @@ def strongly_typed(state: EvolveState) -> EvolveState:
 
 
 def _record_best(state: EvolveState, population, fitness, keys) -> EvolveState:
+    fitness = scalar(fitness)
     clean = jnp.where(jnp.isfinite(fitness), fitness, WORST)
     i = jnp.argmax(clean)
     improved = clean[i] > state.best_fitness
@@ -100,16 +108,21 @@ def generation_step(search: Search, candidate_fitness: CandidateFitness, batch_s
         # reductions over "pop", whose cross-device sums round differently with the number of processes
         from jaxmerge.evolve.mesh import replicated
         population, keys = jax.lax.with_sharding_constraint((population, keys), replicated(mesh))
-    fitness = evaluate_population(candidate_fitness, population, keys, data, batch_size, mesh)
+    scores = evaluate_population(candidate_fitness, population, keys, data, batch_size, mesh)
+    fitness = scalar(scores)
     finite = jnp.isfinite(fitness)
     clean = jnp.where(finite, fitness, WORST)
-    strategy = search.tell(k_tell, population, clean, strategy)
+    if search.family == "pareto":  # several objectives: the strategy reads them all, and keeps the keys
+        strategy = search.tell(k_tell, population, scores, strategy, keys)
+    else:
+        strategy = search.tell(k_tell, population, clean, strategy)
     state = state._replace(strategy=strategy, key=key, generation=state.generation + 1)
     state = _record_best(state, population, fitness, keys)
     n_finite = jnp.maximum(jnp.sum(finite), 1)
     mean = jnp.sum(jnp.where(finite, fitness, 0.0)) / n_finite
     std = jnp.sqrt(jnp.sum(jnp.where(finite, (fitness - mean) ** 2, 0.0)) / n_finite)
-    stats = GenerationStats(fitness, jnp.max(clean), mean, std, jnp.sum(~finite).astype(jnp.int32))
+    front = search.front(strategy) if search.family == "pareto" else None
+    stats = GenerationStats(fitness, jnp.max(clean), mean, std, jnp.sum(~finite).astype(jnp.int32), front)
     return same_types(state, like=start), stats
 
 

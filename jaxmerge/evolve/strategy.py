@@ -95,9 +95,16 @@ def _build(search: Search):
 
 
 def make_search(name: str, population: int, num_dims: int, sigma: float, learning_rate: float = 0.05) -> Search:
-    """Validate the user's choice on the host (one clear line each) and build the `Search`."""
+    """Validate the user's choice on the host (one clear line each) and build the `Search` (NSGA2: the
+    several-objective strategy of jaxmerge.evolve.nsga2, same interface)."""
+    if name == "NSGA2":
+        expect(population >= 4 and population % 2 == 0, f"expected an even population >= 4 for NSGA2, found "
+                                                         f"{population}")
+        expect(num_dims >= 1, "expected at least one evolved gene, found none (nothing to search)")
+        from jaxmerge.evolve.nsga2 import NSGA2
+        return NSGA2(population, num_dims, float(sigma))
     if name not in STRATEGIES:
-        raise JaxmergeError(f"expected strategy in {sorted(STRATEGIES)}, found {name!r}")
+        raise JaxmergeError(f"expected strategy in {sorted([*STRATEGIES, 'NSGA2'])}, found {name!r}")
     minimum = STRATEGIES[name][2]
     expect(population >= minimum, f"expected population >= {minimum} for {name}, found {population}")
     expect(name != "Open_ES" or population % 2 == 0, f"expected an even population for Open_ES, found {population}")

@@ -30,9 +30,10 @@ import numpy as np
 from jaxmerge.errors import expect
 from jaxmerge.fitness.generate import Decoder, Generated, greedy
 from jaxmerge.fitness.limits import check_all
-from jaxmerge.fitness.metrics import TEXT_METRICS, truncate
+from jaxmerge.fitness.metrics import truncate
 from jaxmerge.fitness.prepare import Prepared
 from jaxmerge.fitness.score import Scored, score
+from jaxmerge.fitness.textscore import item_scorer
 
 
 class Fitness(NamedTuple):
@@ -42,6 +43,7 @@ class Fitness(NamedTuple):
     scores: Callable      # (outputs, chunk) -> [item_batch] f32 per-item scores of that chunk
     prepared: Prepared
     weights: np.ndarray   # [N] item weights of the aggregate
+    measures: Callable = None  # (params) -> (fitness, mean answer length in tokens: generative tasks, else 0)
 
 
 def aggregate(metric: str, scores, counts, weights):
@@ -59,8 +61,9 @@ def completion(tokenizer, prepared: Prepared, tokens: np.ndarray, length: int) -
 
 
 def text_scorer(tokenizer, prepared: Prepared) -> Callable:
-    """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]."""
-    metric = TEXT_METRICS[prepared.task.metric]
+    """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]
+    (the task's metric and language gate: jaxmerge.fitness.textscore)."""
+    metric = item_scorer(prepared.task)
 
     def scores(tokens, lengths, index):
         # Host numpy first: the callback may receive device arrays, and any JAX op dispatched from inside a
@@ -68,7 +71,7 @@ def text_scorer(tokenizer, prepared: Prepared) -> Callable:
         # with several devices, and one tiny dispatch per item with one.
         tokens, lengths, index = np.asarray(tokens), np.asarray(lengths), np.asarray(index)
         flat = zip(tokens.reshape(-1, tokens.shape[-1]), lengths.reshape(-1), index.reshape(-1))
-        out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i].answer) for t, n, i in flat]
+        out = [metric(completion(tokenizer, prepared, t, n), prepared.items[i], int(i)) for t, n, i in flat]
         return np.asarray(out, np.float32).reshape(lengths.shape)
 
     return scores
@@ -93,14 +96,28 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
         outputs, scores = _teacher_forced(spec, prepared, decoder)
     data = chunks(prepared)
 
+    def scored(params):
+        """[N] per-item scores and [N] answer lengths in tokens (generative tasks; 0 otherwise)."""
+        def one(chunk):
+            out = outputs(params, chunk)
+            length = out.lengths if task.generative else jnp.zeros(chunk["tokens"].shape[:1], jnp.int32)
+            return scores(out, chunk), length.astype(jnp.float32)
+        per, lengths = jax.lax.map(one, data)
+        return per.reshape(-1)[:prepared.n], lengths.reshape(-1)[:prepared.n]
+
     def per_item(params):
-        return jax.lax.map(lambda chunk: scores(outputs(params, chunk), chunk), data).reshape(-1)[:prepared.n]
+        return scored(params)[0]
+
+    def measures(params):
+        per, lengths = scored(params)
+        value = aggregate(task.metric, per, prepared.counts, weights)
+        value = (-value if task.metric == "perplexity" else value).astype(jnp.float32)
+        return value, (jnp.sum(weights * lengths) / jnp.sum(weights)).astype(jnp.float32)
 
     def fitness(params, key=None):
-        value = aggregate(task.metric, per_item(params), prepared.counts, weights)
-        return (-value if task.metric == "perplexity" else value).astype(jnp.float32)
+        return measures(params)[0]
 
-    return Fitness(fitness, per_item, outputs, scores, prepared, weights)
+    return Fitness(fitness, per_item, outputs, scores, prepared, weights, measures)
 
 
 def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
@@ -109,8 +126,8 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
     eos = np.asarray(prepared.eos or (-1,), np.int32)
 
     def outputs(params, chunk) -> Generated:
-        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos,
-                      max_new_tokens=prepared.task.max_new_tokens, pad=prepared.pad, decoder=decoder)
+        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos, max_new_tokens=prepared.task.max_new_tokens,
+                      pad=prepared.pad, decoder=decoder, stops=prepared.stops)
 
     def scores(out: Generated, chunk):
         shape = jax.ShapeDtypeStruct(out.lengths.shape, jnp.float32)

@@ -1,7 +1,16 @@
-"""Host-side text metrics: stop strings, MGSM-style last-number matching, normalised exact match.
+r"""Host-side text metrics: stop strings, MGSM-style last-number matching, normalised exact match.
 
 These run on decoded strings (outside jit, via `jax.pure_callback` inside the fitness), because number and
 string normalisation are not token-level questions: "1,234", "1234" and "1234.0" are one answer.
+
+Two last-number rules:
+- `exact_match_number` (robust): the last number with its sign and thousands separators, compared exactly as a
+  Decimal: "-1,234.5" is -1234.5, "x-5" is 5, "1,23" is 1 and 23.
+- `exact_match_number_paper` (the paper's evaluation code, evomerge/eval/ja_mgsm.py): the last match of
+  `\d*\.?\d+`, then `float(match.replace(",", ""))`, compared with `float(answer)` by `==`. The regex never
+  matches a comma, so its replace does nothing and "1,234" reads as 234 (the last group); a sign is never part
+  of the match ("-5" is 5); "3.14.15" reads as .15; "7." reads as 7. The answer must be a plain number.
+Custom metrics (`metric: python:package.module:function`) are host functions of (completion, answer, row).
 """
 from __future__ import annotations
 
@@ -41,6 +50,20 @@ def exact_match_number(completion: str, answer: str) -> float:
     return float(got is not None and want is not None and got == want)
 
 
+PAPER_NUMBER = re.compile(r"\d*\.?\d+")
+
+
+def paper_number(text: str) -> float | None:
+    r"""The paper's answer extraction: the last `\d*\.?\d+` match as a float (see the module docstring)."""
+    found = PAPER_NUMBER.findall(text)
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def exact_match_number_paper(completion: str, answer: str) -> float:
+    """1.0 iff the paper's extraction of the completion equals float(answer)."""
+    return float(paper_number(completion) == float(answer))
+
+
 def normalise(text: str) -> str:
     """NFKC, case-folded, punctuation removed, whitespace collapsed."""
     text = unicodedata.normalize("NFKC", text).casefold().translate(PUNCT)
@@ -51,4 +74,5 @@ def exact_match(completion: str, answer: str) -> float:
     return float(normalise(completion) == normalise(answer))
 
 
-TEXT_METRICS = {"exact_match_number": exact_match_number, "exact_match": exact_match}
+TEXT_METRICS = {"exact_match_number": exact_match_number, "exact_match": exact_match,
+                "exact_match_number_paper": exact_match_number_paper}

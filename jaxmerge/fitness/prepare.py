@@ -29,6 +29,7 @@ class Prepared(NamedTuple):
     pad: int
     eos: tuple[int, ...]
     ends: tuple[int, ...] = ()     # greedy_match: the tokens that end a completion (see end_tokens)
+    stops: np.ndarray | None = None  # generative: stop strings as token ids [K, L] (see stop_patterns)
 
     @property
     def n(self) -> int:
@@ -45,6 +46,10 @@ def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item
         for i, it in enumerate(items):
             expect(last_number(it.answer) is not None,
                    f"task {task.name}: item {i}: expected a number in the answer, found {it.answer!r}")
+    if task.metric == "exact_match_number_paper":
+        for i, it in enumerate(items):
+            expect(plain_number(it.answer), f"task {task.name}: item {i}: expected a plain number as the answer "
+                                            f"(the paper compares float(answer)), found {it.answer!r}")
     contexts = [tk.render(task, tokenizer, it, tk.fewshot_examples(task, fewshot_pool or [], it)) for it in items]
     pad = tk.pad_id(tokenizer)
     if task.generative:
@@ -55,7 +60,31 @@ def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item
     take = np.minimum(np.arange(n_padded), len(items) - 1)
     arrays = {k: v[take] for k, v in arrays.items()}
     ends = end_tokens(task, tokenizer) if task.metric == "greedy_match" else ()
-    return Prepared(task, tuple(items), arrays, counts, item_batch, pad, tk.eos_ids(tokenizer), ends)
+    stops = stop_patterns(tokenizer, task.stop) if task.generative else None
+    return Prepared(task, tuple(items), arrays, counts, item_batch, pad, tk.eos_ids(tokenizer), ends, stops)
+
+
+def stop_patterns(tokenizer, stop: tuple[str, ...]) -> np.ndarray | None:
+    """Stop strings as token ids, right-aligned in [K, L] (-1 before a shorter one): decoding ends a row once it
+    has spelled one (jaxmerge.fitness.generate). Only stops that decode back to themselves are used, so a row is
+    never ended by tokens whose text is not the stop string; the host still cuts every completion at the first
+    stop string, so which stops end decoding early changes only the time it takes, never a completion."""
+    rows = []
+    for s in stop:
+        ids = list(tokenizer(s, add_special_tokens=False)["input_ids"])
+        if ids and tokenizer.decode(ids, skip_special_tokens=False) == s:
+            rows.append(ids)
+    if not rows:
+        return None
+    width = max(map(len, rows))
+    return np.asarray([[-1] * (width - len(r)) + r for r in rows], np.int32)
+
+
+def plain_number(text: str) -> bool:
+    try:
+        return np.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def end_tokens(task: Task, tokenizer) -> tuple[int, ...]:

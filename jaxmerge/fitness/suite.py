@@ -9,42 +9,109 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, NamedTuple
 
+import jax.numpy as jnp
+
+from jaxmerge.errors import expect
 from jaxmerge.fitness.fitness import make_fitness
 from jaxmerge.fitness.generate import Decoder
+from jaxmerge.fitness.lmeval.load import LmEvalRef
 from jaxmerge.fitness.prepare import Prepared, prepare
 from jaxmerge.fitness.tasks import load_items, load_task
 from jaxmerge.fitness.tokenize import load_tokenizer
 
 
 class TaskSpec(NamedTuple):
-    """One fitness task as a run config names it."""
+    """One fitness task as a run config names it: a jaxmerge task file, or an lm-eval task (`lm_eval`, then
+    `task` is its YAML file or its name and `split` None means the task's own evaluation split)."""
     task: Path
-    split: str
+    split: str | None
     weight: float
     subset: int  # 0: every item
+    lm_eval: LmEvalRef | None = None
+
+
+class Objective(NamedTuple):
+    """One objective of a several-objective search: a task's fitness, or its mean answer length (negated)."""
+    name: str   # as search.objectives names it: TASK or length:TASK
+    part: int   # index into TaskSet.parts
+    kind: str   # "score" | "length"
 
 
 class TaskSet(NamedTuple):
     parts: tuple[tuple[float, Prepared], ...]  # (weight, prepared items) per task
     tokenizer: object
     specs: tuple[TaskSpec, ...] = ()
+    objectives: tuple[Objective, ...] = ()
+
+    def objective_names(self) -> list[str]:
+        return [o.name for o in self.objectives]
 
     def describe(self) -> list[dict]:
         """The tasks as best.json and the model card name them."""
-        return [{"task": p.task.name, "file": str(s.task), "split": s.split, "items": p.n, "weight": w,
-                 "metric": p.task.metric} for s, (w, p) in zip(self.specs, self.parts)]
+        return [{"split": s.split, **summary(p), "file": str(s.task), "weight": w}
+                for s, (w, p) in zip(self.specs, self.parts)]
 
 
-def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int) -> TaskSet:
+def summary(part) -> dict:
+    """What best.json and the model card say about one prepared task."""
+    if isinstance(part, Prepared):
+        return {"task": part.task.name, "items": part.n, "metric": part.task.metric}
+    return {"task": part.name, "split": part.split, "items": part.n, "metric": part.metric, "filter": part.filter,
+            "source": "lm-eval"}
+
+
+def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int,
+                  objectives: tuple[str, ...] = ()) -> TaskSet:
+    """Every task read, subset and tokenised once; `objectives` (search.objectives) resolved against them."""
     tokenizer = load_tokenizer(tokenizer_dir)
     parts = []
     for ref in specs:
+        if ref.lm_eval is not None:
+            from jaxmerge.fitness.lmeval.suite import prepare_lmeval
+            parts.append((ref.weight, prepare_lmeval(ref, tokenizer, tokenizer_dir, allow_test=allow_test,
+                                                     item_batch=item_batch, seed=seed)))
+            continue
         task = load_task(ref.task)
         items = fixed_subset(load_items(task, ref.split, allow_test=allow_test), ref.subset, seed)
         pool = load_items(task, task.fewshot_split) if task.fewshot else None
         parts.append((ref.weight, prepare(task, items, tokenizer, fewshot_pool=pool,
                                           item_batch=min(item_batch, len(items)))))
-    return TaskSet(tuple(parts), tokenizer, tuple(specs))
+    return TaskSet(tuple(parts), tokenizer, tuple(specs), resolve_objectives(objectives, parts))
+
+
+def resolve_objectives(names: tuple[str, ...], parts: list) -> tuple[Objective, ...]:
+    """Each objective's task by name (a task file's `name`, an lm-eval task's name); an unknown name, or an
+    answer length of a task that generates no answers, is one line."""
+    known = [summary(p)["task"] for _, p in parts]
+    out = []
+    for name in names:
+        kind, _, task = name.partition(":") if name.startswith("length:") else ("score", "", name)
+        expect(task in known, f"search.objectives: expected task names among the fitness tasks {known}, found "
+                              f"{task!r}")
+        part = parts[known.index(task)][1]
+        generates = part.task.generative if isinstance(part, Prepared) else bool(part.generate_rows)
+        expect(kind == "score" or generates, f"search.objectives: expected {name} on a task that generates "
+                                             f"answers, found {task} scored teacher-forced")
+        out.append(Objective(name, known.index(task), kind))
+    return tuple(out)
+
+
+def task_fitness(spec, part, tokenizer, decoder: Decoder = Decoder()):
+    """The fitness record of one prepared task (a jaxmerge task or an lm-eval task)."""
+    if isinstance(part, Prepared):
+        return make_fitness(spec, part, tokenizer, decoder=decoder)
+    from jaxmerge.fitness.lmeval.fitness import make_lmeval_fitness
+    return make_lmeval_fitness(spec, part, tokenizer, decoder=decoder)
+
+
+def task_inputs(ref: TaskSpec) -> list[tuple[str, Path]]:
+    """The files a task reads ("task" / "split", path): what `--resume` fingerprints."""
+    if ref.lm_eval is not None:
+        from jaxmerge.fitness.lmeval.load import input_files
+        return input_files(ref.lm_eval)
+    found = [("task", Path(ref.task))]
+    return found + [("split", split) for _, split in load_task(ref.task).splits
+                     if isinstance(split, Path) and split.exists()]
 
 
 def fixed_subset(items: list, n: int, seed: int) -> list:
@@ -56,11 +123,18 @@ def fixed_subset(items: list, n: int, seed: int) -> list:
 
 
 def weighted_fitness(spec, tasks: TaskSet, decoder: Decoder = Decoder()) -> Callable:
-    """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host)."""
-    parts = [(w, make_fitness(spec, p, tasks.tokenizer, decoder=decoder).fitness) for w, p in tasks.parts]
+    """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host).
+    With objectives: params -> f32[1 + K], that mean first, then each objective (higher is better; an answer
+    length negated), every task scored once."""
+    parts = [(w, task_fitness(spec, p, tasks.tokenizer, decoder).measures) for w, p in tasks.parts]
     total = sum(w for w, _ in parts)
 
     def fitness(params):
-        return sum(w * f(params) for w, f in parts) / total
+        measured = [m(params) for _, m in parts]
+        value = sum(w * v for (w, _), (v, _) in zip(parts, measured)) / total
+        if not tasks.objectives:
+            return value
+        objectives = [measured[o.part][0] if o.kind == "score" else -measured[o.part][1] for o in tasks.objectives]
+        return jnp.stack([value, *objectives]).astype(jnp.float32)
 
     return fitness

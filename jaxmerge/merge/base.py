@@ -20,9 +20,9 @@ import jax.numpy as jnp
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.merge.hparams import HParam
-from jaxmerge.params import GLOBAL_LEAVES, LAYER_LEAVES, Params
+from jaxmerge.params import LEAVES, Params
 
-LEAF_IDS = {name: i for i, name in enumerate((*GLOBAL_LEAVES, *LAYER_LEAVES))}
+LEAF_IDS = {name: leaf.id for name, leaf in LEAVES.items()}  # explicit, append-only (jaxmerge.params.LEAVES)
 
 
 class MergeMethod(NamedTuple):

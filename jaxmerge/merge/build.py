@@ -42,6 +42,7 @@ class Options:
     copy_tokenizer: bool = True
     write_model_card: bool = True
     overwrite: bool = False
+    allow_crimes: bool = False  # mergekit's: models of different families whose tensors and math agree
 
 
 def check_structure(recipe: Recipe) -> None:
@@ -88,9 +89,23 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
-    spec = donor.spec.replace(num_layers=model_params["layers"]["q_proj"].shape[1],
-                              vocab_size=model_params["embed"].shape[1])
+    spec = donor.spec.with_layers(output_types(recipe, models)).replace(vocab_size=model_params["embed"].shape[1])
     return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
+
+
+def output_types(recipe: Recipe, models: dict[str, Model]) -> tuple[str, ...]:
+    """The attention type (full / sliding window) of every output layer: the type its layer has in the
+    slice's sources, which must agree (a layer merged from a sliding and a full-attention layer has no type)."""
+    types = []
+    for i, sl in enumerate(recipe.slices):
+        ranges = [(s, s.layer_range or (0, models[s.model].spec.num_layers)) for s in sl.sources]
+        for j in range(ranges[0][1][1] - ranges[0][1][0]):
+            found = {models[s.model].spec.attention_types[r[0] + j] for s, r in ranges
+                     if r[0] + j < models[s.model].spec.num_layers}
+            expect(len(found) == 1, f"expected the sources of slice {i} to agree on the attention type of its "
+                                    f"layer {j}, found {sorted(found)}")
+            types.append(found.pop())
+    return tuple(types)
 
 
 def storage_dtype(models: dict[str, Model]) -> str:
@@ -137,7 +152,7 @@ def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
     elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi)."""
     from jaxmerge.merge.base import init_state, merge_jit
     from jaxmerge.merge.resolve import resolve_hparams
-    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided)
+    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided, options.allow_crimes)
     template = chat_template(recipe, models, options)
     vocab, aligned = align_vocabularies(recipe, models)
     sources = build_sources(recipe, aligned)

@@ -29,7 +29,7 @@ import numpy as np
 from jaxmerge.errors import expect
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import REQUIRED, HParam, ignored, number, switch, weight
-from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
+from jaxmerge.merge.numerics import F32, const, over, rnd
 
 
 def _stack(base, sources, math="float32"):

@@ -24,8 +24,9 @@ def referenced(recipe: Recipe) -> list[str]:
 
 
 def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None,
-                provided: dict | None = None) -> dict[str, Model]:
-    """Load every referenced model once, refusing mixed families or shapes; vocabularies may differ only when
+                provided: dict | None = None, allow_crimes: bool = False) -> dict[str, Model]:
+    """Load every referenced model once, refusing mixed families (unless `allow_crimes` and their tensors and
+    math agree) or shapes; vocabularies may differ only when
     the recipe says how to align them (jaxmerge.merge.reconcile). `provided`: reference -> a Model in memory or
     the directory to read it from (a chain's earlier results)."""
     models: dict[str, Model] = {}
@@ -34,7 +35,7 @@ def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: No
         models[ref] = load_ref(ref, recipe.dtype, provided or {})  # MODEL+LORA: the adapter folded in
         size = next(iter(models.values())).spec.vocab_size  # compared below, with a line that says what to do
         check_same_architecture([(m.spec.replace(vocab_size=size), m.path) for m in models.values()],
-                                same_depth=False)
+                                same_depth=False, allow_crimes=allow_crimes)
     if recipe.tokenizer is None:
         check_vocabularies(models)
     return models

@@ -25,14 +25,12 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
-from jaxmerge.errors import JaxmergeError, expect
+from jaxmerge.errors import JaxmergeError, expect, expect_keys
 from jaxmerge.merge import lora, tokenspec
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES
 from jaxmerge.merge.tokenspec import TokenizerSpec
-from jaxmerge.yamlfile import read_yaml
+from jaxmerge.yamlfile import parse_yaml, read_yaml
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
             "tokenizer_source", "tokenizer", "chat_template"}
@@ -71,13 +69,6 @@ class Recipe:
     math_dtype: str | None = None             # from the `# jaxmerge:` comment
     text: str | None = dataclasses.field(default=None, compare=False)  # the file's text, comments included
     raw: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)  # the mapping it came from
-
-
-def _keys(mapping: Any, allowed: set[str], where: str) -> dict:
-    expect(isinstance(mapping, dict), f"expected a mapping for {where}, found {type(mapping).__name__}")
-    unknown = sorted(set(mapping) - allowed)
-    expect(not unknown, f"{where}: unsupported keys {unknown} (supported: {sorted(allowed)})")
-    return mapping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,7 +110,7 @@ def _params(value: Any, where: str) -> dict:
 
 
 def _source(entry: Any, ctx: Context, where: str, sliced: bool) -> Source:
-    _keys(entry, {"model", "parameters"} | ({"layer_range"} if sliced else set()), where)
+    entry = expect_keys(entry, {"model", "parameters"} | ({"layer_range"} if sliced else set()), where)
     layer_range = None
     if sliced:
         lr = entry.get("layer_range")
@@ -134,7 +125,7 @@ def parse_recipe(raw: Any, root: Path | None = None, names: frozenset = frozense
     """Validate a recipe mapping. `root`: the recipe's folder (see `Context`); `names`: references that name
     earlier documents of a chain (jaxmerge.merge.multi), taken as they are."""
     ctx = Context(root, frozenset(names))
-    _keys(raw, TOP_KEYS, "recipe")
+    raw = expect_keys(raw, TOP_KEYS, "recipe")
     method = raw.get("merge_method")
     expect(method in METHODS, f"expected merge_method in {sorted(METHODS)}, found {method!r}")
     expect(("models" in raw) != ("slices" in raw), "expected exactly one of 'models' or 'slices' in the recipe, "
@@ -166,7 +157,7 @@ def _list(value: Any, where: str) -> list:
 
 
 def _slice(entry: Any, ctx: Context, i: int) -> Slice:
-    _keys(entry, {"sources", "parameters"}, f"slices[{i}]")
+    entry = expect_keys(entry, {"sources", "parameters"}, f"slices[{i}]")
     sources = tuple(_source(s, ctx, f"slices[{i}].sources[{j}]", True)
                     for j, s in enumerate(_list(entry.get("sources"), f"slices[{i}].sources")))
     lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
@@ -208,11 +199,7 @@ def parse_document(raw: Any, text: str, root: Path | None, where: str, names: fr
 
 def parse_recipe_text(text: str, root: Path | None = None, where: str = "recipe") -> Recipe:
     """A recipe from its YAML text, with its `# jaxmerge:` comment (`root`: the recipe's folder)."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise JaxmergeError(f"expected valid YAML in {where}, found: {str(e).splitlines()[0]}") from None
-    return parse_document(raw, text, root, where)
+    return parse_document(parse_yaml(text, where), text, root, where)
 
 
 def read_recipe(path: str | Path) -> Recipe:

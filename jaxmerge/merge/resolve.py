@@ -30,7 +30,8 @@ from jaxmerge.merge import count, settings
 from jaxmerge.merge.hparams import REQUIRED
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe, RecipeWarning, Slice, Source, parse_recipe
-from jaxmerge.params import GLOBAL_LEAVES, LAYER_LEAVES, hf_names, layer_leaf_shapes, param_shapes
+from jaxmerge.families import family_of
+from jaxmerge.params import GLOBAL_NAMES, hf_names, param_shapes
 
 
 def model_sources(recipe: Recipe, sl: Slice) -> list[Source]:
@@ -117,7 +118,7 @@ def _global_cells(recipe: Recipe, spec: ArchSpec, misses: list) -> dict:
     out = {name: {} for name in (*method.model_hparams, *method.global_hparams)}
     for leaf in (k for k in shapes if k != "layers"):
         sl = recipe.slices[0] if leaf == "embed" else recipe.slices[-1]
-        name_of = GLOBAL_LEAVES[leaf][0]
+        name_of = GLOBAL_NAMES[leaf]
         cells = _cell(recipe, method, sl, 0, 0.0, name_of, lambda s: name_of, recipe.parameters,
                       math.prod(shapes[leaf]), misses)
         for name, v in cells.items():
@@ -129,8 +130,7 @@ def _layer_cells(recipe: Recipe, spec: ArchSpec, plan: list, misses: list) -> di
     """{hparam: {layer leaf: [..., L] values}} along the layer plan (per-model filters see input names)."""
     method = METHODS[recipe.method]
     out: dict = {name: {} for name in (*method.model_hparams, *method.global_hparams)}
-    for leaf, shape in layer_leaf_shapes(spec).items():
-        suffix = LAYER_LEAVES[leaf][0]
+    for leaf, (suffix, shape) in family_of(spec).layers(spec).items():
         rows = [_cell(recipe, method, sl, j, t, f"model.layers.{i}.{suffix}",
                       lambda s, j=j: f"model.layers.{(s.layer_range or (0,))[0] + j}.{suffix}", recipe.parameters,
                       math.prod(shape), misses) for i, (sl, j, t) in enumerate(plan)]

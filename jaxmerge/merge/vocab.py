@@ -50,7 +50,7 @@ def load_tokenizer(path: Path, where: str):
     import transformers
     expect(has_tokenizer(path), f"{where}: expected a tokenizer (tokenizer.json) in {path}, found none")
     try:
-        return transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True)
+        return transformers.AutoTokenizer.from_pretrained(str(path), use_fast=True, local_files_only=True)
     except Exception as e:  # a broken tokenizer file is bad input, not a bug of ours
         found = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise JaxmergeError(f"{where}: expected a readable tokenizer in {path}, found: {found}") from None
@@ -78,7 +78,7 @@ def _copy(tokenizer):
     import transformers
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
-        return transformers.AutoTokenizer.from_pretrained(tmp, use_fast=True)
+        return transformers.AutoTokenizer.from_pretrained(tmp, use_fast=True, local_files_only=True)
 
 
 def union(base, tokenizers: dict[str, Any], sizes: dict[str, int]):

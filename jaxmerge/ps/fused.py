@@ -1,7 +1,7 @@
 """Fused memory mode: each layer of a candidate is merged just before it is applied, inside the scanned forward.
 
 In `materialize` mode a candidate is a whole merged model (lax.map's batch size bounds how many are alive).
-In `fused` mode the "params" a fitness function sees are the candidate's recipe — `{"merge": merge state of the
+In `fused` mode the "params" a fitness function sees are the candidate unmerged — `{"merge": merge state of the
 sources, "hparams": its per-tensor hyper-parameters, "key": its merge key}` — and the `Decoder` below merges the
 globals (embed, norm, lm_head) once, then one layer per scan step with `merge_layer`. Peak memory is the sources'
 merge state plus one merged layer per candidate in flight, plus activations; a full merged model never exists.
@@ -35,7 +35,7 @@ class FusedSpec:
     dtype: str = "float32"  # the merged tensors' dtype, as merge_params' out_dtype
 
 
-def recipe(merge_state, hparams: dict, key: jax.Array) -> dict:
+def unmerged(merge_state, hparams: dict, key: jax.Array) -> dict:
     """What a fused decoder takes in place of params: one candidate's merge, not yet computed."""
     return {"merge": merge_state, "hparams": hparams, "key": key}
 
@@ -60,21 +60,14 @@ def _merged_layer(fs: FusedSpec, r: dict, xs) -> dict:
     return jax.tree.map(lambda x: x.astype(fs.dtype), merged)
 
 
+def fused_stack(fs: FusedSpec, r: dict) -> model.Stack:
+    """Each step merges its layer from the scan's slice of the merge state, then runs it."""
+    return model.Stack(_layer_xs(r), lambda xs, h, layer: layer(_merged_layer(fs, r, xs), h))
+
+
 def forward(fs: FusedSpec, r: dict, tokens, mask=None, positions=None) -> jax.Array:
     """Logits [B, S, V] float32 of the candidate `r`, merging layer by layer (see module doc)."""
-    spec = fs.arch
-    model.check_length(spec, tokens.shape[-1])
-    mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
-    positions = model.default_positions(mask) if positions is None else positions
-    rope = model.rope_tables(spec, positions)
-    attn_mask = model.attention_mask(jnp.arange(tokens.shape[-1]), mask)
-    globals_ = _merged_globals(fs, r)
-
-    def body(h, xs):
-        return model.decoder_layer(spec, _merged_layer(fs, r, xs), h, rope, attn_mask)[0], None
-
-    h, _ = jax.lax.scan(body, model.embed(globals_, tokens), _layer_xs(r))
-    return model.head(spec, globals_, h)
+    return model.run(fs.arch, _merged_globals(fs, r), fused_stack(fs, r), tokens, mask, positions)[0]
 
 
 def init_cache(fs: FusedSpec, batch: int, max_len: int, dtype) -> model.KVCache:
@@ -83,28 +76,21 @@ def init_cache(fs: FusedSpec, batch: int, max_len: int, dtype) -> model.KVCache:
 
 def forward_cached(fs: FusedSpec, r: dict, tokens, mask, positions, cache: model.KVCache, start):
     """`model.forward_cached` with each layer merged inside the scan (re-merged on every call)."""
-    spec = fs.arch
-    model.check_length(spec, cache.valid.shape[-1])
-    valid = jax.lax.dynamic_update_slice_in_dim(cache.valid, mask.astype(jnp.int32), start, axis=1)
-    rope = model.rope_tables(spec, positions)
-    attn_mask = model.attention_mask(start + jnp.arange(tokens.shape[-1]), valid)
-    globals_ = _merged_globals(fs, r)
-
-    def body(h, xs):
-        layer_xs, k, v = xs
-        h, (k, v) = model.decoder_layer(spec, _merged_layer(fs, r, layer_xs), h, rope, attn_mask, (k, v), start)
-        return h, (k, v)
-
-    h, (k, v) = jax.lax.scan(body, model.embed(globals_, tokens), (_layer_xs(r), cache.k, cache.v))
-    return model.head(spec, globals_, h), model.KVCache(k, v, valid)
+    return model.run(fs.arch, _merged_globals(fs, r), fused_stack(fs, r), tokens, mask, positions, cache, start)
 
 
 def _arch(fs: FusedSpec) -> ArchSpec:
     return fs.arch
 
 
+def _cache_dtype(fs: FusedSpec, r: dict):
+    """The merged tensors' dtype (the merge state is float32; the keys the merged layers make are not)."""
+    return jnp.dtype(fs.dtype)
+
+
 def fused_decoder() -> Decoder:
-    return Decoder(init_cache=init_cache, forward_cached=forward_cached, forward=forward, arch=_arch)
+    return Decoder(init_cache=init_cache, forward_cached=forward_cached, forward=forward, arch=_arch,
+                   cache_dtype=_cache_dtype)
 
 
 def tree_bytes(tree: Any) -> int:

@@ -3,7 +3,8 @@
 Each evolved hyper-parameter (weight, density, t, ...) is one gene array. A per-model hyper-parameter has shape
 [M, G, C]; a global one (shared by the models, e.g. slerp's t) has shape [G, C], where
   G = number of layer groups (1 = one value for all layers; else ceil(L / k) groups of k consecutive layers),
-  C = number of parameter groups (1, or 4 for embed / attn / mlp / norm).
+  C = number of parameter groups (1, or one per group of the family: embed / attn / mlp / norm, and experts
+      for a mixture of experts: the router and the routed experts get their own values).
 The search runs in the unit cube: raw gene x in [0, 1] (clipped) maps to lo + (hi - lo) * x. So one sigma means
 the same thing for every gene whatever its bounds, and a candidate outside the bounds is the bound (the usual
 practice for box-constrained CMA-ES).
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.params import GROUPS, leaf_group, param_shapes
+from jaxmerge.params import leaf_group, param_shapes, spec_groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +54,7 @@ class GeneSpec:
 
     @property
     def num_param_groups(self) -> int:
-        return len(GROUPS) if self.param_groups else 1
+        return len(spec_groups(self.spec)) if self.param_groups else 1
 
     def shape(self, gene: Gene) -> tuple[int, ...]:
         cells = (self.num_layer_groups, self.num_param_groups)
@@ -106,7 +107,8 @@ class GeneSpec:
         layer_group = np.arange(self.spec.num_layers) // k
         shapes = param_shapes(self.spec)
         leaves = [*shapes["layers"], *(leaf for leaf in shapes if leaf != "layers")]
-        group_col = {leaf: GROUPS.index(leaf_group(leaf)) if self.param_groups else 0 for leaf in leaves}
+        groups = spec_groups(self.spec)
+        group_col = {leaf: groups.index(leaf_group(leaf)) if self.param_groups else 0 for leaf in leaves}
         return layer_group, group_col
 
     def describe(self, raw) -> dict[str, list]:

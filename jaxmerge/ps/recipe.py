@@ -21,12 +21,14 @@ import json
 import numpy as np
 import yaml
 
-from jaxmerge.params import GROUPS
+from jaxmerge.params import spec_groups
 from jaxmerge.ps.genome import GeneSpec
 
 # mergekit filters that select each parameter group; the first that matches a tensor name wins, and norms are
 # the default (q_norm / k_norm sit inside self_attn, so they fall in the attention group, as in jaxmerge).
 GROUP_FILTERS = (("attn", "self_attn"), ("mlp", "mlp"), ("embed", "embed_tokens"), ("embed", "lm_head"))
+# a mixture's routed experts and router, ahead of the "mlp" filter that would take them
+EXPERT_FILTERS = (("experts", "mlp.experts"), ("experts", "mlp.gate."))
 KEY_COMMENT = "# jaxmerge: "
 
 
@@ -35,20 +37,30 @@ def exact(value) -> float:
     return float(np.float32(value))
 
 
-def setting(cells: np.ndarray, param_groups: bool, overrides: list[dict] = ()):
-    """One slice's value of a hyper-parameter from its [C] cells: a number, or filters per parameter group;
-    `overrides` ({filter, value}) come first."""
+def group_filters(spec) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
+    """(the spec's parameter groups, the (group, filter) rules that select them): only groups the family has and
+    filters that match one of its tensors (a tied model has no lm_head)."""
+    groups = spec_groups(spec)
+    filters = (EXPERT_FILTERS if "experts" in groups else ()) + GROUP_FILTERS
+    return groups, tuple((g, f) for g, f in filters if g in groups and not (f == "lm_head" and spec.tie_word_embeddings))
+
+
+def setting(cells: np.ndarray, param_groups: bool, overrides: list[dict] = (), groups=None):
+    """One slice's value of a hyper-parameter from its [C] cells (C: one per group): a number, or filters per
+    parameter group (`groups`: group_filters(spec)); `overrides` ({filter, value}) come first."""
     if not param_groups and not overrides:
         return exact(cells[0])
     if not param_groups:
         return [*overrides, {"value": exact(cells[0])}]
-    groups = [{"filter": f, "value": exact(cells[GROUPS.index(g)])} for g, f in GROUP_FILTERS]
-    return [*overrides, *groups, {"value": exact(cells[GROUPS.index("norm")])}]
+    names, filters = groups
+    rules = [{"filter": f, "value": exact(cells[names.index(g)])} for g, f in filters]
+    return [*overrides, *rules, {"value": exact(cells[names.index("norm")])}]
 
 
 def head_overrides(genome: GeneSpec, first: np.ndarray) -> list[dict]:
     """Filters giving the final norm and lm_head the first layer group's values (cells `first` [C])."""
-    col = (lambda g: GROUPS.index(g)) if genome.param_groups else (lambda g: 0)
+    groups = spec_groups(genome.spec)
+    col = (lambda g: groups.index(g)) if genome.param_groups else (lambda g: 0)
     found = [{"filter": "model.norm", "value": exact(first[col("norm")])}]
     if not genome.spec.tie_word_embeddings:
         found.insert(0, {"filter": "lm_head", "value": exact(first[col("embed")])})
@@ -76,9 +88,11 @@ def to_recipe(genome: GeneSpec, genes: dict, method: str, models: list[str], bas
     if base:
         recipe["base_model"] = base
     if genome.num_layer_groups == 1:
-        recipe["models"] = [{"model": name, "parameters": {h: setting(model_cells[h][m, 0], genome.param_groups)
-                                                           for h in per_model}} for m, name in enumerate(models)]
-        top = {h: setting(shared_cells[h][0], genome.param_groups) for h in shared}
+        groups = group_filters(genome.spec)
+        recipe["models"] = [{"model": name, "parameters": {h: setting(model_cells[h][m, 0], genome.param_groups,
+                                                                      (), groups) for h in per_model}}
+                            for m, name in enumerate(models)]
+        top = {h: setting(shared_cells[h][0], genome.param_groups, (), groups) for h in shared}
     else:
         recipe["slices"] = _slices(genome, model_cells, shared_cells, models, base)
         top = {}
@@ -97,7 +111,8 @@ def _slices(genome: GeneSpec, model_cells: dict, shared_cells: dict, models: lis
         last = g == genome.num_layer_groups - 1 and g > 0
 
         def value(c, h):
-            return setting(c[g], genome.param_groups, head_overrides(genome, c[0]) if last else ())
+            return setting(c[g], genome.param_groups, head_overrides(genome, c[0]) if last else (),
+                           group_filters(genome.spec))
         sources = [{"model": name, "layer_range": list(span),
                     "parameters": {h: value(model_cells[h][m], h) for h in model_cells}}
                    for m, name in enumerate(models)]

@@ -96,12 +96,12 @@ def candidate_params(method, genome: GeneSpec, dtype: str, raw, key, data) -> di
 
 
 def candidate_fitness(method, genome: GeneSpec, dtype: str, tasks: TaskSet, mode: str) -> Callable:
-    """(raw, key, data) -> f32 in the resolved memory mode: fused fitness takes a candidate's recipe (see
+    """(raw, key, data) -> f32 in the resolved memory mode: fused fitness takes the candidate unmerged (see
     jaxmerge.ps.fused), materialized fitness its merged params."""
-    from jaxmerge.ps.fused import FusedSpec, fused_decoder, recipe
+    from jaxmerge.ps.fused import FusedSpec, fused_decoder, unmerged
     if mode == "fused":
         fit = weighted_fitness(FusedSpec(genome.spec, method, dtype), tasks, fused_decoder())
-        return lambda raw, key, data: fit(recipe(data["merge"], genome.hparams(raw), key))
+        return lambda raw, key, data: fit(unmerged(data["merge"], genome.hparams(raw), key))
     fit = weighted_fitness(genome.spec, tasks)
     return lambda raw, key, data: fit(candidate_params(method, genome, dtype, raw, key, data))
 
@@ -118,7 +118,7 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     tokenizer_dir = (base or models[0]).path
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives)
     mode = choose_mode(cfg.memory.mode, spec, tree_bytes(state), cfg.memory.batch_size or cfg.search.population)
     plain = weighted_fitness(spec, tasks)
 
@@ -126,7 +126,8 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
         return [(str(m.path), plain, lambda m=m: load_table(m.table, spec, mesh, dtype)) for m in models + [base]
                 if m is not None]
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
-             "models": [str(m.path) for m in models], "tasks": tasks.describe()}
+             "models": [str(m.path) for m in models], "tasks": tasks.describe(),
+             **({"objectives": tasks.objective_names()} if tasks.objectives else {})}
     data = {"merge": state}
     export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh)
     return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,

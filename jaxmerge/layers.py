@@ -1,0 +1,120 @@
+"""One decoder layer of any family, as pure functions of (spec, this layer's tensors, inputs).
+
+Every difference between families is a static field of the spec (jaxmerge.arch.ArchSpec), read here with plain
+Python `if`s at trace time: the norm's (1 + w) gain, the activation, sandwich norms, soft-capping, the query
+scale, fused projections, partial rotary, per-head q/k norms, a mixture of experts. No family is named here.
+
+Numerics follow transformers: RMSNorm in float32 (Llama casts back before the gain, Gemma after it), softmax in
+float32, rotate-half RoPE, GQA by grouping query heads over their shared kv head.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from jaxmerge.arch import ArchSpec
+from jaxmerge.moe import moe_block
+from jaxmerge.params import Params
+from jaxmerge.rope import apply_rope
+from jaxmerge.window import Band, banded
+
+ACTIVATIONS = {"silu": jax.nn.silu, "gelu_tanh": lambda x: jax.nn.gelu(x, approximate=True)}
+
+
+def rms_norm(x: jax.Array, weight: jax.Array, eps: float, offset: bool = False) -> jax.Array:
+    """Llama: gain times the normalised input cast back; Gemma (`offset`): (1 + gain) times it, in float32."""
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    if offset:
+        return (xf * (1.0 + weight.astype(jnp.float32))).astype(x.dtype)
+    return weight * xf.astype(x.dtype)
+
+
+def norm(spec: ArchSpec, x: jax.Array, weight: jax.Array) -> jax.Array:
+    return rms_norm(x, weight, spec.rms_norm_eps, spec.norm_offset)
+
+
+def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
+    """x @ w.T (+ b) with w in HF [out, in] layout."""
+    y = jnp.einsum("...i,oi->...o", x, w)
+    return y if b is None else y + b
+
+
+def attend(spec: ArchSpec, q: jax.Array, k: jax.Array, v: jax.Array, mask) -> jax.Array:
+    """Grouped-query attention. q [B,Sq,H,hd], k/v [B,Sk,K,hd], mask [B,Sq,Sk] -> [B,Sq,H,hd]; a `Band` in
+    place of the mask attends a long sequence window by window (jaxmerge.window)."""
+    if isinstance(mask, Band):
+        return banded(q, k, v, mask, lambda q, k, v, m: attend(spec, q, k, v, m))
+    b, sq, h, hd = q.shape
+    groups = h // k.shape[2]
+    q = q.reshape(b, sq, k.shape[2], groups, hd)
+    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / math.sqrt(spec.query_scale or hd)
+    if spec.attn_softcap is not None:
+        scores = jnp.tanh(scores / spec.attn_softcap) * spec.attn_softcap
+    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
+    return out.reshape(b, sq, h, hd)
+
+
+def qkv(spec: ArchSpec, lp: Params, x: jax.Array):
+    """Queries, keys and values [B, S, heads, hd] from separate projections or one fused qkv_proj."""
+    b, s, _ = x.shape
+    if spec.fused_qkv:
+        fused = linear(x, lp["qkv_proj"])
+        q, k, v = jnp.split(fused, [spec.q_size, spec.q_size + spec.kv_size], axis=-1)
+    else:
+        q = linear(x, lp["q_proj"], lp.get("q_bias"))
+        k, v = linear(x, lp["k_proj"], lp.get("k_bias")), linear(x, lp["v_proj"], lp.get("v_bias"))
+    return (q.reshape(b, s, spec.num_heads, spec.head_dim), k.reshape(b, s, spec.num_kv_heads, spec.head_dim),
+            v.reshape(b, s, spec.num_kv_heads, spec.head_dim))
+
+
+def attention_block(spec: ArchSpec, lp: Params, x: jax.Array, rope, mask, kv=None, start=None):
+    """Self-attention of one layer. With `kv` = (k, v) cache of this layer, writes the new keys at `start`."""
+    q, k, v = qkv(spec, lp, x)
+    if spec.qk_norm:
+        q, k = norm(spec, q, lp["q_norm"]), norm(spec, k, lp["k_norm"])
+    q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+    if kv is not None:
+        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), start, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), start, axis=1)
+        kv = (k, v)
+    out = attend(spec, q, k, v, mask).reshape(*x.shape[:2], spec.q_size)
+    return linear(out, lp["o_proj"], lp.get("o_bias")), kv
+
+
+def mlp_block(spec: ArchSpec, lp: Params, x: jax.Array) -> jax.Array:
+    """The gated MLP: act(gate) * up, then down; gate and up from one gate_up_proj where the family fuses them."""
+    if spec.fused_gate_up:
+        gate, up = jnp.split(linear(x, lp["gate_up_proj"]), 2, axis=-1)
+    else:
+        gate, up = linear(x, lp["gate_proj"]), linear(x, lp["up_proj"])
+    return linear(ACTIVATIONS[spec.activation](gate) * up, lp["down_proj"])
+
+
+def ffn(spec: ArchSpec, lp: Params, x: jax.Array) -> jax.Array:
+    """The layer's feed-forward part: the gated MLP, or routed experts plus (Qwen2-MoE) a gated shared expert."""
+    if not spec.num_experts:
+        return mlp_block(spec, lp, x)
+    out = moe_block(spec, lp, x, ACTIVATIONS[spec.activation])
+    if spec.shared_expert_size:
+        gate = jax.nn.sigmoid(linear(x, lp["shared_expert_gate"]))
+        out = out + gate * mlp_block(spec, lp, x)
+    return out
+
+
+def decoder_layer(spec: ArchSpec, lp: Params, h: jax.Array, rope, mask, kv=None, start=None):
+    """One decoder layer on the residual stream h [B, S, D]; lp holds this layer's tensors. Pre-norm, and with
+    sandwich norms (Gemma 2/3) each block's output is normalised too before it joins the stream."""
+    attn, kv = attention_block(spec, lp, norm(spec, h, lp["input_layernorm"]), rope, mask, kv, start)
+    if spec.sandwich_norms:
+        attn = norm(spec, attn, lp["post_attention_layernorm"])
+    h = h + attn
+    pre = lp["pre_feedforward_layernorm"] if spec.sandwich_norms else lp["post_attention_layernorm"]
+    out = ffn(spec, lp, norm(spec, h, pre))
+    if spec.sandwich_norms:
+        out = norm(spec, out, lp["post_feedforward_layernorm"])
+    return h + out, kv

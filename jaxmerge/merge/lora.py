@@ -24,7 +24,7 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.io import DTYPES, Model, load, open_safetensors, resolve
-from jaxmerge.params import hf_names
+from jaxmerge.params import hf_names, piece_index
 
 PREFIX = "base_model.model."
 PAIR = re.compile(r"(?P<module>.+)\.(?P<part>lora_A|lora_B|lora_embedding_A|lora_embedding_B|base_layer)(\.weight)?")
@@ -97,8 +97,8 @@ def fold(model: Model, adapter: Path, where: str) -> Model:
         name = f"{module}.weight"
         expect(name in names, f"{where}: the adapter's {module} names no weight of this {model.spec.model_type} "
                               "model")
-        section, leaf, layer = names[name]
-        weight = params[leaf] if section == "global" else layers[leaf][layer]
+        t = names[name]
+        weight = params[t.leaf] if t.section == "global" else layers[t.leaf][t.layer][piece_index(t)]
         if "W" in entry:
             expect(entry["W"].shape == weight.shape, f"{where}: expected the adapter's {module} weight to be "
                                                      f"{tuple(weight.shape)} like the model's, found {entry['W'].shape}")
@@ -110,10 +110,10 @@ def fold(model: Model, adapter: Path, where: str) -> Model:
         expect(delta.shape == weight.shape, f"{where}: expected the LoRA update of {module} to be "
                                             f"{tuple(weight.shape)} like the model's weight, found {delta.shape}")
         merged = (weight.astype(np.float32) + delta * np.float32(scale(cfg, module))).astype(weight.dtype)
-        if section == "global":
-            params[leaf] = merged
+        if t.section == "global":
+            params[t.leaf] = merged
         else:
-            layers[leaf][layer] = merged
+            layers[t.leaf][t.layer][piece_index(t)] = merged
     return dataclasses.replace(model, params={**params, "layers": layers})
 
 

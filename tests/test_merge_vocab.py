@@ -12,6 +12,7 @@ vocabulary, its size in config.json and the tokenization of a text equal mergeki
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +141,15 @@ def test_row_counts_that_differ_are_refused_with_the_setting_to_use(vocab, tmp_p
     recipe = dict(merge_method="linear", models=[dict(model=vocab["base"], parameters=dict(weight=0.5)),
                                                  dict(model=vocab["pad"], parameters=dict(weight=0.5))])
     _refused(tmp_path, capsys, recipe, "97 embedding rows", "104", "set tokenizer_source")
+
+
+def test_union_adds_tokens_in_each_models_id_order(vocab):
+    """The tokens a union adds keep the order of their ids in the model that brings them, on every load: a
+    fast tokenizer's get_vocab() comes from a hash map whose order changes between loads, and a union built in
+    that order would give a rebuilt merge other ids (other rows) than the first."""
+    from jaxmerge.merge.vocab import load_tokenizer, union
+    refs = ("base", "perm")
+    for _ in range(5):
+        toks = {ref: load_tokenizer(Path(vocab[ref]), ref) for ref in refs}
+        ids = union(toks["base"], toks, {"base": 97, "perm": 98}).get_vocab()
+        assert ids["n0"] < ids["n1"] < ids["n2"]

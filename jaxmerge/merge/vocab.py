@@ -87,7 +87,8 @@ def union(base, tokenizers: dict[str, Any], sizes: dict[str, int]):
     for ref, tok in tokenizers.items():
         specials = tok.added_tokens_decoder
         contents = {info.content for info in specials.values()}
-        for token, i in tok.get_vocab().items():
+        # in id order: get_vocab()'s order is a Rust hash map's, which differs between loads of one tokenizer
+        for token, i in sorted(tok.get_vocab().items(), key=lambda item: item[1]):
             if i < sizes[ref] and token not in contents:
                 plain.setdefault(token, None)
         for i, info in specials.items():

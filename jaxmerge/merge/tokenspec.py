@@ -92,3 +92,25 @@ def parse(raw: dict, model: Callable[[Any, str], str]) -> TokenizerSpec | None:
 def row_models(spec: TokenizerSpec | None) -> list[str]:
     """Models the `tokens:` entries take rows from (each must be one the recipe merges)."""
     return [] if spec is None else [row.model for row in spec.tokens if row.model is not None]
+
+
+def recipe_keys(spec: TokenizerSpec | None) -> dict:
+    """The recipe keys that `parse` reads back as `spec` (what an evolved winner's recipe.yml carries)."""
+    if spec is None:
+        return {}
+    if not spec.tokens and spec.pad_to_multiple_of is None:
+        return {"tokenizer_source": spec.source}
+    block: dict = {"source": spec.source}
+    if spec.pad_to_multiple_of is not None:
+        block["pad_to_multiple_of"] = spec.pad_to_multiple_of
+    if spec.tokens:
+        block["tokens"] = {row.token: _entry(row) for row in spec.tokens}
+    return {"tokenizer": block}
+
+
+def _entry(row: TokenRow) -> dict:
+    source = {"model": row.model, "zero": {"kind": "zero"}, "none": None,
+              "model_token": {"kind": "model_token", "model": row.model,
+                              **({"token": row.source_token} if row.source_token is not None
+                                 else {"token_id": row.token_id})}}[row.kind]
+    return {**({} if source is None else {"source": source}), **({"force": True} if row.force else {})}

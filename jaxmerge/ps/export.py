@@ -21,6 +21,7 @@ from jaxmerge.evolve.mesh import jax_to_numpy, on_one_device
 from jaxmerge.evolve.records import card_sections
 from jaxmerge.io import DTYPES
 from jaxmerge.merge.base import merge_jit
+from jaxmerge.merge.tokenspec import recipe_keys
 from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.ps.recipe import recipe_text, to_recipe
 
@@ -43,7 +44,8 @@ def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenize
         if not is_primary():
             return {}
         genes = {name: np.asarray(v) for name, v in genome.decode(jax.numpy.asarray(raw)).items()}
-        recipe = to_recipe(genome, genes, cfg.merge_method, facts["models"], cfg.base_model, dtype)
+        recipe = {**to_recipe(genome, genes, cfg.merge_method, facts["models"], cfg.base_model, dtype),
+                  **recipe_keys(cfg.tokenizer)}
         text = recipe_text(recipe, key)
         card = functools.partial(write_card, sources=facts["models"], base=cfg.base_model, method=cfg.merge_method,
                                  recipe=recipe, recipe_text=text, sections=card_sections(record), tags=("evolved",),

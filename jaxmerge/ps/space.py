@@ -25,6 +25,7 @@ from jaxmerge.io import DTYPES
 from jaxmerge.merge.reconcile import EVOLVE_HINT, check_vocabularies
 from jaxmerge.params import stack
 from jaxmerge.ps.genome import Gene, GeneSpec
+from jaxmerge.ps.vocab import align_sources
 
 
 def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None]:
@@ -32,18 +33,45 @@ def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None
     models = [open_checkpoint(m) for m in cfg.models]
     base = open_checkpoint(cfg.base_model) if cfg.base_model else None
     everything = models + ([base] if base else [])
-    check_same_architecture([(c.spec, c.path) for c in everything])
-    check_vocabularies({str(c.path): c for c in everything}, EVOLVE_HINT)
+    size = models[0].spec.vocab_size  # with tokenizer settings row counts may differ; they are aligned at load
+    check_same_architecture([(c.spec.replace(vocab_size=size) if cfg.tokenizer else c.spec, c.path)
+                             for c in everything])
+    if cfg.tokenizer is None:
+        check_vocabularies({str(c.path): c for c in everything}, EVOLVE_HINT)
     return models, base
 
 
-def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str):
-    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold."""
+def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str, aligned=None):
+    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold; with
+    `aligned` (jaxmerge.ps.vocab), embed / lm_head are the aligned float32 tables instead."""
     from jaxmerge.merge import Sources
     spec = models[0].spec
-    stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
-    base_params = load_table(base.table, spec, mesh, dtype) if base else None
+    if aligned is None:
+        stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
+        base_params = load_table(base.table, spec, mesh, dtype) if base else None
+        return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+    spec = spec.replace(vocab_size=aligned.vocab.size)
+    stacked = _with_rows(load_table(stack([_rowless(m) for m in models]), models[0].spec, mesh, dtype),
+                         [aligned.tables[str(m.path)] for m in models], mesh)
+    base_params = None if base is None else _with_rows(load_table(_rowless(base), base.spec, mesh, dtype),
+                                                       [aligned.tables[str(base.path)]], mesh, stacked=False)
     return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+
+
+def _rowless(ckpt: Checkpoint) -> dict:
+    return {k: v for k, v in ckpt.table.items() if k not in ("embed", "lm_head")}
+
+
+def _with_rows(params: dict, tables: list[dict], mesh, stacked: bool = True) -> dict:
+    """`params` plus the aligned row leaves, placed on `mesh` as the rules table lays them out."""
+    from jax.sharding import NamedSharding
+    from jaxmerge.evolve.mesh import tensor_spec
+    out = dict(params)
+    for leaf in tables[0]:
+        host = np.stack([t[leaf] for t in tables]) if stacked else tables[0][leaf]
+        sharding = NamedSharding(mesh, tensor_spec(mesh, leaf, host.shape))
+        out[leaf] = jax.make_array_from_callback(host.shape, sharding, lambda index, host=host: host[index])
+    return out
 
 
 def merge_state(method, sources, mesh) -> dict:
@@ -115,10 +143,14 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     from jaxmerge.ps.fused import choose_mode, tree_bytes
     method = evolvable_method(cfg)
     models, base = open_sources(cfg)
-    spec, dtype = models[0].spec, cfg.dtype or models[0].dtype
-    state = merge_state(method, load_sources(models, base, mesh, dtype), mesh)
+    dtype = cfg.dtype or models[0].dtype
+    aligned = None if cfg.tokenizer is None else align_sources(cfg.tokenizer, models, base)
+    sources = load_sources(models, base, mesh, dtype, aligned)
+    spec = sources.spec
+    state = merge_state(method, sources, mesh)
+    del sources
     genome = build_genome(cfg, method, spec, len(models))
-    tokenizer_dir = (base or models[0]).path
+    tokenizer_dir = (base or models[0]).path if aligned is None else aligned.tokenizer_dir
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
                           seed=cfg.search.seed, objectives=cfg.search.objectives)
@@ -126,8 +158,12 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     plain = weighted_fitness(spec, tasks)
 
     def baselines():
-        return [(str(m.path), plain, lambda m=m: load_table(m.table, spec, mesh, dtype)) for m in models + [base]
-                if m is not None]
+        def params(m):
+            if aligned is None:
+                return load_table(m.table, spec, mesh, dtype)
+            rows = {k: v.astype(DTYPES[dtype]) for k, v in aligned.tables[str(m.path)].items()}
+            return _with_rows(load_table(_rowless(m), m.spec, mesh, dtype), [rows], mesh, stacked=False)
+        return [(str(m.path), plain, lambda m=m: params(m)) for m in models + [base] if m is not None]
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
              "models": [str(m.path) for m in models], "tasks": tasks.describe(),
              **({"objectives": tasks.objective_names()} if tasks.objectives else {})}

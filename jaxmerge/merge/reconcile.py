@@ -60,8 +60,8 @@ def _same_tokenizer(a: Path, b: Path, rows: int) -> bool:
     return on_rows(a) == on_rows(b)
 
 
-EVOLVE_HINT = ("jaxmerge evolve merges embedding rows by index and does not align vocabularies yet: align them "
-               "first (e.g. jaxmerge merge with tokenizer_source on each source) or pick sources with one tokenizer")
+EVOLVE_HINT = ("set tokenizer_source (base, union or a model) or a tokenizer: block in the run config (mode ps), or "
+               "pick sources with one tokenizer (DFS and hybrid runs need one)")
 
 
 def check_vocabularies(models: dict, hint: str = HINT) -> None:

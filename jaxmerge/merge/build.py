@@ -27,6 +27,7 @@ from jaxmerge.merge.numerics import check_math
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.resolve import model_sources
 from jaxmerge.params import stack
+from jaxmerge.vlm.checkpoint import describe, the_tower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +73,7 @@ def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: No
     for ref in referenced(recipe):
         on_load(ref)
         models[ref] = load(ref, dtype=recipe.dtype)
-        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False,
+        check_same_architecture([(m.spec, describe(m.path)) for m in models.values()], same_depth=False,
                                 allow_crimes=allow_crimes)
     return models
 
@@ -165,7 +166,9 @@ def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
 
 def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
                  on_step: Callable[[str], None] = lambda step: None, **changes) -> Path:
-    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
+    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields.
+    With a VLM among the models its language model merges like any text model and the output is that VLM
+    with the merged language model (vision tower, projector, processor and tokenizer taken unchanged)."""
     from jaxmerge.atomic import check_target
     from jaxmerge.merge.base import init_state, merge_jit
     from jaxmerge.merge.output import write_merge
@@ -173,6 +176,7 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     options = dataclasses.replace(options or Options(), **changes)
     check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
     models = load_models(recipe, lambda ref: on_step(f"load {ref}"), options.allow_crimes)
+    tower = the_tower({ref: m.path for ref, m in models.items()}, recipe.dtype)  # a VLM among them: a VLM out
     sources = build_sources(recipe, models)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
@@ -182,4 +186,5 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     on_step("write")
-    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models))
+    tokenizer = tower.path if tower is not None and recipe.tokenizer_source is None else tokenizer_dir(recipe, models)
+    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer, tower)

@@ -7,6 +7,7 @@ deterministic methods.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from jaxmerge.card import write_card
@@ -15,6 +16,7 @@ from jaxmerge.io import Model, all_finite, save
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.params import to_hf_tensors
+from jaxmerge.vlm.checkpoint import save_vlm
 
 RANDOM = frozenset({"dare_ties", "dare_linear", "della", "della_linear"})
 ONE_FILE = 2**62  # --out-shard-size <= 0: mergekit writes one file
@@ -53,10 +55,12 @@ def card_writer(recipe: Recipe, options):
     return write
 
 
-def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path) -> Path:
-    """Check and write the merged model as `options` say (shards, tokenizer, card)."""
+def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path, tower=None) -> Path:
+    """Check and write the merged model as `options` say (shards, tokenizer, card); with a VLM's `tower`
+    (jaxmerge.vlm.checkpoint.Tower), as that VLM with `model` for its language model."""
     check_finite(model)
     shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
-    return save(model, out_dir, tokenizer_from=tokenizer_from if options.copy_tokenizer else None,
+    writer = save if tower is None else partial(save_vlm, tower)
+    return writer(model, out_dir, tokenizer_from=tokenizer_from if options.copy_tokenizer else None,
                 max_shard_size=shard, overwrite=options.overwrite,
                 extra=card_writer(recipe, options) if options.write_model_card else None)

@@ -62,6 +62,22 @@ def load_vlm(path_or_repo_id, dtype: str | None = None) -> VLM:
     return VLM(load_tower(model_dir, dtype), load(model_dir, dtype=dtype))
 
 
+def describe(model_dir: Path) -> str:
+    """How an error names a model: a VLM's language model says whose it is."""
+    if is_vlm_dir(model_dir):
+        return f"{model_dir} (the language model of its {read_spec(model_dir).architecture})"
+    return str(model_dir)
+
+
+def the_tower(paths: dict[str, Path], dtype: str | None = None) -> Tower | None:
+    """The vision tower of the one VLM among a merge's models (None: all are text models). Two VLMs are refused:
+    only one tower can be kept, and dropping the other silently would be wrong."""
+    vlms = [ref for ref, path in paths.items() if is_vlm_dir(path)]
+    expect(len(vlms) <= 1, f"expected at most one vision-language model among the models (its vision tower and "
+                           f"projector are kept unchanged), found {len(vlms)}: {', '.join(vlms)}")
+    return load_tower(paths[vlms[0]], dtype) if vlms else None
+
+
 def load_tower(model_dir: Path, dtype: str | None = None) -> Tower:
     """The vision tower and projector of a VLM directory, every tensor checked."""
     spec = read_spec(model_dir)

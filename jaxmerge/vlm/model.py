@@ -7,7 +7,8 @@ with no change to the decoder. Only a call that carries the prompt splices (toke
 shape); decode steps feed one generated token, as transformers' generate passes pixels at the first step only.
 
 `VLM_DECODER` plugs this into jaxmerge.fitness.generate.greedy: its spec is a `LanguageSpec` (the ArchSpec and
-the image token id), its params {"lm": canonical params, "features": [images, tokens, D]}.
+the image token id), its params {"lm": canonical params, "features": [B, tokens per image, D]}, one image per
+prompt row; in a fitness, `bind` makes them from the candidate and the chunk's cached features.
 """
 from __future__ import annotations
 
@@ -27,12 +28,14 @@ class LanguageSpec(NamedTuple):
 
 
 def splice(h: jax.Array, tokens: jax.Array, features: jax.Array, image_token: int) -> jax.Array:
-    """h [B, S, D] with its image-token rows replaced by `features` [I, N, D] (flattened, in order). The host
-    checks beforehand that the prompt holds exactly I * N image tokens."""
+    """h [B, S, D] with row b's image-token slots replaced, in order, by that row's image features [B, N, D]
+    (one image per prompt; a row without image tokens, e.g. an unused choice row, is left alone). The host checks
+    that every prompt with an image holds exactly N image tokens; transformers' masked_scatter then fills the
+    same slots with the same rows."""
     is_image = tokens == image_token
-    flat = features.reshape(-1, features.shape[-1]).astype(h.dtype)
-    index = jnp.clip(jnp.cumsum(is_image.reshape(-1)) - 1, 0, flat.shape[0] - 1)
-    return jnp.where(is_image[..., None], jnp.take(flat, index, axis=0).reshape(h.shape), h)
+    index = jnp.clip(jnp.cumsum(is_image, axis=-1) - 1, 0, features.shape[1] - 1)
+    rows = jnp.take_along_axis(features.astype(h.dtype), index[..., None], axis=1)
+    return jnp.where(is_image[..., None], rows, h)
 
 
 def with_images(stack: model.Stack, tokens: jax.Array, features: jax.Array, image_token: int) -> model.Stack:
@@ -56,9 +59,19 @@ def forward_cached(spec: LanguageSpec, params, tokens, mask, positions, cache, s
     return model.run(spec.arch, lm, stack, tokens, mask, positions, cache, start)
 
 
+def bind(params, chunk):
+    """The decoder's params for a chunk of fitness items: the candidate's language model and the chunk's cached
+    image features (repeated per choice row where the chunk is teacher-forced [items, choices, S])."""
+    features = chunk["features"]
+    if chunk["tokens"].ndim == 3:
+        features = jnp.repeat(features, chunk["tokens"].shape[1], axis=0)
+    return {"lm": params, "features": features}
+
+
 def _init_cache(spec: LanguageSpec, batch: int, max_len: int, dtype):
     return model.init_cache(spec.arch, batch, max_len, dtype)
 
 
 VLM_DECODER = Decoder(init_cache=_init_cache, forward_cached=forward_cached, forward=forward,
-                      arch=lambda spec: spec.arch, cache_dtype=lambda spec, params: params["lm"]["embed"].dtype)
+                      arch=lambda spec: spec.arch, cache_dtype=lambda spec, params: params["lm"]["embed"].dtype,
+                      bind=bind)

@@ -37,10 +37,11 @@ def char_tokenizer_with_image(vocab_size: int = 97):
                                                 extra_special_tokens={"image_token": "<image>"})
 
 
-def vlm_config(image_size=16, patch_size=4, feature_layer=-2, strategy="default", vision_layers=3, **text):
-    vision = transformers.CLIPVisionConfig(hidden_size=16, intermediate_size=24, num_hidden_layers=vision_layers,
-                                           num_attention_heads=2, image_size=image_size, patch_size=patch_size,
-                                           projection_dim=8)
+def vlm_config(image_size=16, patch_size=4, feature_layer=-2, strategy="default", vision_layers=3, vision=None,
+               **text):
+    sizes = {"hidden_size": 16, "intermediate_size": 24, "num_attention_heads": 2, **(vision or {})}
+    vision = transformers.CLIPVisionConfig(num_hidden_layers=vision_layers, image_size=image_size,
+                                           patch_size=patch_size, projection_dim=8, **sizes)
     text_cfg = transformers.LlamaConfig(**{**BASE, **text})
     tokens = (image_size // patch_size) ** 2 + (strategy == "full")
     return transformers.LlavaConfig(vision_config=vision, text_config=text_cfg, image_token_index=IMAGE_TOKEN,

@@ -1,0 +1,100 @@
+"""An image task's fitness on its own: the `choice` metric (features repeated per choice row) against
+transformers' LlavaForConditionalGeneration summing each choice's log-probs, one compilation for several
+candidates, and the refusals: an image task with an <image> in a prompt, evolve mode dfs with a VLM."""
+import json
+
+import jax
+import numpy as np
+import pytest
+import torch
+import transformers
+
+from jaxmerge.cli import main
+from jaxmerge.fitness import load_items, load_task, make_fitness
+from jaxmerge.vlm.checkpoint import load_vlm
+from jaxmerge.vlm.model import VLM_DECODER, LanguageSpec
+from jaxmerge.vlm.processor import load_processor
+from jaxmerge.vlm.tasks import prepare_images
+from jaxmerge.errors import JaxmergeError
+from tests.vlm_tiny import images, make_tiny_vlm
+
+TEMPLATE = "USER: <image>\\n{prompt} ASSISTANT:"
+CHOICES = ["red", "a blue box", "green", "no"]
+ROWS = [{"image": f"img/{i}.png", "prompt": f"which {i}?", "answer": CHOICES[i % 4], "choices": CHOICES[:2 + i % 3]}
+        for i in range(5)]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from PIL import Image
+    root = tmp_path_factory.mktemp("vlm-fit")
+    vlm = make_tiny_vlm(root / "vlm", seed=2)
+    (root / "img").mkdir()
+    for i, im in enumerate(images(len(ROWS), 16, seed=9)):
+        Image.fromarray(im).save(root / f"img/{i}.png")
+    for r in ROWS:
+        r["answer"] = r["answer"] if r["answer"] in r["choices"] else r["choices"][0]
+    (root / "dev.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    (root / "task.yml").write_text(f"name: pick\nsplits: {{dev: dev.jsonl}}\nimages: true\nmetric: choice\n"
+                                   f"template: \"{TEMPLATE}\"\n")
+    return root, vlm
+
+
+def fitness(root, vlm_dir):
+    vlm, task = load_vlm(vlm_dir), load_task(root / "task.yml")
+    prepared = prepare_images(task, load_items(task, "dev"), load_processor(vlm_dir), vlm.tower, item_batch=2)
+    return vlm, make_fitness(LanguageSpec(vlm.spec.text, vlm.spec.image_token), prepared, decoder=VLM_DECODER)
+
+
+def transformers_choices(vlm_dir) -> np.ndarray:
+    """Per item: 1 iff the answer has the highest summed log-prob of its choices (transformers, float32)."""
+    hf = transformers.LlavaForConditionalGeneration.from_pretrained(vlm_dir, dtype=torch.float32,
+                                                                    local_files_only=True).eval()
+    processor = transformers.AutoProcessor.from_pretrained(str(vlm_dir), local_files_only=True)
+    out = []
+    for row, im in zip(ROWS, images(len(ROWS), 16, seed=9)):
+        prompt = TEMPLATE.replace("\\n", "\n").replace("{prompt}", row["prompt"])
+        enc = processor(images=[im], text=[prompt], return_tensors="pt")
+        sums = []
+        for choice in row["choices"]:
+            cont = processor.tokenizer(" " + choice, add_special_tokens=False, return_tensors="pt").input_ids
+            with torch.no_grad():
+                logp = hf(input_ids=torch.cat([enc.input_ids, cont], 1),
+                          pixel_values=enc.pixel_values).logits.log_softmax(-1)[0]
+            sums.append(float(logp[-cont.shape[1] - 1:-1].gather(1, cont[0][:, None]).sum()))
+        out.append(float(row["choices"][int(np.argmax(sums))] == row["answer"]))
+    return np.asarray(out)
+
+
+def test_choice_scores_match_transformers_and_compile_once(world):
+    root, vlm_dir = world
+    vlm, fit = fitness(root, vlm_dir)
+    per_item = jax.jit(fit.per_item)
+    want = transformers_choices(vlm_dir)
+    np.testing.assert_array_equal(np.asarray(per_item(vlm.lm.params)), want)
+    assert 0 < want.mean() < 1  # right and wrong items both occur
+    rng = np.random.default_rng(0)
+    for _ in range(2):  # other candidates: no recompilation
+        per_item(jax.tree.map(lambda x: x + rng.normal(0, 0.01, x.shape).astype(x.dtype), vlm.lm.params))
+    assert per_item._cache_size() == 1
+
+
+def test_an_image_token_in_a_prompt_is_refused(world, tmp_path):
+    root, vlm_dir = world
+    task = load_task(root / "task.yml")
+    items = load_items(task, "dev")
+    items[1] = items[1]._replace(prompt="<image> twice")
+    with pytest.raises(JaxmergeError, match="item 1: expected no '<image>' in the prompt"):
+        prepare_images(task, items, load_processor(vlm_dir), load_vlm(vlm_dir).tower, item_batch=2)
+
+
+def test_dfs_with_a_vlm_is_refused(world, tmp_path, capsys):
+    root, vlm_dir = world
+    cfg = tmp_path / "dfs.yml"
+    cfg.write_text(f"mode: dfs\nmodels: [{vlm_dir}, {vlm_dir}]\nsearch: {{population: 4, generations: 1}}\n"
+                   f"fitness: {{tasks: [{{task: {root}/task.yml, split: dev}}]}}\n")
+    capsys.readouterr()
+    assert main(["evolve", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "use mode ps" in err, err
+    assert not (tmp_path / "run").exists()

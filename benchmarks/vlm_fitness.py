@@ -79,7 +79,7 @@ def measure(root: Path) -> dict:
         return t, fn._cache_size()
     out = {name: timed(f) for name, f in (("cached", cached), ("text", text_only), ("full", full))}
     out["tokens"] = int(prepared.arrays["mask"].sum())
-    out["image_tokens"] = vlm.spec.tokens_per_image
+    out["image_tokens"] = vlm.spec.tokens_per_tile
     return out
 
 

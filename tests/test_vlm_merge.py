@@ -57,7 +57,8 @@ def test_merge_keeps_the_tower_and_merges_the_language_model(world, merged, tmp_
 def test_merged_vlm_runs_in_transformers_as_jaxmerge_runs_it(merged):
     out = merged
     processor = transformers.AutoProcessor.from_pretrained(str(out), local_files_only=True)
-    pixels, ids = encode(load_processor(out), images(1, 20)[0], "USER: <image>\ncolour? ASSISTANT:")
+    pixels, ids, _ = encode(load_processor(out), images(1, 20)[0], "USER: <image>\ncolour? ASSISTANT:")
+    pixels = pixels[None]
     assert processor(images=images(1, 20), text=["USER: <image>\ncolour? ASSISTANT:"],
                      return_tensors="np")["input_ids"][0].tolist() == ids
     hf = transformers.LlavaForConditionalGeneration.from_pretrained(out, dtype=torch.float32,

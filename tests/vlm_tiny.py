@@ -94,3 +94,32 @@ def images(n: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
     """Random RGB uint8 images [H, W, 3] (processor input)."""
     rng = np.random.default_rng(seed)
     return [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def make_tiny_llava_next(path: Path, seed: int = 0, grid=((16, 32), (32, 16), (32, 32)), **config) -> Path:
+    """A random LLaVA-Next (tiles of the vision tower's size on an any-resolution grid, image newline) with its
+    processor."""
+    torch.manual_seed(seed)
+    base = vlm_config(**config)
+    cfg = transformers.LlavaNextConfig(vision_config=base.vision_config, text_config=base.text_config,
+                                       image_token_index=IMAGE_TOKEN, image_grid_pinpoints=[list(g) for g in grid],
+                                       vision_feature_layer=base.vision_feature_layer,
+                                       vision_feature_select_strategy=base.vision_feature_select_strategy)
+    model = transformers.LlavaNextForConditionalGeneration(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1 + 0.1 * torch.randn_like(p))
+            elif name.endswith(".bias") or "class_embedding" in name or "newline" in name:
+                p.copy_(0.3 * torch.randn_like(p))
+            elif "embed" in name or "position" in name:
+                p.copy_(0.5 * torch.randn_like(p))
+    model.save_pretrained(path)
+    size = cfg.vision_config.image_size
+    images = transformers.LlavaNextImageProcessorPil(size={"shortest_edge": size},
+                                                     crop_size={"height": size, "width": size},
+                                                     image_grid_pinpoints=[list(g) for g in grid])
+    transformers.LlavaNextProcessor(images, char_tokenizer_with_image(), patch_size=cfg.vision_config.patch_size,
+                                    vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+                                    num_additional_image_tokens=1).save_pretrained(str(path))
+    return Path(path)

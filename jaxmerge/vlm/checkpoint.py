@@ -1,4 +1,4 @@
-"""LLaVA checkpoints <-> `VLM`: the language model as a text `Model`, the vision tower and projector as they are.
+"""LLaVA / LLaVA-Next checkpoints <-> `VLM`: the language model as a text `Model`, the vision tower and projector as they are.
 
 Loading reads the language model through jaxmerge.io.load (a VLM directory reads as its language model there,
 jaxmerge.vlm.view) and the vision tower and projector tensor by tensor, each checked against the config
@@ -38,6 +38,7 @@ class Tower:
     vision: Params
     projector: Params
     path: Path
+    top: Params = dataclasses.field(default_factory=dict)  # LLaVA-Next: {"image_newline": [D]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +58,8 @@ def read_spec(model_dir: Path) -> VLMSpec:
 
 def load_vlm(path_or_repo_id, dtype: str | None = None) -> VLM:
     model_dir = resolve(path_or_repo_id)
-    expect(is_vlm_dir(model_dir), f"expected a vision-language checkpoint (config.json model_type 'llava') at "
+    expect(is_vlm_dir(model_dir), f"expected a vision-language checkpoint (config.json model_type 'llava' or "
+                                  f"'llava_next') at "
                                   f"{model_dir}, found a text model")
     return VLM(load_tower(model_dir, dtype), load(model_dir, dtype=dtype))
 
@@ -87,7 +89,9 @@ def load_tower(model_dir: Path, dtype: str | None = None) -> Tower:
     layers = {k: np.stack([vision.pop(f"encoder.layers.{i}.{k}") for i in range(spec.vision.num_layers)])
               for k in vision_shapes(spec.vision)["layers"]}
     projector = _read_part(found["projector"], projector_shapes(spec), headers, model_dir, dtype)
-    return Tower(spec, {**vision, "layers": layers}, projector, model_dir)
+    top = _read_part(found["top"], {"image_newline": (spec.text.hidden_size,)} if spec.tiled else {}, headers,
+                     model_dir, dtype)
+    return Tower(spec, {**vision, "layers": layers}, projector, model_dir, top)
 
 
 def _flat(shapes: dict) -> dict[str, tuple[int, ...]]:
@@ -130,6 +134,7 @@ def vlm_tensors(tower: Tower, lm: Model) -> dict[str, np.ndarray]:
                     for i in range(v.shape[0])})
     out.update({SAVE_PREFIX["projector"] + k: np.asarray(v).astype(dtype, copy=False)
                 for k, v in tower.projector.items()})
+    out.update({k: np.asarray(v).astype(dtype, copy=False) for k, v in tower.top.items()})
     return out
 
 

@@ -18,6 +18,8 @@ from jaxmerge.vlm.view import ARCHITECTURES, text_config
 TOP_KEYS = frozenset({"text_config", "vision_config", "image_token_index", "image_token_id", "image_seq_length",
                       "projector_hidden_act", "vision_feature_select_strategy", "vision_feature_layer",
                       "multimodal_projector_bias", "tie_word_embeddings", "ignore_index", "vocab_size"})
+NEXT_KEYS = frozenset({"image_grid_pinpoints"})  # LLaVA-Next (any-resolution tiles, spatial unpad, newline)
+NEXT_GRID = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # transformers' default
 TOP_DEFAULTS = dict(image_token_index=32000, image_seq_length=576, projector_hidden_act="gelu",
                     vision_feature_select_strategy="default", vision_feature_layer=-2, multimodal_projector_bias=True)
 VISION_REQUIRED = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "image_size",
@@ -61,10 +63,16 @@ class VLMSpec:
     projector_act: str
     projector_bias: bool
     config: str = "{}"
+    grid: tuple[tuple[int, int], ...] = ()  # LLaVA-Next: the any-resolution grid pinpoints (height, width)
 
     @property
-    def tokens_per_image(self) -> int:
+    def tokens_per_tile(self) -> int:
+        """Features of one vision-tower input (a LLaVA-1.5 image; a LLaVA-Next tile)."""
         return self.vision.num_patches + (1 if self.full else 0)
+
+    @property
+    def tiled(self) -> bool:
+        return bool(self.grid)
 
     @property
     def architecture(self) -> str:
@@ -87,7 +95,8 @@ def read_vlm_config(cfg: dict, where: str) -> VLMSpec:
     name = cfg.get("model_type")
     expect(cfg.get("architectures") in (None, [ARCHITECTURES[name]]),
            f"{where}: architectures must be [{ARCHITECTURES[name]!r}], found {cfg.get('architectures')!r}")
-    unknown = sorted(k for k in cfg if k not in TOP_KEYS | INERT_KEYS)
+    known = TOP_KEYS | (NEXT_KEYS if name == "llava_next" else frozenset())
+    unknown = sorted(k for k in cfg if k not in known | INERT_KEYS)
     expect(not unknown, f"{where}: expected only {name} config keys known to jaxmerge, found unsupported {unknown}")
     text = ArchSpec.from_hf_config(text_config(cfg, where), f"{where} text_config")
     top = {**TOP_DEFAULTS, **cfg}
@@ -101,8 +110,20 @@ def read_vlm_config(cfg: dict, where: str) -> VLMSpec:
                                             f"found {strategy!r}")
     act = top["projector_hidden_act"]
     expect(act in PROJECTOR_ACTS, f"{where}: projector_hidden_act must be one of {PROJECTOR_ACTS}, found {act!r}")
+    grid = _grid(top.get("image_grid_pinpoints") or NEXT_GRID, where) if name == "llava_next" else ()
+    expect(not grid or strategy == "default", f"{where}: vision_feature_select_strategy must be 'default' for "
+                                              f"llava_next (its tiles reshape without the class token), found "
+                                              f"{strategy!r}")
     return VLMSpec(text, vision, image_token, _feature_layers(top["vision_feature_layer"], vision, where),
-                   strategy == "full", act, bool(top["multimodal_projector_bias"]), json.dumps(cfg, sort_keys=True))
+                   strategy == "full", act, bool(top["multimodal_projector_bias"]), json.dumps(cfg, sort_keys=True),
+                   grid)
+
+
+def _grid(value, where: str) -> tuple[tuple[int, int], ...]:
+    ok = isinstance(value, list) and value and all(
+        isinstance(p, list) and len(p) == 2 and all(positive_int(x) for x in p) for p in value)
+    expect(ok, f"{where}: expected image_grid_pinpoints as a list of [height, width] pairs, found {str(value)[:60]}")
+    return tuple((int(h), int(w)) for h, w in value)
 
 
 def _image_token(cfg: dict, where: str) -> int:

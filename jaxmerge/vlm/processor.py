@@ -22,7 +22,9 @@ def load_processor(model_dir: Path):
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def encode(processor, image, prompt: str) -> tuple[np.ndarray, list[int]]:
-    """(pixels [1, C, H, W] float32, prompt token ids with the image tokens expanded) of one image and prompt."""
+def encode(processor, image, prompt: str) -> tuple[np.ndarray, list[int], tuple[int, int] | None]:
+    """(pixels [C, H, W], or LLaVA-Next's tiles [P, C, H, W]; prompt token ids with the image tokens expanded;
+    the image's (height, width) where the processor reports it) of one image and prompt."""
     out = processor(images=[image], text=[prompt], return_tensors="np")
-    return np.asarray(out["pixel_values"], np.float32), [int(t) for t in out["input_ids"][0]]
+    size = tuple(int(v) for v in out["image_sizes"][0]) if "image_sizes" in out else None
+    return np.asarray(out["pixel_values"][0], np.float32), [int(t) for t in out["input_ids"][0]], size

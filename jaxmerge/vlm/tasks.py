@@ -2,24 +2,24 @@
 
 A task file with `images: true` has rows {"image": PATH (relative to the task file), "prompt": ..., "answer":
 ..., "answers": [more references]}; its template places the image with the processor's image token (e.g.
-"USER: <image>\\n{prompt} ASSISTANT:"). Preparing expands that token into the model's image tokens (what
-transformers' LlavaProcessor does), tokenises as for a text task (jaxmerge.fitness.prepare), runs every image
-through transformers' image processor and the vision tower and projector once, and keeps the features beside
-the tokens. The features do not depend on the genome, so a candidate then costs one language-model pass.
+"USER: <image>\\n{prompt} ASSISTANT:"). Preparing runs every image through transformers' image processor and
+the vision tower and projector once (jaxmerge.vlm.anyres; LLaVA-Next's tiles too), expands that token into one
+image token per feature (what transformers' processors do), tokenises as for a text task
+(jaxmerge.fitness.prepare), and keeps the features beside the tokens. The features do not depend on the genome,
+so a candidate then costs one language-model pass.
 """
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.fitness.prepare import Prepared, prepare
 from jaxmerge.fitness.tasks import Item, Task
 from jaxmerge.vlm.checkpoint import Tower
-from jaxmerge.vlm.vision import image_features_jit
+from jaxmerge.vlm.anyres import image_tokens
 
 
 def image_path(task: Task, item: Item, index: int) -> Path:
@@ -45,46 +45,42 @@ def read_image(task: Task, item: Item, index: int):
                             f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
-def expanded(task: Task, image_token: str, count: int) -> Task:
-    """The task with its template's one image token repeated `count` times (LlavaProcessor's expansion)."""
-    expect(task.template.count(image_token) == 1, f"task {task.name}: expected the template to place the image "
-                                                  f"with one {image_token!r}, found {task.template.count(image_token)}")
-    return dataclasses.replace(task, template=task.template.replace(image_token, image_token * count))
-
-
 def prepare_images(task: Task, items: list[Item], processor, tower: Tower, *, item_batch: int) -> Prepared:
-    """`prepare`'s arrays plus "features" [N_padded, tokens per image, D] in the language model's dtype."""
+    """`prepare`'s arrays plus "features" [N_padded, most image tokens, D] in the language model's dtype (rows
+    padded with zeros past an image's own count: LLaVA-Next's count depends on the image's size)."""
     expect(task.images is not None, f"task {task.name}: expected an image task (images: true), found a text task")
-    spec, token = tower.spec, processor.image_token
+    token = processor.image_token
+    expect(task.template.count(token) == 1, f"task {task.name}: expected the template to place the image with "
+                                            f"one {token!r}, found {task.template.count(token)}")
+    features, expanded = [], []
     for i, it in enumerate(items):
         expect(token not in it.prompt, f"task {task.name}: item {i}: expected no {token!r} in the prompt (the "
                                        f"template places the image), found one")
-    prepared = prepare(expanded(task, token, spec.tokens_per_image), items, processor.tokenizer,
+        out = processor.image_processor(images=[read_image(task, it, i)], return_tensors="np")
+        size = tuple(int(v) for v in out["image_sizes"][0]) if "image_sizes" in out else None
+        features.append(image_tokens(tower, np.asarray(out["pixel_values"][0], np.float32), size))
+        # the processor's expansion: the image token once per feature; the template applied here, per item
+        expanded.append(it._replace(prompt=task.template.replace(token, token * len(features[-1]))
+                                    .replace("{prompt}", it.prompt)))
+    prepared = prepare(dataclasses.replace(task, template="{prompt}"), expanded, processor.tokenizer,
                        item_batch=item_batch)
-    check_image_tokens(prepared, spec.image_token, spec.tokens_per_image)
-    features = np.concatenate([_features(task, items[i:i + item_batch], i, processor, tower)
-                               for i in range(0, len(items), item_batch)])
+    counts = np.asarray([len(f) for f in features])
     take = np.minimum(np.arange(prepared.arrays["tokens"].shape[0]), len(items) - 1)
-    return prepared._replace(arrays={**prepared.arrays, "features": features[take]})
+    check_image_tokens(prepared, tower.spec.image_token, counts[take])
+    most = counts.max()
+    padded = np.stack([np.concatenate([f, np.zeros((most - len(f), f.shape[1]), f.dtype)]) for f in features])
+    return prepared._replace(task=task, items=tuple(items), arrays={**prepared.arrays, "features": padded[take]})
 
 
-def check_image_tokens(prepared: Prepared, image_token: int, count: int) -> None:
+def check_image_tokens(prepared: Prepared, image_token: int, counts: np.ndarray) -> None:
+    """Every prompt row holds exactly its image's feature count of image tokens (unused choice rows: none)."""
     tokens, mask = prepared.arrays["tokens"], prepared.arrays["mask"]
     found = ((tokens == image_token) & (mask > 0)).sum(-1)
-    rows = mask.sum(-1) > 0  # teacher-forced: unused choice rows are empty
-    bad = np.unique(found[rows])
-    expect(bad.tolist() == [count], f"task {prepared.task.name}: expected {count} image tokens in every prompt, "
-                                    f"found {bad.tolist()} (does the tokenizer keep the image token whole?)")
-
-
-def _features(task: Task, items: list[Item], first: int, processor, tower: Tower) -> np.ndarray:
-    """Projected features of a batch of items' images, computed once (jitted; one compile per batch shape)."""
-    images = [read_image(task, it, first + j) for j, it in enumerate(items)]
-    pixels = np.asarray(processor.image_processor(images=images, return_tensors="np")["pixel_values"], np.float32)
-    vs = tower.spec.vision
-    expect(pixels.shape[1:] == (vs.num_channels, vs.image_size, vs.image_size),
-           f"task {task.name}: expected the processor to make images of {vs.image_size}x{vs.image_size} for the "
-           f"vision tower, found pixels of shape {pixels.shape[1:]}")
-    dtype = tower.vision["embeddings.patch_embedding.weight"].dtype
-    out = image_features_jit(tower.spec, tower.vision, tower.projector, jnp.asarray(pixels, dtype))
-    return np.asarray(out)
+    if found.ndim == 2:  # teacher-forced [items, choices]
+        counts = np.where(mask.sum(-1) > 0, counts[:, None], 0)
+    found, counts = found.reshape(len(found), -1), counts.reshape(len(found), -1)
+    bad = np.flatnonzero((found != counts).any(-1))
+    if bad.size:
+        i = int(bad[0])
+        raise JaxmergeError(f"task {prepared.task.name}: item {i}: expected {counts[i].max()} image tokens in its "
+                            f"prompt, found {found[i].max()} (the tokenizer must keep the image token whole)")

@@ -17,7 +17,9 @@ from jaxmerge.files import MB
 from jaxmerge.jsonfile import read_json_object
 
 MAX_CONFIG = 4 * MB
-ARCHITECTURES = {"llava": "LlavaForConditionalGeneration"}  # model_type -> transformers class
+ARCHITECTURES = {"llava": "LlavaForConditionalGeneration",  # model_type -> transformers class
+                 "llava_next": "LlavaNextForConditionalGeneration"}
+TOP_NAMES = {"image_newline": "image_newline", "model.image_newline": "image_newline"}  # LLaVA-Next's row marker
 LM_PREFIXES = (("language_model.model.", "model."), ("model.language_model.", "model."),
                ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
 VISION_PREFIXES = ("vision_tower.vision_model.", "model.vision_tower.vision_model.", "model.vision_tower.",
@@ -57,13 +59,14 @@ def _strip(name: str, prefixes) -> str | None:
 
 
 def parts(names, where) -> dict[str, dict[str, str]]:
-    """{"text": {text name: stored}, "vision": {vision-tower name: stored}, "projector": {...: stored}}."""
-    out: dict[str, dict[str, str]] = {"text": {}, "vision": {}, "projector": {}}
+    """{"text": {text name: stored}, "vision": {vision-tower name: stored}, "projector": {...: stored},
+    "top": {"image_newline": stored} (LLaVA-Next)}."""
+    out: dict[str, dict[str, str]] = {"text": {}, "vision": {}, "projector": {}, "top": {}}
     for name in names:
         lm = next((new + name[len(old):] for old, new in LM_PREFIXES if name.startswith(old)), None)
         vision, projector = _strip(name, VISION_PREFIXES), _strip(name, PROJECTOR_PREFIXES)
-        part, local = next(((p, n) for p, n in (("text", lm), ("vision", vision), ("projector", projector))
-                            if n is not None), (None, None))
+        found = (("text", lm), ("vision", vision), ("projector", projector), ("top", TOP_NAMES.get(name)))
+        part, local = next(((p, n) for p, n in found if n is not None), (None, None))
         expect(part is not None, f"{where}: expected only language-model, vision-tower and projector tensors in a "
                                  f"VLM checkpoint, found unexpected {name}")
         expect(local not in out[part], f"{where}: expected each tensor once, found {name} and "

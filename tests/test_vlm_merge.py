@@ -16,7 +16,7 @@ from jaxmerge.vlm.model import VLM_DECODER, LanguageSpec
 from jaxmerge.vlm.processor import encode, load_processor
 from jaxmerge.vlm.vision import image_features_jit
 from tests.merge_oracle import mergekit_merge, read_tensors, worst_relative
-from tests.vlm_tiny import images, make_tiny_vlm, text_sibling
+from tests.vlm_tiny import images, make_tiny_llava_next, make_tiny_vlm, text_sibling
 
 
 @pytest.fixture(scope="module")
@@ -98,3 +98,30 @@ def test_two_vlms_are_refused(world, tmp_path, capsys):
     err = refused(tmp_path, capsys, {"merge_method": "linear", "models": [
         {"model": str(world["vlm"]), "parameters": {"weight": 0.5}}, {"model": str(other), "parameters": {"weight": 0.5}}]})
     assert "at most one vision-language model" in err, err
+
+
+def test_llava_next_merges_and_runs_in_transformers(tmp_path):
+    """LLaVA-Next: the image newline comes through with the tower; transformers generates what jaxmerge does on a
+    wide image (tiles and unpadding)."""
+    from jaxmerge.vlm.anyres import image_tokens
+    vlm = make_tiny_llava_next(tmp_path / "next")
+    ja = text_sibling(vlm, tmp_path / "ja", seed=1)
+    (tmp_path / "r.yml").write_text(yaml.safe_dump({"merge_method": "linear", "models": [
+        {"model": str(vlm), "parameters": {"weight": 0.6}}, {"model": str(ja), "parameters": {"weight": 0.4}}]}))
+    assert main(["merge", str(tmp_path / "r.yml"), str(tmp_path / "out")]) == 0
+    out, source = read_tensors(tmp_path / "out"), read_tensors(vlm)
+    np.testing.assert_array_equal(out["image_newline"], source["image_newline"])
+    picture = np.random.default_rng(3).integers(0, 256, (14, 37, 3), dtype=np.uint8)
+    pixels, ids, size = encode(load_processor(tmp_path / "out"), picture, "<image> what? ")
+    hf = transformers.LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "out", dtype=torch.float32,
+                                                                        local_files_only=True).eval()
+    with torch.no_grad():
+        want = hf.generate(input_ids=torch.as_tensor([ids]), pixel_values=torch.as_tensor(pixels[None]),
+                           image_sizes=torch.as_tensor([size]), do_sample=False, max_new_tokens=6, pad_token_id=0,
+                           eos_token_id=2)[0, len(ids):].numpy()
+    merged = load_vlm(tmp_path / "out")
+    feats = jnp.asarray(image_tokens(merged.tower, pixels, size)[None])
+    got = greedy_jit(LanguageSpec(merged.spec.text, merged.spec.image_token), {"lm": merged.lm.params, "features": feats},
+                     jnp.asarray([ids]), jnp.ones((1, len(ids)), jnp.int32), jnp.asarray([2]), max_new_tokens=6,
+                     decoder=VLM_DECODER)
+    np.testing.assert_array_equal(np.asarray(got.tokens)[0, :len(want)], want)

@@ -78,7 +78,7 @@ def processor(cfg):
 def text_sibling(vlm_dir: Path, path: Path, seed: int = 1, scale: float = 0.02) -> Path:
     """The VLM's language model plus N(0, scale) noise, saved as a text LlamaForCausalLM with the tokenizer."""
     torch.manual_seed(seed)
-    vlm = transformers.LlavaForConditionalGeneration.from_pretrained(vlm_dir, local_files_only=True)
+    vlm = transformers.AutoModelForImageTextToText.from_pretrained(vlm_dir, local_files_only=True)
     text = transformers.LlamaForCausalLM(vlm.config.text_config).eval()
     state = {f"model.{k}": v for k, v in vlm.model.language_model.state_dict().items()}
     text.load_state_dict({**state, "lm_head.weight": vlm.lm_head.weight}, strict=True)

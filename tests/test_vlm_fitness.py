@@ -98,3 +98,22 @@ def test_dfs_with_a_vlm_is_refused(world, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "use mode ps" in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_jaxmerge_eval_scores_an_image_task(world, capsys):
+    root, vlm_dir = world
+    want = transformers_choices(vlm_dir).mean()
+    capsys.readouterr()
+    assert main(["eval", str(vlm_dir), str(root / "task.yml")]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("pick") and "choice:" in line and abs(float(line.split()[-1]) - want) < 1e-6, line
+
+
+def test_jaxmerge_eval_of_an_image_task_on_a_text_model_is_refused(world, tmp_path, capsys):
+    from tests.vlm_tiny import text_sibling
+    root, vlm_dir = world
+    text = text_sibling(vlm_dir, tmp_path / "text")
+    capsys.readouterr()
+    assert main(["eval", str(text), str(root / "task.yml")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "vision-language model" in err, err

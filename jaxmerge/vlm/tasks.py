@@ -62,11 +62,11 @@ def prepare_images(task: Task, items: list[Item], processor, tower: Tower, *, it
         # the processor's expansion: the image token once per feature; the template applied here, per item
         expanded.append(it._replace(prompt=task.template.replace(token, token * len(features[-1]))
                                     .replace("{prompt}", it.prompt)))
-    prepared = prepare(dataclasses.replace(task, template="{prompt}"), expanded, processor.tokenizer,
+    prepared = prepare(dataclasses.replace(task, template="{prompt}", images=None), expanded, processor.tokenizer,
                        item_batch=item_batch)
     counts = np.asarray([len(f) for f in features])
     take = np.minimum(np.arange(prepared.arrays["tokens"].shape[0]), len(items) - 1)
-    check_image_tokens(prepared, tower.spec.image_token, counts[take])
+    check_image_tokens(prepared._replace(task=task), tower.spec.image_token, counts[take])
     most = counts.max()
     padded = np.stack([np.concatenate([f, np.zeros((most - len(f), f.shape[1]), f.dtype)]) for f in features])
     return prepared._replace(task=task, items=tuple(items), arrays={**prepared.arrays, "features": padded[take]})

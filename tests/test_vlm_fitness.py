@@ -117,3 +117,30 @@ def test_jaxmerge_eval_of_an_image_task_on_a_text_model_is_refused(world, tmp_pa
     assert main(["eval", str(text), str(root / "task.yml")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "vision-language model" in err, err
+
+
+def test_a_sparse_text_config_reads_as_transformers_fills_it():
+    """llava-hf/llava-1.5-7b-hf's config.json (its text_config lists only what differs from LlamaConfig)."""
+    from jaxmerge.vlm.config import read_vlm_config
+    cfg = {"architectures": ["LlavaForConditionalGeneration"], "ignore_index": -100, "image_token_index": 32000,
+           "model_type": "llava", "pad_token_id": 32001, "projector_hidden_act": "gelu",
+           "text_config": {"_name_or_path": "lmsys/vicuna-7b-v1.5", "architectures": ["LlamaForCausalLM"],
+                           "max_position_embeddings": 4096, "model_type": "llama", "rms_norm_eps": 1e-05,
+                           "torch_dtype": "float16", "vocab_size": 32064},
+           "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.36.0.dev0",
+           "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                             "model_type": "clip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 24,
+                             "patch_size": 14, "projection_dim": 768, "vocab_size": 32000},
+           "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064}
+    spec = read_vlm_config(json.loads(json.dumps(cfg)), "llava-1.5")
+    want = transformers.LlavaConfig(**cfg)
+    t, v = want.text_config, want.vision_config
+    assert (spec.text.hidden_size, spec.text.intermediate_size, spec.text.num_layers, spec.text.num_heads,
+            spec.text.num_kv_heads, spec.text.vocab_size, spec.text.max_position_embeddings, spec.text.rms_norm_eps,
+            spec.text.rope_theta) == (t.hidden_size, t.intermediate_size, t.num_hidden_layers,
+                                      t.num_attention_heads, t.num_key_value_heads, t.vocab_size,
+                                      t.max_position_embeddings, t.rms_norm_eps, t.rope_parameters["rope_theta"])
+    assert (spec.vision.hidden_size, spec.vision.num_layers, spec.vision.image_size, spec.vision.patch_size,
+            spec.vision.activation, spec.vision.layer_norm_eps, spec.feature_layers) == (
+        v.hidden_size, v.num_hidden_layers, v.image_size, v.patch_size, v.hidden_act, v.layer_norm_eps, (23,))
+    assert spec.tokens_per_tile == 576 and spec.image_token == 32000

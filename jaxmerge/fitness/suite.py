@@ -133,9 +133,14 @@ def task_inputs(ref: TaskSpec) -> list[tuple[str, Path]]:
     if ref.lm_eval is not None:
         from jaxmerge.fitness.lmeval.load import input_files
         return input_files(ref.lm_eval)
-    found = [("task", Path(ref.task))]
-    return found + [("split", split) for _, split in load_task(ref.task).splits
-                     if isinstance(split, Path) and split.exists()]
+    task = load_task(ref.task)
+    found = [("task", Path(ref.task))] + [("split", split) for _, split in task.splits
+                                          if isinstance(split, Path) and split.exists()]
+    if task.images is not None:  # an image task reads its images too
+        from jaxmerge.vlm.tasks import image_path
+        images = (image_path(task, it, i) for split, _ in task.splits for i, it in enumerate(load_items(task, split)))
+        found += [("image", p) for p in images if p.is_file()]  # a missing one is named when the task is prepared
+    return found
 
 
 def fixed_subset(items: list, n: int, seed: int) -> list:

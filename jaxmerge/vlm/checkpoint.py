@@ -151,7 +151,7 @@ def save_vlm(tower: Tower, lm: Model, out_dir, *, tokenizer_from: Path | None = 
              max_shard_size: int | str = "5GB", overwrite: bool = False,
              extra: Callable[[Path], None] | None = None) -> Path:
     """A complete LLaVA checkpoint: `lm` as its language model, `tower` unchanged, the processor files of the
-    tower's directory and the tokenizer of `tokenizer_from` (default: the tower's directory)."""
+    tower's directory and the tokenizer of `tokenizer_from` (None: no tokenizer, as --no-copy-tokenizer asks)."""
     check_fits(tower, lm)
     config = tower.spec.hf_config(lm.spec, lm.dtype)
 
@@ -161,5 +161,5 @@ def save_vlm(tower: Tower, lm: Model, out_dir, *, tokenizer_from: Path | None = 
                 shutil.copy2(tower.path / name, tmp / name)
         if extra is not None:
             extra(tmp)
-    return write_checkpoint(vlm_tensors(tower, lm), config, out_dir, tokenizer_from=tokenizer_from or tower.path,
+    return write_checkpoint(vlm_tensors(tower, lm), config, out_dir, tokenizer_from=tokenizer_from,
                             max_shard_size=max_shard_size, overwrite=overwrite, extra=more)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jaxmerge.errors import expect
+from jaxmerge.families.keys import COMMON_KEYS
 from jaxmerge.files import MB
 from jaxmerge.jsonfile import read_json_object
 
@@ -32,11 +33,21 @@ def is_vlm_config(cfg: dict) -> bool:
 
 
 def text_config(cfg: dict, where: str) -> dict:
-    """The language model's config.json, as its family record reads it."""
+    """The language model's config.json, as its family record reads it. Checkpoints such as
+    llava-hf/llava-1.5-7b-hf store only the keys that differ from the text class's defaults; the missing size and
+    RoPE keys are filled from transformers' own config class of that model_type, as transformers fills them."""
     text = cfg.get("text_config")
     expect(isinstance(text, dict), f"{where}: expected a text_config mapping in a {cfg.get('model_type')} config, "
                                    f"found {type(text).__name__}")
-    return text
+    missing = [k for k in COMMON_KEYS if k not in text]
+    if not missing:
+        return text
+    from transformers import AutoConfig
+    try:
+        defaults = AutoConfig.for_model(str(text.get("model_type"))).to_dict()
+    except (KeyError, ValueError):  # an unknown model_type: the family registry refuses it by name
+        return text
+    return {**{k: defaults[k] for k in missing if defaults.get(k) is not None}, **text}
 
 
 def read_config(model_dir: Path) -> dict | None:

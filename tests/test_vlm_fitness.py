@@ -144,3 +144,28 @@ def test_a_sparse_text_config_reads_as_transformers_fills_it():
             spec.vision.activation, spec.vision.layer_norm_eps, spec.feature_layers) == (
         v.hidden_size, v.num_hidden_layers, v.image_size, v.patch_size, v.hidden_act, v.layer_norm_eps, (23,))
     assert spec.tokens_per_tile == 576 and spec.image_token == 32000
+
+
+
+def test_llava_next_mistral_config_reads_as_transformers_fills_it():
+    """llava-hf/llava-v1.6-mistral-7b-hf's config.json (the paper's source model), its sparse Mistral text_config."""
+    from jaxmerge.vlm.config import read_vlm_config
+    cfg = {"architectures": ["LlavaNextForConditionalGeneration"], "ignore_index": -100,
+           "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]],
+           "image_token_index": 32000, "model_type": "llava_next", "projector_hidden_act": "gelu",
+           "text_config": {"_name_or_path": "mistralai/Mistral-7B-Instruct-v0.2", "architectures": ["MistralForCausalLM"],
+                           "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+                           "num_key_value_heads": 8, "rms_norm_eps": 1e-05, "rope_theta": 1000000.0,
+                           "sliding_window": None, "torch_dtype": "bfloat16", "vocab_size": 32064},
+           "torch_dtype": "float16", "use_image_newline_parameter": True,
+           "vision_config": {"hidden_size": 1024, "image_size": 336, "intermediate_size": 4096,
+                             "model_type": "clip_vision_model", "num_attention_heads": 16, "num_hidden_layers": 24,
+                             "patch_size": 14, "projection_dim": 768, "vocab_size": 32000},
+           "vision_feature_layer": -2, "vision_feature_select_strategy": "default", "vocab_size": 32064}
+    spec = read_vlm_config(json.loads(json.dumps(cfg)), "llava-1.6-mistral")
+    t = transformers.LlavaNextConfig(**cfg).text_config
+    assert (spec.text.model_type, spec.text.hidden_size, spec.text.num_layers, spec.text.num_heads,
+            spec.text.num_kv_heads, spec.text.intermediate_size, spec.text.sliding_window, spec.text.rope_theta) == (
+        "mistral", t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.num_key_value_heads,
+        t.intermediate_size, t.sliding_window, t.rope_parameters["rope_theta"])
+    assert spec.grid == tuple(map(tuple, cfg["image_grid_pinpoints"])) and spec.tiled

@@ -18,7 +18,8 @@ from tests.vlm_tiny import make_tiny_llava_next, make_tiny_vlm
 
 CASES = {"default": dict(), "full-first-last": dict(image_size=12, feature_layer=[0, -1], strategy="full"),
          "patch2-layer1": dict(image_size=8, patch_size=2, feature_layer=1, vision_layers=2),
-         "next": dict(next=True), "next-layers": dict(next=True, feature_layer=[1, -1])}
+         "next": dict(next=True), "next-mistral-layers": dict(next=True, feature_layer=[1, -1], family="mistral",
+                                                              sliding_window=12)}
 PROMPTS = ["USER: <image>\nwhat is it? ASSISTANT:", "<image> colour?"]
 SHAPES = [(19, 19), (14, 37)]  # (height, width): square, and wide (other tiles, unpadding on LLaVA-Next)
 

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from tests.fitness_tiny import CHARS
-from tests.tiny import BASE
+from tests.tiny import BASE, CONFIGS
 
 IMAGE_TOKEN = 96
 
@@ -38,11 +38,11 @@ def char_tokenizer_with_image(vocab_size: int = 97):
 
 
 def vlm_config(image_size=16, patch_size=4, feature_layer=-2, strategy="default", vision_layers=3, vision=None,
-               **text):
+               family="llama", **text):
     sizes = {"hidden_size": 16, "intermediate_size": 24, "num_attention_heads": 2, **(vision or {})}
     vision = transformers.CLIPVisionConfig(num_hidden_layers=vision_layers, image_size=image_size,
                                            patch_size=patch_size, projection_dim=8, **sizes)
-    text_cfg = transformers.LlamaConfig(**{**BASE, **text})
+    text_cfg = CONFIGS[family](**{**BASE, **text})
     tokens = (image_size // patch_size) ** 2 + (strategy == "full")
     return transformers.LlavaConfig(vision_config=vision, text_config=text_cfg, image_token_index=IMAGE_TOKEN,
                                     image_seq_length=tokens, vision_feature_layer=feature_layer,

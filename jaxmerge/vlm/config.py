@@ -18,7 +18,9 @@ from jaxmerge.vlm.view import ARCHITECTURES, text_config
 TOP_KEYS = frozenset({"text_config", "vision_config", "image_token_index", "image_token_id", "image_seq_length",
                       "projector_hidden_act", "vision_feature_select_strategy", "vision_feature_layer",
                       "multimodal_projector_bias", "tie_word_embeddings", "ignore_index", "vocab_size"})
-NEXT_KEYS = frozenset({"image_grid_pinpoints"})  # LLaVA-Next (any-resolution tiles, spatial unpad, newline)
+# LLaVA-Next (any-resolution tiles, spatial unpad, newline); transformers 5 always uses the newline parameter
+# (it reads no use_image_newline_parameter), so that key of older configs is inert
+NEXT_KEYS = frozenset({"image_grid_pinpoints", "use_image_newline_parameter"})
 NEXT_GRID = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # transformers' default
 TOP_DEFAULTS = dict(image_token_index=32000, image_seq_length=576, projector_hidden_act="gelu",
                     vision_feature_select_strategy="default", vision_feature_layer=-2, multimodal_projector_bias=True)

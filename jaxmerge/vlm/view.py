@@ -20,6 +20,7 @@ from jaxmerge.jsonfile import read_json_object
 MAX_CONFIG = 4 * MB
 ARCHITECTURES = {"llava": "LlavaForConditionalGeneration",  # model_type -> transformers class
                  "llava_next": "LlavaNextForConditionalGeneration"}
+ROPE_KEYS = frozenset({"rope_theta", "rope_scaling", "rope_parameters"})
 TOP_NAMES = {"image_newline": "image_newline", "model.image_newline": "image_newline"}  # LLaVA-Next's row marker
 LM_PREFIXES = (("language_model.model.", "model."), ("model.language_model.", "model."),
                ("language_model.lm_head.", "lm_head."), ("lm_head.", "lm_head."))
@@ -39,7 +40,8 @@ def text_config(cfg: dict, where: str) -> dict:
     text = cfg.get("text_config")
     expect(isinstance(text, dict), f"{where}: expected a text_config mapping in a {cfg.get('model_type')} config, "
                                    f"found {type(text).__name__}")
-    missing = [k for k in COMMON_KEYS if k not in text]
+    missing = [k for k in COMMON_KEYS - ROPE_KEYS if k not in text]
+    missing += [] if ROPE_KEYS & text.keys() else ["rope_parameters"]  # RoPE as given, else the class's
     if not missing:
         return text
     from transformers import AutoConfig

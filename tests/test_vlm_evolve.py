@@ -131,3 +131,11 @@ def test_image_task_on_text_models_is_refused(world, tmp_path, capsys):
     cfg = write_world(tmp_path, other, ja)
     err = one_line_exit_2(capsys, ["evolve", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
     assert "vision-language model" in err and "image task" in err, err
+
+
+def test_fused_memory_mode_with_image_tasks_is_refused(world, tmp_path, capsys):
+    _, vlm, ja = world
+    cfg = write_world(tmp_path, vlm, ja)
+    cfg.write_text(cfg.read_text() + "memory: {mode: fused}\n")
+    err = one_line_exit_2(capsys, ["evolve", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"])
+    assert "materialize" in err and "image tasks" in err, err

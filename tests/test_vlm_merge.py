@@ -100,6 +100,7 @@ def test_two_vlms_are_refused(world, tmp_path, capsys):
     assert "at most one vision-language model" in err, err
 
 
+@pytest.mark.slow
 def test_llava_next_merges_and_runs_in_transformers(tmp_path):
     """LLaVA-Next: the image newline comes through with the tower; transformers generates what jaxmerge does on a
     wide image (tiles and unpadding)."""

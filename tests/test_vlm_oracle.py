@@ -87,6 +87,7 @@ def test_greedy_generation_matches_transformers_all(vlm_dir, slow):
     check_generation(vlm_dir)
 
 
+@pytest.mark.slow
 def test_greedy_generation_matches_transformers(tmp_path):
     check_generation(make(tmp_path / "vlm", **CASES["patch2-layer1"]))
 

@@ -2,12 +2,15 @@
 is the oracle), the vision tower and projector come through unchanged, and the output is a LLaVA that
 transformers and AutoProcessor load offline and that generates what jaxmerge generates. Bad input: a language
 model that does not match, two VLMs -> one line, exit 2, nothing written."""
+import json
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch
 import transformers
 import yaml
+from safetensors.numpy import save_file
 
 from jaxmerge.cli import main
 from jaxmerge.fitness.generate import greedy_jit
@@ -126,3 +129,39 @@ def test_llava_next_merges_and_runs_in_transformers(tmp_path):
                      jnp.asarray([ids]), jnp.ones((1, len(ids)), jnp.int32), jnp.asarray([2]), max_new_tokens=6,
                      decoder=VLM_DECODER)
     np.testing.assert_array_equal(np.asarray(got.tokens)[0, :len(want)], want)
+
+
+def _edit_config(path, **changes):
+    cfg = json.loads((path / "config.json").read_text())
+    cfg.update(changes)
+    (path / "config.json").write_text(json.dumps(cfg))
+
+
+def _edit_tensors(path, edit):
+    tensors = read_tensors(path)
+    edit(tensors)
+    save_file(tensors, str(path / "model.safetensors"), metadata={"format": "pt"})
+
+
+BROKEN = {  # name -> (edit of a copy of the VLM, words the one-line error must hold)
+    "unknown key": (lambda p: _edit_config(p, vision_feature_pooling="max"), "vision_feature_pooling"),
+    "vision act": (lambda p: _edit_config(p, vision_config={**json.loads((p / "config.json").read_text())[
+        "vision_config"], "hidden_act": "relu"}), "hidden_act"),
+    "missing tensor": (lambda p: _edit_tensors(p, lambda t: t.pop("vision_tower.encoder.layers.1.mlp.fc2.bias")),
+                       "encoder.layers.1.mlp.fc2.bias"),
+    "projector shape": (lambda p: _edit_tensors(p, lambda t: t.update(
+        {"multi_modal_projector.linear_2.weight": np.zeros((32, 31), np.float32)})), "linear_2.weight"),
+    "stray tensor": (lambda p: _edit_tensors(p, lambda t: t.update({"extra_head.weight": np.zeros(3, np.float32)})),
+                     "extra_head.weight"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_a_broken_vlm_is_refused_in_one_line(world, tmp_path, capsys, case):
+    import shutil
+    broken = tmp_path / "broken"
+    shutil.copytree(world["vlm"], broken)
+    edit, words = BROKEN[case]
+    edit(broken)
+    err = refused(tmp_path, capsys, recipe(broken, world["ja"], world["math"]))
+    assert words in err, err

@@ -56,9 +56,11 @@ def merge_state(method, sources, mesh) -> dict:
 
 def evolvable_method(cfg: EvolveConfig):
     from jaxmerge.merge import METHODS
-    if cfg.merge_method not in METHODS or cfg.merge_method == "passthrough":
-        raise JaxmergeError(f"expected an evolvable merge_method in {sorted(set(METHODS) - {'passthrough'})}, "
-                            f"found {cfg.merge_method!r}")
+    # evolvable: a method with a continuous hyper-parameter (arcee_fusion has none); passthrough stacks layers
+    names = sorted(n for n, m in METHODS.items()
+                   if n != "passthrough" and any(h.evolvable and h.role == "merge" for h in m.hparams))
+    if cfg.merge_method not in names:
+        raise JaxmergeError(f"expected an evolvable merge_method in {names}, found {cfg.merge_method!r}")
     method = METHODS[cfg.merge_method]
     expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
                                                     "against a base, found none")

@@ -64,17 +64,17 @@ def load_vlm(path_or_repo_id, dtype: str | None = None) -> VLM:
     return VLM(load_tower(model_dir, dtype), load(model_dir, dtype=dtype))
 
 
-def describe(model_dir: Path) -> str:
-    """How an error names a model: a VLM's language model says whose it is."""
-    if is_vlm_dir(model_dir):
+def describe(model_dir: Path | None) -> str:
+    """How an error names a model: a VLM's language model says whose it is (None: a model in memory)."""
+    if model_dir is not None and is_vlm_dir(model_dir):
         return f"{model_dir} (the language model of its {read_spec(model_dir).architecture})"
     return str(model_dir)
 
 
-def the_tower(paths: dict[str, Path], dtype: str | None = None) -> Tower | None:
+def the_tower(paths: dict[str, Path | None], dtype: str | None = None) -> Tower | None:
     """The vision tower of the one VLM among a merge's models (None: all are text models). Two VLMs are refused:
     only one tower can be kept, and dropping the other silently would be wrong."""
-    vlms = [ref for ref, path in paths.items() if is_vlm_dir(path)]
+    vlms = [ref for ref, path in paths.items() if path is not None and is_vlm_dir(path)]
     expect(len(vlms) <= 1, f"expected at most one vision-language model among the models (its vision tower and "
                            f"projector are kept unchanged), found {len(vlms)}: {', '.join(vlms)}")
     return load_tower(paths[vlms[0]], dtype) if vlms else None

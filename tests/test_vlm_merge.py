@@ -165,3 +165,19 @@ def test_a_broken_vlm_is_refused_in_one_line(world, tmp_path, capsys, case):
     edit(broken)
     err = refused(tmp_path, capsys, recipe(broken, world["ja"], world["math"]))
     assert words in err, err
+
+
+def test_a_vlm_intermediate_of_a_chain_needs_an_intermediate_dir(world, tmp_path, capsys):
+    """A multi-document recipe whose first document merges the VLM: kept in memory it would lose its tower."""
+    first = yaml.safe_dump({"name": "step", **recipe(world["vlm"], world["ja"], world["math"])})
+    last = yaml.safe_dump({"merge_method": "linear", "models": [{"model": "step", "parameters": {"weight": 0.5}},
+                                                                {"model": str(world["ja"]), "parameters": {"weight": 0.5}}]})
+    (tmp_path / "chain.yml").write_text(first + "---\n" + last)
+    capsys.readouterr()
+    assert main(["merge", str(tmp_path / "chain.yml"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--intermediate-dir" in err, err
+    assert not (tmp_path / "out").exists()
+    assert main(["merge", str(tmp_path / "chain.yml"), str(tmp_path / "out"), "--intermediate-dir",
+                 str(tmp_path / "mid")]) == 0
+    assert "vision_tower.embeddings.class_embedding" in read_tensors(tmp_path / "out")

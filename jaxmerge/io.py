@@ -182,7 +182,8 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName]
     extra = [n for n in headers if n not in names and not IGNORED_TENSORS.fullmatch(n)
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
-        raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {renamed[extra[0]]}")
+        raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected "
+                            f"{renamed[extra[0]]}")
     for name, t in names.items():
         file, info = headers[name]
         check_meta(renamed[name], info.shape, info.dtype, t.shape, file)

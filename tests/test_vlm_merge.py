@@ -32,7 +32,8 @@ def world(tmp_path_factory):
 
 def recipe(base, a, b):
     return {"merge_method": "task_arithmetic", "base_model": str(base), "dtype": "float32",
-            "models": [{"model": str(a), "parameters": {"weight": 0.7}}, {"model": str(b), "parameters": {"weight": 0.4}}]}
+            "models": [{"model": str(a), "parameters": {"weight": 0.7}},
+                       {"model": str(b), "parameters": {"weight": 0.4}}]}
 
 
 @pytest.fixture(scope="module")
@@ -92,14 +93,16 @@ def test_a_language_model_of_another_shape_is_refused_naming_both(world, tmp_pat
     from tests.tiny import make_tiny_model
     wide = make_tiny_model(tmp_path / "wide", hidden_size=48)
     err = refused(tmp_path, capsys, {"merge_method": "linear", "models": [
-        {"model": str(world["vlm"]), "parameters": {"weight": 0.5}}, {"model": str(wide), "parameters": {"weight": 0.5}}]})
+        {"model": str(world["vlm"]), "parameters": {"weight": 0.5}},
+        {"model": str(wide), "parameters": {"weight": 0.5}}]})
     assert "hidden_size = 32" in err and "found 48" in err and "language model of its Llava" in err, err
 
 
 def test_two_vlms_are_refused(world, tmp_path, capsys):
     other = make_tiny_vlm(tmp_path / "vlm2", seed=3)
     err = refused(tmp_path, capsys, {"merge_method": "linear", "models": [
-        {"model": str(world["vlm"]), "parameters": {"weight": 0.5}}, {"model": str(other), "parameters": {"weight": 0.5}}]})
+        {"model": str(world["vlm"]), "parameters": {"weight": 0.5}},
+        {"model": str(other), "parameters": {"weight": 0.5}}]})
     assert "at most one vision-language model" in err, err
 
 
@@ -125,7 +128,8 @@ def test_llava_next_merges_and_runs_in_transformers(tmp_path):
                            eos_token_id=2)[0, len(ids):].numpy()
     merged = load_vlm(tmp_path / "out")
     feats = jnp.asarray(image_tokens(merged.tower, pixels, size)[None])
-    got = greedy_jit(LanguageSpec(merged.spec.text, merged.spec.image_token), {"lm": merged.lm.params, "features": feats},
+    got = greedy_jit(LanguageSpec(merged.spec.text, merged.spec.image_token),
+                     {"lm": merged.lm.params, "features": feats},
                      jnp.asarray([ids]), jnp.ones((1, len(ids)), jnp.int32), jnp.asarray([2]), max_new_tokens=6,
                      decoder=VLM_DECODER)
     np.testing.assert_array_equal(np.asarray(got.tokens)[0, :len(want)], want)
@@ -170,8 +174,8 @@ def test_a_broken_vlm_is_refused_in_one_line(world, tmp_path, capsys, case):
 def test_a_vlm_intermediate_of_a_chain_needs_an_intermediate_dir(world, tmp_path, capsys):
     """A multi-document recipe whose first document merges the VLM: kept in memory it would lose its tower."""
     first = yaml.safe_dump({"name": "step", **recipe(world["vlm"], world["ja"], world["math"])})
-    last = yaml.safe_dump({"merge_method": "linear", "models": [{"model": "step", "parameters": {"weight": 0.5}},
-                                                                {"model": str(world["ja"]), "parameters": {"weight": 0.5}}]})
+    last = yaml.safe_dump({"merge_method": "linear", "models": [
+        {"model": "step", "parameters": {"weight": 0.5}}, {"model": str(world["ja"]), "parameters": {"weight": 0.5}}]})
     (tmp_path / "chain.yml").write_text(first + "---\n" + last)
     capsys.readouterr()
     assert main(["merge", str(tmp_path / "chain.yml"), str(tmp_path / "out")]) == 2

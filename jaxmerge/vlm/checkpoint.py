@@ -1,4 +1,5 @@
-"""LLaVA / LLaVA-Next checkpoints <-> `VLM`: the language model as a text `Model`, the vision tower and projector as they are.
+"""LLaVA / LLaVA-Next checkpoints <-> `VLM`: the language model as a text `Model`, the vision tower and projector
+as they are.
 
 Loading reads the language model through jaxmerge.io.load (a VLM directory reads as its language model there,
 jaxmerge.vlm.view) and the vision tower and projector tensor by tensor, each checked against the config

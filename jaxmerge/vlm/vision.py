@@ -92,7 +92,7 @@ def projector(spec: VLMSpec, pp, x):
 
 
 def image_features(spec: VLMSpec, vp, pp, pixels):
-    """pixels [B, C, H, W] -> projected features [B, tokens_per_image, text hidden]: the selected hidden states
+    """pixels [B, C, H, W] -> projected features [B, tokens_per_tile, text hidden]: the selected hidden states
     (class token dropped under the "default" strategy), concatenated on the feature axis, then the projector."""
     states = hidden_states(spec.vision, vp, pixels, max(spec.feature_layers))
     start = 0 if spec.full else 1

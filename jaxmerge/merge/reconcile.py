@@ -60,16 +60,21 @@ def _same_tokenizer(a: Path, b: Path, rows: int) -> bool:
     return on_rows(a) == on_rows(b)
 
 
-def check_vocabularies(models: dict) -> None:
+EVOLVE_HINT = ("jaxmerge evolve merges embedding rows by index and does not align vocabularies yet: align them "
+               "first (e.g. jaxmerge merge with tokenizer_source on each source) or pick sources with one tokenizer")
+
+
+def check_vocabularies(models: dict, hint: str = HINT) -> None:
     """Without tokenizer settings rows merge by index: refuse models whose vocabularies differ (row counts, or
-    tokenizers that map tokens to other rows), instead of merging unrelated rows or failing on a shape."""
+    tokenizers that map tokens to other rows), instead of merging unrelated rows or failing on a shape. `models`:
+    reference -> anything with a .spec and a .path (a Model, a search's Checkpoint)."""
     (first, model), *rest = models.items()
     for ref, other in rest:
         size, theirs = model.spec.vocab_size, other.spec.vocab_size
         expect(size == theirs, f"expected models with one vocabulary, found {size} embedding rows in {first} and "
-                               f"{theirs} in {ref}: {HINT}")
+                               f"{theirs} in {ref}: {hint}")
     with_tokenizer = [(ref, m.path) for ref, m in models.items() if m.path and has_tokenizer(m.path)]
     for ref, path in with_tokenizer[1:]:
         expect(_same_tokenizer(with_tokenizer[0][1], path, model.spec.vocab_size),
                f"expected models with one vocabulary, found different tokenizers in {with_tokenizer[0][0]} and "
-               f"{ref}: {HINT}")
+               f"{ref}: {hint}")

@@ -22,6 +22,7 @@ from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint
 from jaxmerge.evolve.space import SearchSpace
 from jaxmerge.fitness.suite import TaskSet, prepare_tasks, weighted_fitness
 from jaxmerge.io import DTYPES
+from jaxmerge.merge.reconcile import EVOLVE_HINT, check_vocabularies
 from jaxmerge.params import stack
 from jaxmerge.ps.genome import Gene, GeneSpec
 
@@ -30,7 +31,9 @@ def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None
     """Every source (and the base) checked from its headers; refuse models whose architecture differs."""
     models = [open_checkpoint(m) for m in cfg.models]
     base = open_checkpoint(cfg.base_model) if cfg.base_model else None
-    check_same_architecture([(c.spec, c.path) for c in models + ([base] if base else [])])
+    everything = models + ([base] if base else [])
+    check_same_architecture([(c.spec, c.path) for c in everything])
+    check_vocabularies({str(c.path): c for c in everything}, EVOLVE_HINT)
     return models, base
 
 

@@ -20,7 +20,8 @@ HOT_PATH = ("jaxmerge.model", "jaxmerge.layers", "jaxmerge.rope", "jaxmerge.moe"
             "jaxmerge.merge.ram", "jaxmerge.merge.sce", "jaxmerge.merge.spherical", "jaxmerge.merge.fusion",
             "jaxmerge.merge.sparsify", "jaxmerge.dfs.layout", "jaxmerge.dfs.path", "jaxmerge.dfs.fold",
             "jaxmerge.ps.genome", "jaxmerge.ps.fused", "jaxmerge.fitness.score", "jaxmerge.fitness.generate",
-            "jaxmerge.fitness.fitness")
+            "jaxmerge.fitness.fitness", "jaxmerge.vlm.view", "jaxmerge.vlm.config", "jaxmerge.vlm.vision",
+            "jaxmerge.vlm.model")
 NEVER_FROM_HOT_PATH = ("jaxmerge.io", "jaxmerge.evolve", "jaxmerge.config", "jaxmerge.modes", "jaxmerge.cli",
                        "jaxmerge.commands")
 NEVER_FROM_ENGINE = ("jaxmerge.ps", "jaxmerge.dfs", "jaxmerge.modes", "jaxmerge.config", "jaxmerge.cli",

@@ -29,6 +29,7 @@ from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.resolve import model_sources
 from jaxmerge.merge.vocab import Vocabulary
 from jaxmerge.params import stack
+from jaxmerge.vlm.checkpoint import Tower, the_tower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,17 +145,23 @@ class Merged:
     vocab: Vocabulary | None
     template: str | None
     tokenizer_from: Path
+    tower: Tower | None = None  # a VLM among the models: the output is that VLM with `model` as its LM
 
 
 def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
                 on_step: Callable[[str], None] = lambda step: None) -> Merged:
     """Load, reconcile, merge (one jitted call). `provided`: models by reference that are already in memory or
-    elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi)."""
+    elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi). With a VLM among the models its
+    language model merges like any text model and the result carries the VLM's tower (and its tokenizer)."""
     from jaxmerge.merge.base import init_state, merge_jit
     from jaxmerge.merge.resolve import resolve_hparams
     models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided, options.allow_crimes)
+    tower = the_tower({ref: m.path for ref, m in models.items()}, recipe.dtype)  # a VLM among them: a VLM out
     template = chat_template(recipe, models, options)
     vocab, aligned = align_vocabularies(recipe, models)
+    expect(tower is None or vocab is None, f"expected one vocabulary with a vision-language model (its processor "
+                                           f"and image token belong to it), found a tokenizer setting that aligns "
+                                           f"vocabularies in {tower.path if tower else ''}'s merge")
     sources = build_sources(recipe, aligned)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
@@ -163,7 +170,8 @@ def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
     state = init_state(method, sources, math)
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
-    return Merged(Model(sources.spec, merged, None), vocab, template, tokenizer_dir(recipe, models))
+    tokenizer = tower.path if tower is not None and recipe.tokenizer is None else tokenizer_dir(recipe, models)
+    return Merged(Model(sources.spec, merged, None), vocab, template, tokenizer, tower)
 
 
 def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
@@ -176,4 +184,5 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
     done = merge_model(recipe, options, provided, on_step)
     on_step("write")
-    return write_merge(recipe, done.model, out_dir, options, done.tokenizer_from, done.vocab, done.template)
+    return write_merge(recipe, done.model, out_dir, options, done.tokenizer_from, done.vocab, done.template,
+                       done.tower)

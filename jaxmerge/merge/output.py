@@ -7,6 +7,7 @@ deterministic methods.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from jaxmerge.card import write_card
@@ -15,6 +16,7 @@ from jaxmerge.io import Model, all_finite, save
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.params import to_hf_tensors
+from jaxmerge.vlm.checkpoint import save_vlm
 
 RANDOM = frozenset({"dare_ties", "dare_linear", "della", "della_linear"})
 ONE_FILE = 2**62  # --out-shard-size <= 0: mergekit writes one file
@@ -82,9 +84,10 @@ def write_tokenizer(folder: Path, done, options) -> None:
 
 
 def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path, vocab=None,
-                template: str | None = None) -> Path:
+                template: str | None = None, tower=None) -> Path:
     """Check and write the merged model as `options` say (shards, tokenizer, card). `vocab`: the reconciled
-    vocabulary (jaxmerge.merge.vocab), whose tokenizer is written; `template`: a resolved chat template."""
+    vocabulary (jaxmerge.merge.vocab), whose tokenizer is written; `template`: a resolved chat template;
+    `tower` (jaxmerge.vlm.checkpoint.Tower): write that VLM with `model` as its language model."""
     check_finite(model)
     shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
     tokenizer = output_tokenizer(vocab, template, tokenizer_from, options.copy_tokenizer)
@@ -96,5 +99,6 @@ def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: 
         if card is not None:
             card(tmp)
     copy_from = tokenizer_from if options.copy_tokenizer and tokenizer is None else None
-    return save(model, out_dir, tokenizer_from=copy_from, max_shard_size=shard, overwrite=options.overwrite,
-                extra=extra)
+    writer = save if tower is None else partial(save_vlm, tower)
+    return writer(model, out_dir, tokenizer_from=copy_from, max_shard_size=shard, overwrite=options.overwrite,
+                  extra=extra)

@@ -15,6 +15,7 @@ from jaxmerge.merge.lora import load_ref
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.reconcile import check_vocabularies, reconcile
 from jaxmerge.merge.vocab import Vocabulary
+from jaxmerge.vlm.checkpoint import describe
 
 
 def referenced(recipe: Recipe) -> list[str]:
@@ -34,7 +35,7 @@ def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: No
         on_load(ref)
         models[ref] = load_ref(ref, recipe.dtype, provided or {})  # MODEL+LORA: the adapter folded in
         size = next(iter(models.values())).spec.vocab_size  # compared below, with a line that says what to do
-        check_same_architecture([(m.spec.replace(vocab_size=size), m.path) for m in models.values()],
+        check_same_architecture([(m.spec.replace(vocab_size=size), describe(m.path)) for m in models.values()],
                                 same_depth=False, allow_crimes=allow_crimes)
     if recipe.tokenizer is None:
         check_vocabularies(models)

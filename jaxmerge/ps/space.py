@@ -141,20 +141,26 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     """The PS search space of `cfg` on `mesh`: merge state computed there from sources loaded sliced."""
     from jaxmerge.ps.export import make_export
     from jaxmerge.ps.fused import choose_mode, tree_bytes
+    from jaxmerge.vlm.checkpoint import the_tower
     method = evolvable_method(cfg)
     models, base = open_sources(cfg)
     dtype = cfg.dtype or models[0].dtype
+    tower = the_tower({str(m.path): m.path for m in models + [base] if m is not None}, dtype)  # a VLM: VLM out
+    expect(tower is None or cfg.tokenizer is None, "tokenizer_source / tokenizer: expected text models only, found "
+                                                   "a VLM among the sources (its vocabulary is not aligned)")
     aligned = None if cfg.tokenizer is None else align_sources(cfg.tokenizer, models, base)
     sources = load_sources(models, base, mesh, dtype, aligned)
     spec = sources.spec
     state = merge_state(method, sources, mesh)
     del sources
     genome = build_genome(cfg, method, spec, len(models))
-    tokenizer_dir = (base or models[0]).path if aligned is None else aligned.tokenizer_dir
+    tokenizer_dir = aligned.tokenizer_dir if aligned else tower.path if tower else (base or models[0]).path
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed, objectives=cfg.search.objectives)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives, tower=tower)
     mode = choose_mode(cfg.memory.mode, spec, tree_bytes(state), cfg.memory.batch_size or cfg.search.population)
+    if tasks.image_token is not None and cfg.memory.mode == "auto":
+        mode = "materialize"  # image tasks splice features into a merged model's embeddings
     plain = weighted_fitness(spec, tasks)
 
     def baselines():
@@ -168,7 +174,7 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
              "models": [str(m.path) for m in models], "tasks": tasks.describe(),
              **({"objectives": tasks.objective_names()} if tasks.objectives else {})}
     data = {"merge": state}
-    export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh)
+    export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh, tower)
     return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,
                        candidate_fitness(method, genome, dtype, tasks, mode), baselines, genome.describe, export,
                        facts)

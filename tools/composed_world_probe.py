@@ -4,17 +4,22 @@
     python tools/composed_world_probe.py '{"known": 8}'                             # + cipher table lever
     python tools/composed_world_probe.py '{"cot": true, "base_cipher_len": 4}'      # answer = cipher ; sort
     python tools/composed_world_probe.py '{"order": "cipher_of_sort"}'              # cipher(sort(x)) instead
+    python tools/composed_world_probe.py '{"order": "cipher_of_sort", "paths": true}'  # + every layer path
 
 A small-scale version of the demo world (same Llama, trainer and learning-rate schedule as jaxmerge.demo), with
 three skills: `cipher`, `sort` and the composed `cipher sort x` -> sort(cipher(x)) (or cipher(sort(x))). The base is pretrained on all
 three at 3-4 letters (cipher on the first `known` letters only); a cipher and a sort specialist are fine-tuned
 from it on 3-5 letters (plus replay of the base's data); task arithmetic over a grid of the two weights is then
 scored on held-out test rows of each skill (`cs5`: composed rows with 5 letters, which no model trained on).
-Scores are teacher-forced exact match of the answer, newline and <eos>. What it measured is in
+With "paths", every layer path a DFS with repeats 1 can express (A's first layer, any of A's other layers and
+B's in layout order, A's last layer; embeddings and head from A; scales 1) is scored for both orders of the two
+specialists: the best on 200 composed 5-letter dev rows, and its score on the test rows (what DFS could find at
+best, without scales). Scores are teacher-forced exact match of the answer, newline and <eos>. What it measured is in
 jaxmerge/demo/README.md ("A composed target: what was tried").
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import sys
@@ -109,6 +114,38 @@ def main(cfg: dict) -> None:
     for wc, ws in itertools.product([0.5, 0.75, 1.0, 1.25], repeat=2):
         merged = jax.tree.map(lambda b, c, s: b + wc * c + ws * s, base, vectors["cipher"], vectors["sort"])
         print("task arithmetic", wc, ws, scores(merged), flush=True)
+    if cfg.get("paths"):
+        dev = encode(sample("cs", 200, (5, 5), 4000, held["cs"], table, cot, order=order))
+        best_paths(models, dev, (encoded["cs"][0][five], encoded["cs"][1][five]))
+
+
+def best_paths(models: dict, dev, test) -> None:
+    """Every repeats-1 DFS path over (A, B), for both orders: the best on dev, and its test score (cs5 rows)."""
+    def stitched(a, b, path):
+        pick = [(models[a] if m == 0 else models[b], layer) for m, layer in path]
+        layers = {k: jnp.stack([p["layers"][k][layer] for p, layer in pick]) for k in models[a]["layers"]}
+        return {**{k: v for k, v in models[a].items() if k != "layers"}, "layers": layers}
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def matches(params, tokens, weights, n):
+        logits = forward(SPEC.replace(num_layers=n), params, tokens[:, :-1])
+        return jnp.all((jnp.argmax(logits, -1) == tokens[:, 1:]) | (weights[:, 1:] == 0), axis=1).mean()
+
+    def exact(params, tokens, weights, n):
+        return float(matches(params, jnp.asarray(tokens), jnp.asarray(weights), n))
+
+    slots = [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
+    for a, b in (("sort", "cipher"), ("cipher", "sort")):
+        found = []
+        for mask in itertools.product((False, True), repeat=len(slots)):
+            path = [(0, 0)] + [s for s, on in zip(slots, mask) if on] + [(0, 3)]
+            params = stitched(a, b, path)
+            found.append((exact(params, *dev, len(path)), path, params))
+        dev_best, path, params = max(found, key=lambda f: f[0])
+        alone = stitched(a, b, [(0, 0), (0, 1), (0, 2), (0, 3)])
+        print(f"paths A={a} B={b}: A alone dev {exact(alone, *dev, 4):.3f} test {exact(alone, *test, 4):.3f}; "
+              f"best of {len(found)} on dev {dev_best:.3f} test {exact(params, *test, len(path)):.3f} path "
+              f"{[('AB'[m], layer) for m, layer in path]}", flush=True)
 
 
 if __name__ == "__main__":

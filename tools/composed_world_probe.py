@@ -5,6 +5,7 @@
     python tools/composed_world_probe.py '{"cot": true, "base_cipher_len": 4}'      # answer = cipher ; sort
     python tools/composed_world_probe.py '{"order": "cipher_of_sort"}'              # cipher(sort(x)) instead
     python tools/composed_world_probe.py '{"order": "cipher_of_sort", "paths": true}'  # + every layer path
+    python tools/composed_world_probe.py '{"order": "cipher_of_sort", "paths": true, "hybrid": true}'  # + PS, DFS
 
 A small-scale version of the demo world (same Llama, trainer and learning-rate schedule as jaxmerge.demo), with
 three skills: `cipher`, `sort` and the composed `cipher sort x` -> sort(cipher(x)) (or cipher(sort(x))). The base is pretrained on all
@@ -14,7 +15,8 @@ scored on held-out test rows of each skill (`cs5`: composed rows with 5 letters,
 With "paths", every layer path a DFS with repeats 1 can express (A's first layer, any of A's other layers and
 B's in layout order, A's last layer; embeddings and head from A; scales 1) is scored for both orders of the two
 specialists: the best on 200 composed 5-letter dev rows, and its score on the test rows (what DFS could find at
-best, without scales). Scores are teacher-forced exact match of the answer, newline and <eos>. What it measured is in
+best, without scales); with "hybrid" also paths whose A is the task-arithmetic grid's best merge on dev
+(PS then DFS in miniature). Scores are teacher-forced exact match of the answer, newline and <eos>. What it measured is in
 jaxmerge/demo/README.md ("A composed target: what was tried").
 """
 from __future__ import annotations
@@ -116,11 +118,21 @@ def main(cfg: dict) -> None:
         print("task arithmetic", wc, ws, scores(merged), flush=True)
     if cfg.get("paths"):
         dev = encode(sample("cs", 200, (5, 5), 4000, held["cs"], table, cot, order=order))
-        best_paths(models, dev, (encoded["cs"][0][five], encoded["cs"][1][five]))
+        test5 = (encoded["cs"][0][five], encoded["cs"][1][five])
+        best_paths(models, (("sort", "cipher"), ("cipher", "sort")), dev, test5)
+        if cfg.get("hybrid"):  # PS then DFS in miniature: the grid's best merge on dev as A, a specialist as B
+            grid = itertools.product([0.5, 0.75, 1.0, 1.25], repeat=2)
+            merges = {w: jax.tree.map(lambda b, c, s: b + w[0] * c + w[1] * s, base, vectors["cipher"],
+                                      vectors["sort"]) for w in grid}
+            exact = jax.jit(lambda p, t, w: jnp.all((jnp.argmax(forward(SPEC, p, t[:, :-1]), -1) == t[:, 1:])
+                                                    | (w[:, 1:] == 0), axis=1).mean())
+            weights = max(merges, key=lambda w: float(exact(merges[w], *dev)))
+            print(f"merge chosen on dev: weights {weights}", flush=True)
+            best_paths({**models, "merge": merges[weights]}, (("merge", "sort"), ("merge", "cipher")), dev, test5)
 
 
-def best_paths(models: dict, dev, test) -> None:
-    """Every repeats-1 DFS path over (A, B), for both orders: the best on dev, and its test score (cs5 rows)."""
+def best_paths(models: dict, pairs, dev, test) -> None:
+    """Every repeats-1 DFS path over each (A, B) of `pairs`: the best on dev, and its test score (cs5 rows)."""
     def stitched(a, b, path):
         pick = [(models[a] if m == 0 else models[b], layer) for m, layer in path]
         layers = {k: jnp.stack([p["layers"][k][layer] for p, layer in pick]) for k in models[a]["layers"]}
@@ -135,7 +147,7 @@ def best_paths(models: dict, dev, test) -> None:
         return float(matches(params, jnp.asarray(tokens), jnp.asarray(weights), n))
 
     slots = [(0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]
-    for a, b in (("sort", "cipher"), ("cipher", "sort")):
+    for a, b in pairs:
         found = []
         for mask in itertools.product((False, True), repeat=len(slots)):
             path = [(0, 0)] + [s for s, on in zip(slots, mask) if on] + [(0, 3)]

@@ -109,14 +109,29 @@ def _tiny(family: str, path):
         vision = transformers.CLIPVisionConfig(image_size=32, patch_size=4, num_hidden_layers=1, num_attention_heads=2,
                                                hidden_size=32, intermediate_size=64)
         model = transformers.LlavaForConditionalGeneration(transformers.LlavaConfig(vision_config=vision,
-                                                                                    text_config=text))
+                                                                                    text_config=text,
+                                                                                    image_token_index=63))
     model.save_pretrained(path)
     return model.config.model_type
 
 
-@pytest.mark.parametrize("case", LISTED, ids=[c.name for c in LISTED])
+@pytest.mark.parametrize("case", [c for c in LISTED if "Llava" in c.listed], ids=lambda c: c.name)
+def test_merges_of_several_vlms_are_refused_in_one_line(tmp_path, capsys, case):
+    for name in ("vlm_a", "vlm_b"):
+        _tiny("Llava", tmp_path / name)
+    capsys.readouterr()  # transformers' progress bars
+    path = tmp_path / "recipe.yml"
+    path.write_text(json.dumps(dict(merge_method="linear", dtype="float32", models=[
+        dict(model=str(tmp_path / n), parameters=dict(weight=0.5)) for n in ("vlm_a", "vlm_b")])))
+    assert main(["merge", str(path), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at most one vision-language model" in err, err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("case", [c for c in LISTED if "Llava" not in c.listed], ids=lambda c: c.name)
 def test_other_families_are_refused_by_name(tmp_path, capsys, case):
-    family = next(f for f in ("Granite", "GPT-2", "Llava") if f in case.listed)
+    family = next(f for f in ("Granite", "GPT-2") if f in case.listed)
     model_type = _tiny(family, tmp_path / "model")
     capsys.readouterr()  # transformers' progress bars
     path = tmp_path / "recipe.yml"

@@ -127,7 +127,8 @@ def parse_recipe(raw: Any, root: Path | None = None, names: frozenset = frozense
     ctx = Context(root, frozenset(names))
     raw = expect_keys(raw, TOP_KEYS, "recipe")
     method = raw.get("merge_method")
-    expect(method in METHODS, f"expected merge_method in {sorted(METHODS)}, found {method!r}")
+    expect(isinstance(method, str) and method in METHODS, f"expected merge_method in {sorted(METHODS)}, found "
+                                                          f"{method!r}")
     expect(("models" in raw) != ("slices" in raw), "expected exactly one of 'models' or 'slices' in the recipe, "
                                                    f"found {sorted(k for k in ('models', 'slices') if k in raw)}")
     base = raw.get("base_model")

@@ -178,7 +178,7 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
     method = METHODS[recipe.method]
     on_step("merge")
-    state = init_state(method, sources, math)
+    state = init_state(method, sources, math, once=hparams)
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     on_step("write")

@@ -1,7 +1,8 @@
 """Sparsification of one task vector, mergekit 0.1.5 semantics, as pure functions of traced hyperparameters.
 
 Magnitude methods take `rank` (each element's position in a stable sort of |delta|, precomputed once per
-tensor), so that a density becomes one comparison per element instead of a sort per candidate, and exactly
+tensor; a one-shot merge, whose density is known, selects instead: `top_k_rank`), so that a density becomes
+one comparison per element instead of a sort per candidate, and exactly
 mergekit's count is kept even when magnitudes tie at the cut (16-bit weights tie often). Among tied elements
 the lower flat index goes first (torch's stable sort); mergekit's own unstable argsort breaks such ties in a
 data-dependent order (deterministic, but no index rule), so at tied positions only the count is mergekit's.
@@ -73,6 +74,27 @@ def stable_rank(x: jax.Array, descending: bool) -> jax.Array:
         return rank.reshape(np.shape(d))
     shape = jax.ShapeDtypeStruct(x.shape, jnp.int32)
     return jax.pure_callback(host, shape, x, vmap_method="sequential")
+
+
+def top_k_rank(x: jax.Array, density: jax.Array) -> jax.Array:
+    """For a density known before the merge (a one-shot `jaxmerge merge`): an int32 array that `magnitude` reads
+    exactly as stable_rank(x, descending=True) at this density, i.e. 0 on the max(1, int(density * n)) largest
+    |x| (ties at the cut: lower flat index first, the stable sort's rule) and n elsewhere. Found by selection
+    (np.partition, O(n)) on the host instead of a full sort: the sort was most of a one-shot TIES merge."""
+    n = x.size
+    k = jnp.clip(count(density, n), 1, n)
+
+    def host(d, k):
+        a = np.abs(np.asarray(d, np.float32)).reshape(-1)
+        a[np.isnan(a)] = -1.0  # a stable sort of -|x| puts NaN after every number
+        rank = np.full(a.size, a.size, np.int32)
+        k = int(k)
+        cut = np.partition(a, a.size - k)[a.size - k]  # the k-th largest
+        above = a > cut
+        rank[above] = 0
+        rank[np.flatnonzero(a == cut)[: k - int(np.count_nonzero(above))]] = 0
+        return rank.reshape(np.shape(d))
+    return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, jnp.int32), x, k, vmap_method="sequential")
 
 
 def magnitude(x, rank, density, rescale, math: str = "float32") -> jax.Array:

@@ -89,7 +89,7 @@ def _column(slices_sources, models: dict[str, Model]):
     first, last = models[slices_sources[0].model].params, models[slices_sources[-1].model].params
     parts = [_layers(models[s.model], s.layer_range) for s in slices_sources]
     params = {k: (first if k == "embed" else last)[k] for k in first if k != "layers"}
-    params["layers"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    params["layers"] = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return params
 
 

@@ -89,7 +89,7 @@ def counting_model(path: Path, out: Path) -> Path:
     return out
 
 
-def generation_heavy(path: Path, items: int = 32, batch: int = 4, steps: int = 256, longest: int = 200,
+def generation_heavy(path: Path, items: int = 16, batch: int = 4, steps: int = 256, longest: int = 200,
                      repeats: int = 2):
     """A fitness-shaped generation task: prompts of 8-200 tokens, answers ending (EOS) after 8-256 tokens, run
     as the fitness runs it (chunks of item_batch under lax.map, decoding until every row of a chunk is done),
@@ -111,7 +111,7 @@ def generation_heavy(path: Path, items: int = 32, batch: int = 4, steps: int = 2
     params = jax.device_put(model.params)
     hf = transformers.AutoModelForCausalLM.from_pretrained(counting, dtype=torch.float32).eval()
     rng = np.random.default_rng(1)
-    vocab, eos = model.spec.vocab_size, 3
+    vocab, eos = model.spec.vocab_size, model.spec.vocab_size // 2  # counting up to it never meets pad 0
     answers = rng.integers(9, steps + 1, items)  # the step that emits EOS: answers of 8 to steps - 1 tokens
     rows = [rng.integers(4, vocab, size=int(n) - 1).tolist() + [int((eos - a) % vocab)]
             for n, a in zip(rng.integers(8, longest + 1, items), answers)]

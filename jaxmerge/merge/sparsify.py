@@ -79,22 +79,26 @@ def stable_rank(x: jax.Array, descending: bool) -> jax.Array:
 def top_k_rank(x: jax.Array, density: jax.Array) -> jax.Array:
     """For a density known before the merge (a one-shot `jaxmerge merge`): an int32 array that `magnitude` reads
     exactly as stable_rank(x, descending=True) at this density, i.e. 0 on the max(1, int(density * n)) largest
-    |x| (ties at the cut: lower flat index first, the stable sort's rule) and n elsewhere. Found by selection
-    (np.partition, O(n)) on the host instead of a full sort: the sort was most of a one-shot TIES merge."""
+    |x| (ties at the cut: lower flat index first, the stable sort's rule) and n elsewhere. Found by selection,
+    not a sort: the cut is the k-th largest |x|, bisected over its float32 bit pattern (order-preserving for
+    |x| >= 0) in 32 counting passes, all in XLA. No host callback, so `jaxmerge merge`'s program is kept by the
+    persistent compilation cache (a program with a callback is compiled again in every process). Finite inputs
+    (the loader refuses NaN)."""
     n = x.size
     k = jnp.clip(count(density, n), 1, n)
+    bits = jax.lax.bitcast_convert_type(jnp.abs(x.astype(jnp.float32)), jnp.uint32).reshape(-1)
 
-    def host(d, k):
-        a = np.abs(np.asarray(d, np.float32)).reshape(-1)
-        a[np.isnan(a)] = -1.0  # a stable sort of -|x| puts NaN after every number
-        rank = np.full(a.size, a.size, np.int32)
-        k = int(k)
-        cut = np.partition(a, a.size - k)[a.size - k]  # the k-th largest
-        above = a > cut
-        rank[above] = 0
-        rank[np.flatnonzero(a == cut)[: k - int(np.count_nonzero(above))]] = 0
-        return rank.reshape(np.shape(d))
-    return jax.pure_callback(host, jax.ShapeDtypeStruct(x.shape, jnp.int32), x, k, vmap_method="sequential")
+    def halve(_, bounds):  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(bits >= mid, dtype=jnp.int32) >= k
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+    cut, _ = jax.lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    above = bits > cut
+    tied = bits == cut
+    need = k - jnp.sum(above, dtype=jnp.int32)
+    keep = above | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= need))
+    return jnp.where(keep, 0, n).astype(jnp.int32).reshape(x.shape)
 
 
 def magnitude(x, rank, density, rescale, math: str = "float32") -> jax.Array:

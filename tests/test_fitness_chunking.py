@@ -45,6 +45,7 @@ def test_every_item_once_in_narrower_chunks(world):
     assert padded_fraction(prepared) < padded_fraction(prepared, grouped=False)
 
 
+@pytest.mark.slow
 def test_grouped_completions_equal_whole_task_decoding(world):
     model, tok = world
     prepared = prepare(TASK, [Item(p, "0") for p in PROMPTS], tok, item_batch=2)

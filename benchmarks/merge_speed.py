@@ -28,11 +28,12 @@ import yaml
 
 from benchmarks.common import Timing, module_main, repeat, result
 
+NEW = ("nearswap", "ram", "ramplus_tl", "sce", "multislerp", "karcher", "arcee_fusion")  # mergekit 0.1.5's additions
 SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure
     False: dict(dims=dict(vocab_size=32000, hidden_size=640, intermediate_size=1792, num_layers=12, num_heads=10,
                           num_kv_heads=10, head_dim=64),
                 e2e=("linear", "ties", "dare_ties"), kernel=("linear", "task_arithmetic", "ties", "dare_ties",
-                                                             "slerp"), runs=2),
+                                                             "slerp", *NEW), runs=2),
     True: dict(dims=dict(vocab_size=1024, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4,
                          num_kv_heads=4, head_dim=32),
                e2e=("ties",), kernel=("ties",), runs=1),
@@ -43,7 +44,9 @@ STARTUP = ("import jaxmerge.cli, jaxmerge.commands.merge, jaxmerge.merge.build, 
            "jaxmerge.merge.output, jaxmerge.merge.resolve, rich.progress")
 KERNEL_GOAL = "ratio <= 3"
 METHOD_PARAMS = {"linear": {}, "task_arithmetic": {}, "ties": {"density": 0.5}, "dare_ties": {"density": 0.5},
-                 "slerp": None}
+                 "slerp": None, "ram": {}, "ramplus_tl": {}, "sce": {}, "multislerp": {}}
+SHARED_PARAMS = {"nearswap": {"t": 0.001}, "sce": {"select_topk": 0.5}}  # one value per merge
+ONE_MODEL = ("nearswap", "arcee_fusion")  # one model against the base
 
 
 def make_models(work: Path, dims: dict) -> dict[str, str]:
@@ -72,11 +75,18 @@ def recipe(method: str, paths: dict[str, str]) -> dict:
     if method == "slerp":
         return dict(merge_method="slerp", base_model=paths["base"], dtype="float32",
                     models=[dict(model=paths["base"]), dict(model=paths["ft0"])], parameters=dict(t=0.4))
-    models = [dict(model=paths[n], parameters=dict(weight=0.5, **METHOD_PARAMS[method])) for n in ("ft0", "ft1")]
+    if method in ONE_MODEL or method == "karcher":  # no weights; karcher merges all three (it has no base)
+        names = ("ft0",) if method in ONE_MODEL else ("base", "ft0", "ft1")
+        return dict(merge_method=method, dtype="float32", parameters=SHARED_PARAMS.get(method, {}),
+                    models=[dict(model=paths[n]) for n in names], **({} if method == "karcher" else
+                                                                       {"base_model": paths["base"]}))
+    weight = {} if method in ("ram", "ramplus_tl", "sce") else {"weight": 0.5}
+    models = [dict(model=paths[n], parameters=dict(**weight, **METHOD_PARAMS[method])) for n in ("ft0", "ft1")]
     if method == "linear":
         return dict(merge_method="linear", dtype="float32",
                     models=[dict(model=paths["base"], parameters=dict(weight=0.5))] + models)
-    return dict(merge_method=method, base_model=paths["base"], dtype="float32", models=models)
+    return dict(merge_method=method, base_model=paths["base"], dtype="float32", models=models,
+                parameters=SHARED_PARAMS.get(method, {}))
 
 
 def timed(cmd: list[str], env: dict) -> float:

@@ -111,10 +111,13 @@ class ArchSpec:
 
     @classmethod
     def from_dir(cls, path: str | Path) -> "ArchSpec":
-        """Read `path`/config.json through the guarded JSON reader (bounded size, depth and numbers)."""
+        """Read `path`/config.json through the guarded JSON reader (bounded size, depth and numbers); of a VLM
+        (jaxmerge.vlm), its language model's text_config."""
         file = Path(path) / "config.json"
         expect(file.exists(), f"expected a config.json in {path}, found none")
-        return cls.from_hf_config(read_json_object(file, "config.json", max_bytes=MAX_CONFIG), str(file))
+        from jaxmerge.vlm.view import language_config  # a VLM's language model reads as the text model it is
+        return cls.from_hf_config(*language_config(read_json_object(file, "config.json", max_bytes=MAX_CONFIG),
+                                                   str(file)))
 
 
 DEPTH_FIELDS = {"num_layers", "layer_types"}  # what may differ between models whose layers are re-stacked

@@ -41,7 +41,7 @@ MEMORY_MODES = ("materialize", "fused", "auto")
 DTYPE_NAMES = ("float32", "bfloat16", "float16")
 BOUND_LIMIT = 1e6  # evolved bounds beyond this are refused: the unit-cube map needs a finite hi - lo
 TOP_KEYS = {"models", "base_model", "merge_method", "evolve", "parameters", "granularity", "search", "fitness",
-            "memory", "dtype", "mode", "dfs", "mesh"}
+            "memory", "dtype", "mode", "dfs", "mesh", "tokenizer_source", "tokenizer"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +99,7 @@ class EvolveConfig:
     mesh: MeshShape = MeshShape()
     dfs: DFSSection = DFSSection()
     dtype: str | None = None  # None: the sources' storage dtype
+    tokenizer: Any = None  # a TokenizerSpec (jaxmerge.merge.tokenspec): sources' vocabularies aligned at load
     raw: dict[str, Any] = dataclasses.field(default_factory=dict, compare=False)  # the YAML as read
     root: str = dataclasses.field(default="", compare=False)  # the directory its relative paths start from
 
@@ -275,7 +276,19 @@ def parse_config(doc: Any, root: Path, where: str = "config") -> EvolveConfig:
         evolve={str(name): _evolved(name, spec, where) for name, spec in evolve.items()},
         parameters=dict(expect_keys(doc.get("parameters"), set(doc.get("parameters") or {}), f"{where}: parameters")),
         granularity=_granularity(doc, where), search=search, memory=_memory(doc, where, search.population),
-        mesh=_mesh(doc, where), dfs=_dfs(doc, where), dtype=dtype, raw=doc, root=str(root))
+        mesh=_mesh(doc, where), dfs=_dfs(doc, where), dtype=dtype, tokenizer=_tokenizer(doc, root, mode, where),
+        raw=doc, root=str(root))
+
+
+def _tokenizer(doc: dict, root: Path, mode: str, where: str):
+    """`tokenizer_source` / `tokenizer:` as jaxmerge merge reads them (PS only: a layer path runs one model's
+    embeddings, and the hybrid's DFS stage would meet the sources' own vocabularies again)."""
+    from jaxmerge.merge.tokenspec import parse
+    spec = parse(doc, lambda ref, key: _path(ref, root) if isinstance(ref, str) and ref else
+                 expect(False, f"{where}: {key}: expected a model path, found {ref!r}"))
+    expect(spec is None or mode == "ps", f"{where}: expected tokenizer_source / tokenizer only with mode: ps, "
+                                         f"found mode: {mode}")
+    return spec
 
 
 def _path(value: str, root: Path) -> str:

@@ -26,6 +26,7 @@ from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import read_text
 from jaxmerge.params import LAYOUTS, Params, TensorName, hf_names, layout_of, param_shapes, piece_index, \
     to_hf_tensors
+from jaxmerge.vlm.view import text_names
 from jaxmerge.weights import tensor_headers
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
@@ -165,10 +166,13 @@ def checked_tensors(model_dir: Path, spec: ArchSpec, check_finite: bool = True, 
 
 
 def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName], dict[str, Path]]:
-    """(HF name -> TensorName, HF name -> file) for the tensors `spec` needs, in the expert layout the checkpoint
-    uses, every one's shape and dtype checked from the headers (no tensor data read); missing or unexpected
-    tensors are refused. The layer count is checked first, so a config claiming 10**9 layers costs nothing."""
-    headers = tensor_headers(model_dir)
+    """(stored name -> TensorName, stored name -> file) for the tensors `spec` needs, in the expert layout the
+    checkpoint uses (a VLM's language-model tensors under the names they are stored as), every one's shape and
+    dtype checked from the headers (no tensor data read); missing or unexpected tensors are refused. The
+    layer count is checked first, so a config claiming 10**9 layers costs nothing."""
+    stored = tensor_headers(model_dir)
+    renamed = text_names(model_dir, stored)  # a VLM: its language model's tensors under their text names
+    headers = {name: stored[renamed[name]] for name in renamed}
     check_layer_count(model_dir, spec, headers)
     names = hf_names(spec, layout_of(spec, headers))
     missing = [n for n in names if n not in headers]
@@ -178,11 +182,12 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName]
     extra = [n for n in headers if n not in names and not IGNORED_TENSORS.fullmatch(n)
              and not (n == "lm_head.weight" and spec.tie_word_embeddings)]
     if extra:
-        raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected {extra[0]}")
+        raise JaxmergeError(f"{model_dir}: expected only {spec.model_type} tensors, found unexpected "
+                            f"{renamed[extra[0]]}")
     for name, t in names.items():
         file, info = headers[name]
-        check_meta(name, info.shape, info.dtype, t.shape, file)
-    return names, {name: file for name, (file, _) in headers.items()}
+        check_meta(renamed[name], info.shape, info.dtype, t.shape, file)
+    return {renamed[n]: t for n, t in names.items()}, {renamed[n]: file for n, (file, _) in headers.items()}
 
 
 def check_layer_count(model_dir: Path, spec: ArchSpec, headers: dict) -> None:
@@ -245,21 +250,30 @@ def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.P
     `extra(tmp)` writes more files (a model card, a recipe) into the temporary directory before it is renamed
     into place, so they appear together with the weights or not at all."""
     _check_params(model.spec, model.params)
-    max_bytes = parse_size(max_shard_size)
     expect(model.layout in LAYOUTS, f"expected a model layout in {LAYOUTS}, found {model.layout!r}")
-    tensors = {n: np.ascontiguousarray(np.asarray(t))
-               for n, t in to_hf_tensors(model.spec, model.params, model.layout).items()}
+    tensors = to_hf_tensors(model.spec, model.params, model.layout)
+    config = model.spec.to_hf_config()
+    config.pop("torch_dtype", None)
+    config["dtype"] = model.dtype
     src = Path(tokenizer_from) if tokenizer_from is not None else model.path
+    return write_checkpoint(tensors, config, out_dir, tokenizer_from=src, max_shard_size=max_shard_size,
+                            overwrite=overwrite, extra=extra)
+
+
+def write_checkpoint(tensors: dict[str, np.ndarray], config: dict, out_dir: str | os.PathLike, *,
+                     tokenizer_from: Path | None = None, max_shard_size: int | str = "5GB", overwrite: bool = False,
+                     extra: Callable[[Path], None] | None = None) -> Path:
+    """The one writer of HF directories: named tensors (sharded), config.json, the tokenizer files found in
+    `tokenizer_from`, and `extra(tmp)`'s files, all renamed into place together (jaxmerge.atomic)."""
+    max_bytes = parse_size(max_shard_size)
+    tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in tensors.items()}
     with atomic_dir(out_dir, overwrite) as tmp:
         _write_weights(tmp, tensors, max_bytes)
-        config = model.spec.to_hf_config()
-        config.pop("torch_dtype", None)
-        config["dtype"] = model.dtype
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-        if src is not None:
+        if tokenizer_from is not None:
             for name in TOKENIZER_FILES:
-                if (Path(src) / name).is_file():
-                    shutil.copy2(Path(src) / name, tmp / name)
+                if (Path(tokenizer_from) / name).is_file():
+                    shutil.copy2(Path(tokenizer_from) / name, tmp / name)
         if extra is not None:
             extra(tmp)
     return Path(out_dir)

@@ -22,6 +22,7 @@ from pathlib import Path
 from jaxmerge.atomic import atomic_dir, atomic_write_text
 from jaxmerge.config import EvolveConfig
 from jaxmerge.distributed import is_primary
+from jaxmerge.errors import expect
 from jaxmerge.evolve.engine import run_search
 from jaxmerge.evolve.mesh import build_mesh
 from jaxmerge.evolve.sliced import open_checkpoint
@@ -74,10 +75,22 @@ def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool
     run = {"resume": resume, "progress": progress, "allow_changed": allow_changed, "stop_after": stop_after,
            "tensorboard": tensorboard}
     search = cfg.search if generations is None else dataclasses.replace(cfg.search, generations=generations)
+    refuse_vlm_paths(cfg)
     with locked(Path(out)):
         if cfg.mode == "hybrid":
             return hybrid(cfg, Path(out), search, **run)
         return stage(cfg, cfg.mode, search, Path(out), run_mesh(cfg), cfg.models, **run)
+
+
+def refuse_vlm_paths(cfg: EvolveConfig) -> None:
+    """Layer paths (dfs, hybrid) export a text model: with a VLM among the models that would drop its vision
+    tower silently, so it is refused by name until DFS exports VLMs."""
+    from jaxmerge.io import resolve
+    from jaxmerge.vlm.view import is_vlm_dir
+    if cfg.mode in ("dfs", "hybrid"):
+        vlms = [m for m in (*cfg.models, *([cfg.base_model] if cfg.base_model else [])) if is_vlm_dir(resolve(m))]
+        expect(not vlms, f"expected text models for evolve mode {cfg.mode} (its layer-path export is a text "
+                         f"model), found the vision-language model {vlms[0] if vlms else ''}: use mode ps")
 
 
 def locked(out: Path):

@@ -195,6 +195,8 @@ CASES = {
                            "demo"),
     "demo negative seed": (lambda w, t: ["demo", "--quick", "--no-progress", "--seed", "-1", "--out",
                                          str(t / "demo")], "--seed"),
+    "demo negative search seed": (lambda w, t: ["demo", "--quick", "--no-progress", "--search-seed", "-1", "--out",
+                                                str(t / "demo")], "--search-seed"),
 }
 
 

@@ -150,3 +150,23 @@ def test_disk_full_during_the_export_then_resume_ends_bit_identical(world, refer
     assert main(["evolve", str(config), "--out", str(out), "--resume", "--no-progress"]) == 0
     same_run(out, reference)
     shutil.rmtree(out)
+
+
+@pytest.mark.parametrize("mode", ["ps", "dfs"])
+def test_sources_whose_tokenizers_disagree_are_refused(world, tmp_path, capsys, mode):
+    """Same row count, tokens on other rows: evolve merges rows by index, so it refuses instead of mixing
+    unrelated embeddings (jaxmerge merge aligns them with tokenizer_source)."""
+    local = build_world(tmp_path / "w")
+    tok = json.loads((local / "ft2/tokenizer.json").read_text())
+    vocab = tok["model"]["vocab"]
+    vocab["0"], vocab["1"] = vocab["1"], vocab["0"]
+    (local / "ft2/tokenizer.json").write_text(json.dumps(tok))
+    cfg = yaml.safe_load(write_config(local).read_text())
+    if mode == "dfs":
+        cfg = {"models": ["ft1", "ft2"], "mode": "dfs", "dfs": {"repeats": 1}, "fitness": cfg["fitness"],
+               "search": cfg["search"]}
+    (local / "evolve.yml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "run"
+    assert main(["evolve", str(local / "evolve.yml"), "--out", str(out), "--no-progress"]) == 2
+    one_line(capsys, "different tokenizers")
+    assert not out.exists()

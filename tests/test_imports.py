@@ -13,12 +13,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "jaxmerge"
-HOT_PATH = ("jaxmerge.model", "jaxmerge.layers", "jaxmerge.rope", "jaxmerge.moe", "jaxmerge.window", "jaxmerge.params", "jaxmerge.arch",
-            "jaxmerge.families", "jaxmerge.families.record", "jaxmerge.families.keys", "jaxmerge.families.rope",
-            "jaxmerge.families.llama", "jaxmerge.families.gemma", "jaxmerge.families.phi3", "jaxmerge.families.moe", "jaxmerge.merge.base", "jaxmerge.merge.gta", "jaxmerge.merge.interp",
+HOT_PATH = ("jaxmerge.model", "jaxmerge.layers", "jaxmerge.rope", "jaxmerge.moe", "jaxmerge.window", "jaxmerge.params",
+            "jaxmerge.arch", "jaxmerge.families", "jaxmerge.families.record", "jaxmerge.families.keys",
+            "jaxmerge.families.rope", "jaxmerge.families.llama", "jaxmerge.families.gemma", "jaxmerge.families.phi3",
+            "jaxmerge.families.moe", "jaxmerge.merge.base", "jaxmerge.merge.gta", "jaxmerge.merge.interp",
+            "jaxmerge.merge.ram", "jaxmerge.merge.sce", "jaxmerge.merge.spherical", "jaxmerge.merge.fusion",
             "jaxmerge.merge.sparsify", "jaxmerge.dfs.layout", "jaxmerge.dfs.path", "jaxmerge.dfs.fold",
             "jaxmerge.ps.genome", "jaxmerge.ps.fused", "jaxmerge.fitness.score", "jaxmerge.fitness.generate",
-            "jaxmerge.fitness.fitness")
+            "jaxmerge.fitness.fitness", "jaxmerge.vlm.view", "jaxmerge.vlm.config", "jaxmerge.vlm.vision",
+            "jaxmerge.vlm.model")
 NEVER_FROM_HOT_PATH = ("jaxmerge.io", "jaxmerge.evolve", "jaxmerge.config", "jaxmerge.modes", "jaxmerge.cli",
                        "jaxmerge.commands")
 NEVER_FROM_ENGINE = ("jaxmerge.ps", "jaxmerge.dfs", "jaxmerge.modes", "jaxmerge.config", "jaxmerge.cli",

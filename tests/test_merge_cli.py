@@ -27,7 +27,7 @@ def _write(root, recipe, name="recipe.yml"):
 
 def test_dare_ties_recipe_with_relative_paths(fam, tmp_path, capsys):
     root, paths = fam
-    recipe = dict(merge_method="dare_ties", base_model="base", tokenizer_source="base", dtype="bfloat16",
+    recipe = dict(merge_method="dare_ties", base_model="base", dtype="bfloat16",
                   models=[dict(model="ft0", parameters=dict(weight=0.6, density=[0.3, 0.9])),
                           dict(model="ft1", parameters=dict(weight=0.4, density=1.0))])
     path = _write(root, recipe)
@@ -43,8 +43,9 @@ BAD = {
     "missing weight": (dict(merge_method="ties", models=[dict(model="ft0"), dict(model="ft1")]), "weight"),
     "density > 1": (dict(merge_method="ties", models=[dict(model="ft0", parameters=dict(weight=1, density=1.5))]),
                     "density"),
-    "union tokenizer": (dict(merge_method="ties", tokenizer_source="union", models=[dict(model="ft0")]), "union"),
-    "unknown key": (dict(merge_method="ties", chat_template="x", models=[dict(model="ft0")]), "chat_template"),
+    "union without tokenizers": (dict(merge_method="ties", tokenizer_source="union", models=[dict(
+        model="ft0", parameters=dict(weight=1))]), "tokenizer.json"),
+    "unknown key": (dict(merge_method="ties", modules={}, models=[dict(model="ft0")]), "modules"),
     "missing model": (dict(merge_method="ties", models=[dict(model="nope/absent", parameters=dict(weight=1))]),
                       "nope/absent"),
     "bad filter": (dict(merge_method="ties", parameters=dict(weight=[{"filter": "mlpx", "value": 1}]),

@@ -12,7 +12,8 @@ from jaxmerge.merge import METHODS, REQUIRED, check_bounds, check_value
 from jaxmerge.merge.methods import defaults
 
 POLICY = {"required": "required", "optional": "optional", "ignored": "none"}
-COUNTS = {"slerp": (1, 1), "nuslerp": (2, 2), "model_stock": (2, None), "passthrough": (1, 1)}
+COUNTS = {"slerp": (1, 1), "nuslerp": (2, 2), "model_stock": (2, None), "passthrough": (1, 1),
+          "arcee_fusion": (1, 1), "nearswap": (1, 1), "multislerp": (1, None), "karcher": (1, None)}
 
 
 def _spec(name):
@@ -69,3 +70,29 @@ def test_one_rule_for_values_and_bounds():
         assert len(str(e.value).splitlines()) == 1
     with pytest.raises(JaxmergeError, match=r"evolve.density: expected density in \[0, 1\], found -5"):
         check_bounds("dare_ties", "density", -5, 5, "evolve.density")
+
+
+# mergekit 0.1.5's additions: the hyper-parameters a search may evolve, and those it may not (switches, counts)
+EVOLVABLE = {"nearswap": ("t",), "sce": ("select_topk",), "ram": ("epsilon",), "ramplus_tl": ("r", "alpha", "epsilon"),
+             "multislerp": ("weight", "eps"), "karcher": ("tol",), "arcee_fusion": ()}
+FIXED = {"multislerp": ("normalize_weights",), "karcher": ("max_iter",), "sce": ("int8_mask",)}
+
+
+@pytest.mark.parametrize("name", sorted(EVOLVABLE))
+def test_new_methods_are_evolvable_where_continuous(name):
+    method = METHODS[name]
+    assert tuple(h.name for h in method.hparams if h.evolvable and h.role == "merge") == EVOLVABLE[name]
+    for h in EVOLVABLE[name]:
+        lo, hi = (0.1, 0.9) if method.hparam(h).hi == 1 else (0.0, 2.0)
+        assert check_bounds(name, h, lo, hi, f"evolve.{h}") == (lo, hi)
+    for h in FIXED.get(name, ()):
+        with pytest.raises(JaxmergeError, match="expected an evolvable hyper-parameter"):
+            check_bounds(name, h, 0, 1, f"evolve.{h}")
+
+
+def test_evolve_refuses_a_method_without_continuous_parameters():
+    import types
+    from jaxmerge.ps.space import evolvable_method
+    with pytest.raises(JaxmergeError, match="expected an evolvable merge_method in .*'sce'.*found 'arcee_fusion'"):
+        evolvable_method(types.SimpleNamespace(merge_method="arcee_fusion", base_model="b"))
+    assert evolvable_method(types.SimpleNamespace(merge_method="karcher", base_model=None)) is METHODS["karcher"]

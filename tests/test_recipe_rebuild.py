@@ -13,6 +13,7 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.cli import main
 from jaxmerge.config import EvolvedParam, Granularity, load_config
 from jaxmerge.evolve.mesh import build_mesh
+from jaxmerge.merge import METHODS
 from jaxmerge.ps.space import build
 from tests.evolve_world import build_world, write_config
 from tests.merge_oracle import read_tensors
@@ -26,7 +27,11 @@ GENES = {  # method -> evolved hyper-parameters and their bounds
     "della": {"weight": (0.0, 1.0), "density": (0.3, 0.7), "epsilon": (0.05, 0.2)},
     "della_linear": {"weight": (0.0, 1.0), "density": (0.3, 0.7), "epsilon": (0.05, 0.2)},
     "slerp": {"t": (0.0, 1.0)}, "nuslerp": {"weight": (0.1, 1.0)},
+    # two of mergekit 0.1.5's additions (a shared fraction over host-ranked variances; per-model weights with a
+    # switch); the others' genes are checked by tests/test_merge_methods.py (each case here costs ~25 s)
+    "sce": {"select_topk": (0.2, 1.0)}, "multislerp": {"weight": (0.1, 1.0)},
 }
+ONE_MODEL = ("slerp",)  # one model against the base
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +42,9 @@ def world(tmp_path_factory):
 def config(world, method: str, layers_per_group: int, param_groups: bool):
     cfg = load_config(write_config(world, method="task_arithmetic", extra_evolve="", subset=2))
     evolve = {n: EvolvedParam((lo + hi) / 2, lo, hi) for n, (lo, hi) in GENES[method].items()}
-    models = cfg.models[:1] if method == "slerp" else cfg.models  # slerp: one model against the base
+    models = cfg.models[:1] if method in ONE_MODEL else cfg.models
     parameters = {"normalize": True} if method in ("linear", "task_arithmetic") else {}
-    base = None if method == "linear" else cfg.base_model  # linear merges the models alone
+    base = None if METHODS[method].base == "none" else cfg.base_model  # linear, karcher: the models alone
     return dataclasses.replace(cfg, merge_method=method, evolve=evolve, models=models, parameters=parameters,
                                base_model=base, granularity=Granularity(layers_per_group, param_groups))
 

@@ -10,6 +10,8 @@ def add_arguments(parser) -> None:
                              "(default: ./jaxmerge-demo)")
     parser.add_argument("--quick", action="store_true", help="smaller splits and searches (CI: about a minute)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (0 ships with the package)")
+    parser.add_argument("--search-seed", type=int, default=0,
+                        help="seed of every search (same world): reruns measure the spread over seeds")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -40,11 +42,13 @@ def run(args) -> int:
     from jaxmerge.errors import expect
     from jaxmerge.runtime import enable_compilation_cache
     expect(args.seed >= 0, f"expected --seed >= 0, found {args.seed}")
+    expect(args.search_seed >= 0, f"expected --search-seed >= 0, found {args.search_seed}")
     enable_compilation_cache()
     console = Console()
     results = run_demo(Path(args.out), seed=args.seed, quick=args.quick, progress=not args.no_progress,
-                       log=lambda msg: console.print(f"[bold]>[/] {msg}"))
+                       log=lambda msg: console.print(f"[bold]>[/] {msg}"), search_seed=args.search_seed)
     console.print(table(results))
     console.print(f"results: {Path(args.out) / 'results.json'}   winner: {Path(args.out) / 'winner'}   "
                   f"({results['seconds']:.0f} s)")
+    console.print("what the searches found: " + "   ".join(results["plots"].values()))
     return 0

@@ -56,8 +56,15 @@ def run(args) -> int:
     enable_compilation_cache()
     model = load(model_dir)
     tokenizer = load_tokenizer(model.path)
-    prepared = prepare(task, items, tokenizer, fewshot_pool=pool, item_batch=min(args.batch, len(items)))
-    fit = make_fitness(model.spec, prepared, tokenizer)
+    if task.images is not None:  # an image task: the model must be a VLM; its features are computed once here
+        from jaxmerge.fitness.suite import image_task, task_fitness
+        from jaxmerge.vlm.checkpoint import the_tower
+        tower = the_tower({str(model_dir): model_dir})
+        prepared = image_task(task, items, tower, min(args.batch, len(items)))
+        fit = task_fitness(model.spec, prepared, tokenizer, image_token=tower.spec.image_token)
+    else:
+        prepared = prepare(task, items, tokenizer, fewshot_pool=pool, item_batch=min(args.batch, len(items)))
+        fit = make_fitness(model.spec, prepared, tokenizer)
     with Progress(transient=True) as progress:
         bar = progress.add_task(f"{task.name}/{split}", total=len(items))
         value, rows = evaluate(fit, model.params, tokenizer, lambda done: progress.update(bar, completed=done))

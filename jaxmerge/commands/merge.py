@@ -41,6 +41,12 @@ def add_arguments(parser) -> None:
                         help="copy the tokenizer to the output (default: yes)")
     parser.add_argument("--write-model-card", action=argparse.BooleanOptionalAction, default=True,
                         help="write README.md and mergekit_config.yml (default: yes)")
+    parser.add_argument("--intermediate-dir", default=None,
+                        help="multi-document recipes (mergekit-multi's): write each named document's result to "
+                             "DIR/NAME (default: keep them in memory)")
+    parser.add_argument("--lazy", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --intermediate-dir, read a document's result that exists there instead of "
+                             "merging it again (default: yes, as mergekit-multi)")
     parser.add_argument("--allow-crimes", action="store_true",
                         help="merge models of different families when their tensors and math agree (as "
                              "mergekit's --allow-crimes; families that differ in any switch stay refused)")
@@ -70,14 +76,20 @@ def _run(args) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from jaxmerge.merge.build import Options, merge_recipe, referenced
+    from jaxmerge.errors import expect
+    from jaxmerge.merge.multi import is_chain
     from jaxmerge.merge.recipe import read_recipe
     from jaxmerge.runtime import enable_compilation_cache
 
     enable_compilation_cache()  # the merge compiles per architecture: a repeat merge of the same shapes reuses it
-    recipe = read_recipe(args.recipe)
     options = Options(seed=args.seed, math_dtype=args.math_dtype, out_shard_size=args.out_shard_size,
                       copy_tokenizer=args.copy_tokenizer, write_model_card=args.write_model_card,
                       overwrite=args.overwrite, allow_crimes=args.allow_crimes)
+    if is_chain(args.recipe):
+        return _run_chain(args, options)
+    expect(args.intermediate_dir is None, "--intermediate-dir: expected a multi-document recipe (documents with a "
+                                          "name, separated by ---), found a single recipe")
+    recipe = read_recipe(args.recipe)
     steps = len(referenced(recipe)) + 2
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
@@ -89,4 +101,13 @@ def _run(args) -> int:
         out = merge_recipe(recipe, args.out_dir, options, on_step=on_step)
         progress.update(task, completed=steps)
     print(f"wrote {out} ({recipe.method})")
+    return 0
+
+
+def _run_chain(args, options) -> int:
+    """A multi-document recipe (jaxmerge.merge.multi): every document checked first, then merged in order."""
+    from jaxmerge.merge.multi import read_chain, run_chain
+    docs = read_chain(args.recipe)
+    out = run_chain(docs, args.out_dir, options, intermediate_dir=args.intermediate_dir, lazy=args.lazy)
+    print(f"wrote {out} ({len(docs)} documents; last: {docs[-1].recipe.method})")
     return 0

@@ -49,13 +49,16 @@ BUDGETS = {False: {"ps_generations": 20, "dfs_generations": 3},
            True: {"ps_generations": 8, "dfs_generations": 1}}
 
 
-def evolve_configs(world: World, quick: bool, dfs_order: list[str] | None = None) -> dict[str, dict]:
+def evolve_configs(world: World, quick: bool, dfs_order: list[str] | None = None,
+                   search_seed: int = 0) -> dict[str, dict]:
     """PS (task arithmetic with a weight per model per layer: 16 genes, deterministic, so the search is not
-    fighting DARE's mask noise), DFS over the specialists, and hybrid (PS, then DFS with A = the PS winner)."""
+    fighting DARE's mask noise), DFS over the specialists, and hybrid (PS, then DFS with A = the PS winner).
+    `search_seed` seeds every search (the world and its splits stay the same): how the spread over seeds is
+    measured."""
     models = [str(p) for p in world.specialists.values()]
     budget = BUDGETS[quick]
     search = {"strategy": "CMA_ES", "population": 8, "generations": budget["ps_generations"], "sigma": 0.2,
-              "seed": 0}
+              "seed": search_seed}
     fitness = {"tasks": [{"task": str(world.target), "split": "dev", "subset": 0}], "item_batch": 128}
     ps = {"models": models, "base_model": str(world.base), "merge_method": "task_arithmetic",
           "evolve": {"weight": {"init": 0.5, "bounds": [0.0, 1.0]}},
@@ -105,14 +108,21 @@ def best_first_on_dev(world: World) -> list[str]:
     return sorted(scores, key=lambda p: -scores[p])
 
 
-def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print) -> dict:
+def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print,
+             search_seed: int = 0) -> dict:
     """The demo in DIR `out`: new, empty or an earlier demo's (a user's directory is refused, never cleared);
     a DIR this call created is removed again if the demo fails (a full disk, Ctrl-C)."""
     with claimed_dir(out, "demo") as out:
-        return _demo(out, seed, quick, progress, log)
+        return _demo(out, seed, quick, progress, log, search_seed)
 
 
-def _demo(out: Path, seed: int, quick: bool, progress: bool, log) -> dict:
+# What the searches found, as pictures in DIR/plots (name -> the run's own plot, written by jaxmerge evolve):
+# the PS winner's weight per model and layer, and each DFS winner's layer path with its scales.
+PLOTS = {"ps_genes.png": "hybrid/ps/plots/genes_weight.png", "dfs_path.png": "dfs/model/plots/path.png",
+         "ps_dfs_path.png": "hybrid/dfs/model/plots/path.png"}
+
+
+def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: int) -> dict:
     from jaxmerge.config import parse_config
     from jaxmerge.modes import evolve
     from jaxmerge.merge.build import merge_recipe
@@ -129,7 +139,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log) -> dict:
         merged = merge_recipe(parse_recipe(recipe, configs), out / "merges" / name, overwrite=True)
         rows.append(_row(name, "untuned", merged, scorer))
     runs = out / "runs"
-    docs = evolve_configs(world, quick, dfs_order=best_first_on_dev(world))
+    docs = evolve_configs(world, quick, dfs_order=best_first_on_dev(world), search_seed=search_seed)
     for name, doc in docs.items():
         atomic_write_text(configs / f"evolve_{name}.yml", yaml.safe_dump(doc, sort_keys=False))
     for name in ("hybrid", "dfs"):
@@ -140,7 +150,9 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log) -> dict:
     for name, model in (("PS", runs / "hybrid/ps/model"), ("DFS", runs / "dfs/model"),
                         ("PS+DFS", runs / "hybrid/dfs/model")):
         rows.append(_row(name, "evolved", model, scorer))
-    results = {"rows": rows, "seconds": time.perf_counter() - started, "quick": quick, "seed": seed}
+    plots = _copy_plots(runs, out / "plots")
+    results = {"rows": rows, "plots": plots, "seconds": time.perf_counter() - started, "quick": quick,
+               "seed": seed, "search_seed": search_seed}
     _export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
@@ -150,6 +162,14 @@ def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
     scores = scorer(model_dir)
     return {"name": name, "kind": kind, "model": str(model_dir), "target_test": scores.pop("target"),
             **{f"{skill}_test": value for skill, value in scores.items()}}
+
+
+def _copy_plots(runs: Path, plot_dir: Path) -> dict[str, str]:
+    """DIR/plots/{PLOTS}: the searches' pictures in one place; returns name -> path."""
+    plot_dir.mkdir(parents=True, exist_ok=True)
+    for name, source in PLOTS.items():
+        shutil.copyfile(runs / source, plot_dir / name)
+    return {name: str(plot_dir / name) for name in PLOTS}
 
 
 def _export_winner(out: Path, rows: list[dict]) -> None:

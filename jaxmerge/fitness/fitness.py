@@ -65,7 +65,7 @@ def completion(tokenizer, prepared: Prepared, tokens: np.ndarray, length: int) -
 def text_scorer(tokenizer, prepared: Prepared) -> Callable:
     """Host callback: generated tokens [..., B, T], lengths and item indices [..., B] -> f32 scores [..., B]
     (the task's metric and language gate: jaxmerge.fitness.textscore)."""
-    metric = item_scorer(prepared.task)
+    metric = item_scorer(prepared.task, tokenizer)
 
     def scores(tokens, lengths, index):
         # Host numpy first: the callback may receive device arrays, and any JAX op dispatched from inside a
@@ -123,6 +123,7 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
     eos = np.asarray(prepared.eos or (-1,), np.int32)
 
     def outputs(params, chunk) -> Generated:
+        params = decoder.bind(params, chunk)
         return greedy(spec, params, chunk["tokens"], chunk["mask"], eos, max_new_tokens=prepared.task.max_new_tokens,
                       pad=prepared.pad, decoder=decoder, stops=prepared.stops)
 
@@ -137,6 +138,7 @@ def _teacher_forced(spec, prepared: Prepared, decoder: Decoder):
     ends = np.asarray(prepared.ends, np.int32) if prepared.ends else None
 
     def outputs(params, chunk) -> Scored:
+        params = decoder.bind(params, chunk)
         b, k, s = chunk["tokens"].shape
         flat = [chunk[name].reshape(b * k, s) for name in ("tokens", "mask", "target")]
         return jax.tree.map(lambda x: x.reshape(b, k), score(spec, params, *flat, decoder=decoder, ends=ends))

@@ -32,12 +32,17 @@ def _embed_dtype(spec, params):
     return params["embed"].dtype
 
 
+def _params(params, chunk):
+    return params
+
+
 class Decoder(NamedTuple):
     init_cache: Callable = model.init_cache
     forward_cached: Callable = model.forward_cached
     forward: Callable = model.forward
     arch: Callable = _same  # spec -> the ArchSpec it runs (vocab, positions, sizes) for the host-side checks
     cache_dtype: Callable = _embed_dtype  # (spec, params) -> the dtype keys and values are made and cached in
+    bind: Callable = _params  # (params, chunk of items) -> what the functions above read (a VLM: + its features)
 
 
 class Generated(NamedTuple):

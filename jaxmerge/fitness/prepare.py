@@ -39,6 +39,8 @@ class Prepared(NamedTuple):
 def prepare(task: Task, items: list[Item], tokenizer, *, fewshot_pool: list[Item] | None = None,
             item_batch: int = 16) -> Prepared:
     expect(len(items) > 0, f"task {task.name}: expected at least one item, found none")
+    expect(task.images is None, f"task {task.name}: expected a text task here, found an image task (images: true "
+                                "needs a vision-language model: jaxmerge.vlm.tasks.prepare_images)")
     expect(item_batch >= 1, f"expected item_batch >= 1, found {item_batch}")
     item_batch = min(item_batch, len(items))  # a bigger batch only pads: `--batch 10**9` must not allocate it
     expect(not task.fewshot or bool(fewshot_pool), f"task {task.name}: fewshot needs a fewshot_pool of items")

@@ -42,6 +42,7 @@ class TaskSet(NamedTuple):
     tokenizer: object
     specs: tuple[TaskSpec, ...] = ()
     objectives: tuple[Objective, ...] = ()
+    image_token: int | None = None  # a VLM run's image token id (its image tasks carry cached features)
 
     def objective_names(self) -> list[str]:
         return [o.name for o in self.objectives]
@@ -61,8 +62,10 @@ def summary(part) -> dict:
 
 
 def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, item_batch: int, seed: int,
-                  objectives: tuple[str, ...] = ()) -> TaskSet:
-    """Every task read, subset and tokenised once; `objectives` (search.objectives) resolved against them."""
+                  objectives: tuple[str, ...] = (), tower=None) -> TaskSet:
+    """Every task read, subset and tokenised once; `objectives` (search.objectives) resolved against them.
+    `tower`: the vision tower of a VLM among the models (jaxmerge.vlm.checkpoint.Tower), which image tasks need;
+    their image features are computed here, once."""
     tokenizer = load_tokenizer(tokenizer_dir)
     parts = []
     for ref in specs:
@@ -73,10 +76,24 @@ def prepare_tasks(specs: list[TaskSpec], tokenizer_dir, *, allow_test: bool, ite
             continue
         task = load_task(ref.task)
         items = fixed_subset(load_items(task, ref.split, allow_test=allow_test), ref.subset, seed)
+        if task.images is not None:
+            parts.append((ref.weight, image_task(task, items, tower, min(item_batch, len(items)))))
+            continue
         pool = load_items(task, task.fewshot_split) if task.fewshot else None
         parts.append((ref.weight, prepare(task, items, tokenizer, fewshot_pool=pool,
                                           item_batch=min(item_batch, len(items)))))
-    return TaskSet(tuple(parts), tokenizer, tuple(specs), resolve_objectives(objectives, parts))
+    return TaskSet(tuple(parts), tokenizer, tuple(specs), resolve_objectives(objectives, parts),
+                   None if tower is None else tower.spec.image_token)
+
+
+def image_task(task, items, tower, item_batch: int) -> Prepared:
+    """An image task prepared through the VLM's processor, its vision features cached (jaxmerge.vlm.tasks)."""
+    expect(tower is not None, f"task {task.name}: expected a vision-language model among the models for this "
+                              "image task, found only text models")
+    expect(not task.fewshot, f"task {task.name}: expected fewshot 0 on an image task, found {task.fewshot}")
+    from jaxmerge.vlm.processor import load_processor
+    from jaxmerge.vlm.tasks import prepare_images
+    return prepare_images(task, items, load_processor(tower.path), tower, item_batch=item_batch)
 
 
 def resolve_objectives(names: tuple[str, ...], parts: list) -> tuple[Objective, ...]:
@@ -96,8 +113,15 @@ def resolve_objectives(names: tuple[str, ...], parts: list) -> tuple[Objective, 
     return tuple(out)
 
 
-def task_fitness(spec, part, tokenizer, decoder: Decoder = Decoder()):
-    """The fitness record of one prepared task (a jaxmerge task or an lm-eval task)."""
+def task_fitness(spec, part, tokenizer, decoder: Decoder = Decoder(), image_token: int | None = None):
+    """The fitness record of one prepared task (a jaxmerge task, an image task, or an lm-eval task)."""
+    if isinstance(part, Prepared) and "features" in part.arrays:
+        from jaxmerge.arch import ArchSpec
+        from jaxmerge.vlm.model import VLM_DECODER, LanguageSpec
+        expect(isinstance(spec, ArchSpec) and decoder == Decoder(),
+               f"task {part.task.name}: expected image tasks to score merged models (memory.mode: materialize, "
+               "evolve mode ps), found a fused or layer-path decoder")
+        return make_fitness(LanguageSpec(spec, image_token), part, tokenizer, decoder=VLM_DECODER)
     if isinstance(part, Prepared):
         return make_fitness(spec, part, tokenizer, decoder=decoder)
     from jaxmerge.fitness.lmeval.fitness import make_lmeval_fitness
@@ -109,9 +133,14 @@ def task_inputs(ref: TaskSpec) -> list[tuple[str, Path]]:
     if ref.lm_eval is not None:
         from jaxmerge.fitness.lmeval.load import input_files
         return input_files(ref.lm_eval)
-    found = [("task", Path(ref.task))]
-    return found + [("split", split) for _, split in load_task(ref.task).splits
-                     if isinstance(split, Path) and split.exists()]
+    task = load_task(ref.task)
+    found = [("task", Path(ref.task))] + [("split", split) for _, split in task.splits
+                                          if isinstance(split, Path) and split.exists()]
+    if task.images is not None:  # an image task reads its images too
+        from jaxmerge.vlm.tasks import image_path
+        images = (image_path(task, it, i) for split, _ in task.splits for i, it in enumerate(load_items(task, split)))
+        found += [("image", p) for p in images if p.is_file()]  # a missing one is named when the task is prepared
+    return found
 
 
 def fixed_subset(items: list, n: int, seed: int) -> list:
@@ -126,7 +155,8 @@ def weighted_fitness(spec, tasks: TaskSet, decoder: Decoder = Decoder()) -> Call
     """params -> f32: the weighted mean of the tasks' fitness (each pure; text metrics call back to the host).
     With objectives: params -> f32[1 + K], that mean first, then each objective (higher is better; an answer
     length negated), every task scored once."""
-    parts = [(w, task_fitness(spec, p, tasks.tokenizer, decoder).measures) for w, p in tasks.parts]
+    parts = [(w, task_fitness(spec, p, tasks.tokenizer, decoder, tasks.image_token).measures)
+             for w, p in tasks.parts]
     total = sum(w for w, _ in parts)
 
     def fitness(params):

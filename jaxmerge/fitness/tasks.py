@@ -19,10 +19,10 @@ from jaxmerge.jsonfile import NumberText, parse_json
 from jaxmerge.yamlfile import read_yaml
 
 METRICS = ("exact_match_number", "exact_match", "exact_match_number_paper", "greedy_match", "loglik", "choice",
-           "perplexity")  # or python:package.module:function (a custom text metric, see textscore.py)
-GENERATIVE = ("exact_match_number", "exact_match", "exact_match_number_paper")
+           "perplexity", "rouge_l")  # or python:package.module:function (a custom text metric, see textscore.py)
+GENERATIVE = ("exact_match_number", "exact_match", "exact_match_number_paper", "rouge_l")
 KEYS = frozenset({"name", "splits", "template", "metric", "max_new_tokens", "stop", "fewshot", "fewshot_split",
-                  "chat_template", "columns", "language"})
+                  "chat_template", "columns", "language", "images", "rouge_tokens"})
 MAX_SPLIT = 512 * MB  # a JSONL split larger than this is refused from its size, before it is read
 
 
@@ -48,6 +48,8 @@ class Task:
     chat_template: bool = False
     columns: tuple[tuple[str, str], ...] = ()  # (task field, the data's column name)
     language: str | None = None  # generative: an answer counts only if written in it (language.py)
+    images: Path | None = None  # an image task (jaxmerge.vlm.tasks): rows' `image` paths are relative to this
+    rouge_tokens: str = "words"  # rouge_l's units: words | chars | model (jaxmerge.fitness.rouge)
 
     @property
     def generative(self) -> bool:
@@ -75,7 +77,9 @@ def load_task(path: str | Path) -> Task:
                 max_new_tokens=_typed(raw, "max_new_tokens", int, 32, path),
                 stop=tuple(_typed(raw, "stop", list, [], path)), fewshot=_typed(raw, "fewshot", int, 0, path),
                 fewshot_split=raw.get("fewshot_split"), chat_template=_typed(raw, "chat_template", bool, False, path),
-                columns=_columns(raw.get("columns"), path), language=raw.get("language"))
+                columns=_columns(raw.get("columns"), path), language=raw.get("language"),
+                images=path.parent.absolute() if _typed(raw, "images", bool, False, path) else None,
+                rouge_tokens=_typed(raw, "rouge_tokens", str, "words", path))
     _check(task, path)
     return task
 
@@ -114,6 +118,8 @@ def _check(task: Task, path: Path) -> None:
     expect(task.fewshot >= 0, f"{path}: expected fewshot >= 0, found {task.fewshot}")
     for key, text in (("template", task.template), *(("stop", s) for s in task.stop)):
         text_field(text, key, str(path))
+    from jaxmerge.fitness.rouge import TOKENS
+    expect(task.rouge_tokens in TOKENS, f"{path}: expected rouge_tokens in {TOKENS}, found {task.rouge_tokens!r}")
     if task.metric.startswith("python:"):
         from jaxmerge.fitness.textscore import custom_metric
         custom_metric(task.metric, str(path))

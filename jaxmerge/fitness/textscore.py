@@ -36,13 +36,28 @@ def custom_metric(name: str, where: str) -> Callable:
     return fn
 
 
-def metric_function(task) -> Callable:
-    """(completion, item) -> the metric's raw value for one item."""
+def metric_function(task, tokenizer=None) -> Callable:
+    """(completion, item) -> the metric's raw value for one item; rouge_l and the metrics of image tasks take the
+    best over the item's references (its answer and a row's `answers` list)."""
     if task.metric.startswith(PREFIX):
         fn = custom_metric(task.metric, f"task {task.name}")
         return lambda text, item: fn(text, item.answer, item.row)
+    if task.metric == "rouge_l":
+        from jaxmerge.fitness.rouge import rouge_l_scorer
+        expect(task.rouge_tokens != "model" or tokenizer is not None,
+               f"task {task.name}: rouge_tokens: model needs the model's tokenizer, found none")
+        rouge = rouge_l_scorer(task.rouge_tokens, tokenizer)
+        return lambda text, item: rouge(text, references(item))
     builtin = TEXT_METRICS[task.metric]
+    if getattr(task, "images", None) is not None:
+        return lambda text, item: max(builtin(text, ref) for ref in references(item))
     return lambda text, item: builtin(text, item.answer)
+
+
+def references(item) -> list[str]:
+    """An item's reference answers: its answer, then the strings of its row's `answers` list."""
+    extra = item.row.get("answers", []) if isinstance(item.row, dict) else []
+    return [item.answer, *(str(a) for a in extra if isinstance(a, (str, int, float)))]
 
 
 def report_once(metric: str, message: str) -> None:
@@ -62,9 +77,9 @@ def as_score(value, metric: str, where: str) -> float:
     return math.nan
 
 
-def item_scorer(task) -> Callable[[str, object, int], float]:
+def item_scorer(task, tokenizer=None) -> Callable[[str, object, int], float]:
     """(completion, item, index) -> score: the metric, times the language gate when the task names a language."""
-    metric, language = metric_function(task), getattr(task, "language", None)
+    metric, language = metric_function(task, tokenizer), getattr(task, "language", None)
     if language:
         from jaxmerge.fitness.language import in_language
 

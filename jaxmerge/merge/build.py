@@ -18,15 +18,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import expect
-from jaxmerge.io import DTYPES, Model, load, resolve
+from jaxmerge.io import DTYPES, Model
 from jaxmerge.merge.base import Sources
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import check_math
+from jaxmerge.merge.prepare import (align_vocabularies, chat_template, load_models, referenced,  # noqa: F401
+                                    tokenizer_dir)
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.resolve import model_sources
+from jaxmerge.merge.vocab import Vocabulary
 from jaxmerge.params import stack
+from jaxmerge.vlm.checkpoint import Tower, the_tower
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +46,6 @@ class Options:
     allow_crimes: bool = False  # mergekit's: models of different families whose tensors and math agree
 
 
-def referenced(recipe: Recipe) -> list[str]:
-    """Every model the recipe reads, first appearance first."""
-    refs = [s.model for sl in recipe.slices for s in sl.sources]
-    return list(dict.fromkeys(refs + ([recipe.base_model] if recipe.base_model else [])))
-
-
 def check_structure(recipe: Recipe) -> None:
     """Base present where required, and the number of models each method takes, in every slice."""
     method = METHODS[recipe.method]
@@ -62,19 +59,6 @@ def check_structure(recipe: Recipe) -> None:
         n = len(model_sources(recipe, sl))
         expect(n >= lo and (hi is None or n <= hi), f"expected {lo if lo == hi else f'at least {lo}'} "
                f"{'non-base ' if method.needs_base else ''}models for {recipe.method} (slice {i}), found {n}")
-
-
-def load_models(recipe: Recipe, on_load: Callable[[str], None] = lambda name: None,
-                allow_crimes: bool = False) -> dict[str, Model]:
-    """Load every referenced model once, refusing mixed families (unless `allow_crimes` and their math agrees)
-    or shapes."""
-    models: dict[str, Model] = {}
-    for ref in referenced(recipe):
-        on_load(ref)
-        models[ref] = load(ref, dtype=recipe.dtype)
-        check_same_architecture([(m.spec, m.path) for m in models.values()], same_depth=False,
-                                allow_crimes=allow_crimes)
-    return models
 
 
 def _layers(model: Model, rng: tuple[int, int] | None) -> dict[str, np.ndarray]:
@@ -106,7 +90,7 @@ def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
-    spec = donor.spec.with_layers(output_types(recipe, models))
+    spec = donor.spec.with_layers(output_types(recipe, models)).replace(vocab_size=model_params["embed"].shape[1])
     return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
 
 
@@ -153,27 +137,32 @@ def merge_key(recipe: Recipe, seed: int | None) -> jax.Array:
     return jax.random.key(0 if seed is None else seed)
 
 
-def tokenizer_dir(recipe: Recipe, models: dict[str, Model]) -> Path:
-    if recipe.tokenizer_source == "base":
-        expect(recipe.base_model is not None, "tokenizer_source: base needs a base_model, found none")
-        return models[recipe.base_model].path
-    if recipe.tokenizer_source is not None:
-        return models[recipe.tokenizer_source].path if recipe.tokenizer_source in models else \
-            resolve(recipe.tokenizer_source)
-    return models[recipe.base_model or recipe.slices[0].sources[0].model].path
+@dataclasses.dataclass(frozen=True)
+class Merged:
+    """A merge's result before it is written: the model (host arrays, `path` None), the reconciled vocabulary
+    (or None), the resolved chat template (or None) and the directory a copied tokenizer comes from."""
+    model: Model
+    vocab: Vocabulary | None
+    template: str | None
+    tokenizer_from: Path
+    tower: Tower | None = None  # a VLM among the models: the output is that VLM with `model` as its LM
 
 
-def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
-                 on_step: Callable[[str], None] = lambda step: None, **changes) -> Path:
-    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
-    from jaxmerge.atomic import check_target
+def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
+                on_step: Callable[[str], None] = lambda step: None) -> Merged:
+    """Load, reconcile, merge (one jitted call). `provided`: models by reference that are already in memory or
+    elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi). With a VLM among the models its
+    language model merges like any text model and the result carries the VLM's tower (and its tokenizer)."""
     from jaxmerge.merge.base import init_state, merge_jit
-    from jaxmerge.merge.output import write_merge
     from jaxmerge.merge.resolve import resolve_hparams
-    options = dataclasses.replace(options or Options(), **changes)
-    check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
-    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), options.allow_crimes)
-    sources = build_sources(recipe, models)
+    models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided, options.allow_crimes)
+    tower = the_tower({ref: m.path for ref, m in models.items()}, recipe.dtype)  # a VLM among them: a VLM out
+    template = chat_template(recipe, models, options)
+    vocab, aligned = align_vocabularies(recipe, models)
+    expect(tower is None or vocab is None, f"expected one vocabulary with a vision-language model (its processor "
+                                           f"and image token belong to it), found a tokenizer setting that aligns "
+                                           f"vocabularies in {tower.path if tower else ''}'s merge")
+    sources = build_sources(recipe, aligned)
     hparams = resolve_hparams(recipe, sources.spec, sources.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
     method = METHODS[recipe.method]
@@ -181,5 +170,19 @@ def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = 
     state = init_state(method, sources, math, once=hparams)
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
+    tokenizer = tower.path if tower is not None and recipe.tokenizer is None else tokenizer_dir(recipe, models)
+    return Merged(Model(sources.spec, merged, None), vocab, template, tokenizer, tower)
+
+
+def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
+                 on_step: Callable[[str], None] = lambda step: None, provided: dict | None = None,
+                 **changes) -> Path:
+    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
+    from jaxmerge.atomic import check_target
+    from jaxmerge.merge.output import write_merge
+    options = dataclasses.replace(options or Options(), **changes)
+    check_target(Path(out_dir).absolute(), options.overwrite)  # fail before minutes of loading
+    done = merge_model(recipe, options, provided, on_step)
     on_step("write")
-    return write_merge(recipe, Model(sources.spec, merged, None), out_dir, options, tokenizer_dir(recipe, models))
+    return write_merge(recipe, done.model, out_dir, options, done.tokenizer_from, done.vocab, done.template,
+                       done.tower)

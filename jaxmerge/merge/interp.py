@@ -1,4 +1,4 @@
-"""Interpolating methods: linear, passthrough, slerp, nuslerp, model_stock (mergekit 0.1.5 semantics).
+"""Interpolating methods: linear, passthrough, slerp, nuslerp, model_stock, nearswap (mergekit 0.1.5 semantics).
 
 Quirks matched on purpose:
 - linear divides by sum(weight) when `normalize` is on, with no guard (mergekit writes inf/NaN for weights
@@ -10,6 +10,8 @@ Quirks matched on purpose:
   else rows (last axis) or, with `nuslerp_row_wise`, columns (axis 0).
 - model_stock: t = M*cos / (1 + (M-1)*cos) with cos the mean pairwise cosine of task vectors (norm product
   clamped at 1e-6); |denominator| < 1e-6 keeps the base. `filter_wise` works per row instead of per tensor.
+- nearswap: per element w = clip(t / max(|base - b|, 1e-6), 0, 1), merged = w * b + (1 - w) * base: elements
+  closer than t take the other model's value. `t / x` is torch's reflected division, reciprocal(x) * t.
 Structural switches (flatten, row_wise, filter_wise) are traced 0/1 arrays too: every variant is computed and
 one selected with jnp.where, so no recipe value ever changes the compiled program.
 Dtype (`math`, static): linear and slerp compute in float32 and round the result to the merge's dtype, as
@@ -131,11 +133,21 @@ def _stock_kernel(state, hp, key, math="float32"):
     return r(r(t * avg) + r(r(1 - t) * rows)).reshape(base.shape)
 
 
+def _nearswap_kernel(state, hp, key, math="float32"):
+    r = lambda x: rnd(x, math)
+    base, x = _inputs(state)
+    other = x[0]
+    gap = jnp.maximum(r(jnp.abs(base - other)), const(1e-6, math))
+    w = jnp.clip(r(r(1.0 / gap) * hp["t"]), 0.0, 1.0)
+    return r(r(w * other) + r(r(1 - w) * base))
+
+
 PAPERS = {"linear": "Model soups (Wortsman et al. 2022), https://arxiv.org/abs/2203.05482",
           "passthrough": "none: copies (and scales) layers, for layer-stacking recipes",
           "slerp": "spherical linear interpolation (Shoemake 1985), https://en.wikipedia.org/wiki/Slerp",
           "nuslerp": "mergekit's normalized SLERP of two models or their task vectors (no paper)",
-          "model_stock": "Model Stock (Jang et al. 2024), https://arxiv.org/abs/2403.19522"}
+          "model_stock": "Model Stock (Jang et al. 2024), https://arxiv.org/abs/2403.19522",
+          "nearswap": "NearSwap (alchemonaut), https://huggingface.co/alchemonaut/QuartetAnemoi-70B-t0.0001"}
 
 
 def _method(name, hparams, base, counts, init, kernel, check=None) -> MergeMethod:
@@ -160,3 +172,5 @@ NUSLERP = _method("nuslerp", (weight(), switch("nuslerp_flatten", True), switch(
                   "optional", (2, 2), _stack, _nuslerp_kernel)
 MODEL_STOCK = _method("model_stock", (switch("filter_wise", False), ignored("weight")), "required", (2, None),
                       _stack, _stock_kernel)
+NEARSWAP = _method("nearswap", (HParam("t", REQUIRED), ignored("weight")), "required", (1, 1), _stack,
+                   _nearswap_kernel)

@@ -23,14 +23,15 @@ from __future__ import annotations
 from typing import Any
 
 from jaxmerge.errors import expect
-from jaxmerge.merge import gta, interp
+from jaxmerge.merge import fusion, gta, interp, ram, sce, spherical
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import REQUIRED, HParam
 
 METHODS: dict[str, MergeMethod] = {m.name: m for m in (
     gta.TASK_ARITHMETIC, gta.TIES, gta.DARE_TIES, gta.DARE_LINEAR, gta.BREADCRUMBS, gta.BREADCRUMBS_TIES,
     gta.DELLA, gta.DELLA_LINEAR,
-    interp.LINEAR, interp.PASSTHROUGH, interp.SLERP, interp.NUSLERP, interp.MODEL_STOCK,
+    interp.LINEAR, interp.PASSTHROUGH, interp.SLERP, interp.NUSLERP, interp.MODEL_STOCK, interp.NEARSWAP,
+    sce.SCE, ram.RAM, ram.RAMPLUS_TL, spherical.MULTISLERP, spherical.KARCHER, fusion.ARCEE_FUSION,
 )}
 
 __all__ = ["METHODS", "REQUIRED", "check_bounds", "check_value", "defaults", "get", "hparam"]

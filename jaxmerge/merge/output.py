@@ -7,6 +7,7 @@ deterministic methods.
 """
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from jaxmerge.card import write_card
@@ -15,6 +16,7 @@ from jaxmerge.io import Model, all_finite, save
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.params import to_hf_tensors
+from jaxmerge.vlm.checkpoint import save_vlm
 
 RANDOM = frozenset({"dare_ties", "dare_linear", "della", "della_linear"})
 ONE_FILE = 2**62  # --out-shard-size <= 0: mergekit writes one file
@@ -53,10 +55,50 @@ def card_writer(recipe: Recipe, options):
     return write
 
 
-def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path) -> Path:
-    """Check and write the merged model as `options` say (shards, tokenizer, card)."""
+def output_tokenizer(vocab, template: str | None, donor: Path, copy: bool):
+    """The tokenizer object the output carries, or None to copy the donor's files (or write none). A built
+    vocabulary's is always written (as mergekit writes it); a chat template goes into it, or into the donor's."""
+    if vocab is not None:
+        tokenizer = vocab.tokenizer
+    elif template is not None and copy:
+        from jaxmerge.merge.vocab import load_tokenizer
+        tokenizer = load_tokenizer(donor, "chat_template")
+    else:
+        return None
+    if template is not None:
+        tokenizer.chat_template = template
+    return tokenizer
+
+
+def write_tokenizer(folder: Path, done, options) -> None:
+    """Only the tokenizer a merge result (jaxmerge.merge.build.Merged) would be written with, into `folder`."""
+    import shutil
+    from jaxmerge.io import TOKENIZER_FILES
+    tokenizer = output_tokenizer(done.vocab, done.template, done.tokenizer_from, options.copy_tokenizer)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(str(folder))
+    elif options.copy_tokenizer and done.tokenizer_from is not None:
+        for name in TOKENIZER_FILES:
+            if (Path(done.tokenizer_from) / name).is_file():
+                shutil.copy2(Path(done.tokenizer_from) / name, folder / name)
+
+
+def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: Path, vocab=None,
+                template: str | None = None, tower=None) -> Path:
+    """Check and write the merged model as `options` say (shards, tokenizer, card). `vocab`: the reconciled
+    vocabulary (jaxmerge.merge.vocab), whose tokenizer is written; `template`: a resolved chat template;
+    `tower` (jaxmerge.vlm.checkpoint.Tower): write that VLM with `model` as its language model."""
     check_finite(model)
     shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
-    return save(model, out_dir, tokenizer_from=tokenizer_from if options.copy_tokenizer else None,
-                max_shard_size=shard, overwrite=options.overwrite,
-                extra=card_writer(recipe, options) if options.write_model_card else None)
+    tokenizer = output_tokenizer(vocab, template, tokenizer_from, options.copy_tokenizer)
+    card = card_writer(recipe, options) if options.write_model_card else None
+
+    def extra(tmp: Path) -> None:
+        if tokenizer is not None:
+            tokenizer.save_pretrained(str(tmp))
+        if card is not None:
+            card(tmp)
+    copy_from = tokenizer_from if options.copy_tokenizer and tokenizer is None else None
+    writer = save if tower is None else partial(save_vlm, tower)
+    return writer(model, out_dir, tokenizer_from=copy_from, max_shard_size=shard, overwrite=options.overwrite,
+                  extra=extra)

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from jaxmerge.errors import JaxmergeError, expect, expect_keys
+from jaxmerge.merge import lora, tokenspec
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import MATH_DTYPES
+from jaxmerge.merge.tokenspec import TokenizerSpec
 from jaxmerge.yamlfile import parse_yaml, read_yaml
 
 TOP_KEYS = {"merge_method", "base_model", "models", "slices", "parameters", "dtype", "out_dtype",
-            "tokenizer_source"}
+            "tokenizer_source", "tokenizer", "chat_template"}
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -61,17 +63,37 @@ class Recipe:
     parameters: Mapping[str, Any]
     dtype: str | None = None
     out_dtype: str | None = None
-    tokenizer_source: str | None = None  # None, "base", or a model reference
+    tokenizer: TokenizerSpec | None = None  # tokenizer_source / tokenizer: (jaxmerge.merge.tokenspec); None: by index
+    chat_template: str | None = None        # a template name, "auto" or Jinja text (jaxmerge.merge.chat)
     merge_key: tuple[int, int] | None = None  # from the `# jaxmerge:` comment
     math_dtype: str | None = None             # from the `# jaxmerge:` comment
     text: str | None = dataclasses.field(default=None, compare=False)  # the file's text, comments included
     raw: Mapping[str, Any] | None = dataclasses.field(default=None, compare=False)  # the mapping it came from
 
 
-def _model(ref: Any, root: Path | None, where: str) -> str:
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """How a recipe's model references resolve: relative paths against the working directory (else `root`, the
+    recipe's folder, with a warning); `names` (earlier documents of a chain) are kept as they are."""
+    root: Path | None
+    names: frozenset = frozenset()
+
+
+def _model(ref: Any, ctx: Context, where: str) -> str:
+    """A model reference, relative paths resolved (below); MODEL+LORA (a PEFT adapter, jaxmerge.merge.lora) has
+    each part resolved."""
     expect(isinstance(ref, str) and ref != "", f"expected a model path or repo id for {where}, found {ref!r}")
-    expect("+" not in ref or Path(ref).exists(), f"{where}: LoRA references ('model+lora') are not supported, "
-                                                 f"found {ref!r}")
+    if "+" in ref and not Path(ref).exists():
+        model, adapter = lora.split(ref)
+        expect(model != "" and adapter != "", f"{where}: expected MODEL+LORA, found {ref!r}")
+        return f"{_path(model, ctx, where)}+{_path(adapter, ctx, where)}"
+    return _path(ref, ctx, where)
+
+
+def _path(ref: str, ctx: Context, where: str) -> str:
+    root = ctx.root
+    if ref in ctx.names:
+        return ref
     path = Path(ref).expanduser()
     if root is None or path.is_absolute() or path.exists() or not (root / path).exists():
         return ref
@@ -87,7 +109,7 @@ def _params(value: Any, where: str) -> dict:
     return dict(value or {})
 
 
-def _source(entry: Any, root: Path | None, where: str, sliced: bool) -> Source:
+def _source(entry: Any, ctx: Context, where: str, sliced: bool) -> Source:
     entry = expect_keys(entry, {"model", "parameters"} | ({"layer_range"} if sliced else set()), where)
     layer_range = None
     if sliced:
@@ -95,32 +117,38 @@ def _source(entry: Any, root: Path | None, where: str, sliced: bool) -> Source:
         expect(isinstance(lr, list) and len(lr) == 2 and all(isinstance(v, int) for v in lr) and 0 <= lr[0] < lr[1],
                f"expected {where}.layer_range as [start, stop] with 0 <= start < stop, found {lr!r}")
         layer_range = (lr[0], lr[1])
-    return Source(_model(entry.get("model"), root, f"{where}.model"), layer_range,
+    return Source(_model(entry.get("model"), ctx, f"{where}.model"), layer_range,
                   _params(entry.get("parameters"), f"{where}.parameters"))
 
 
-def parse_recipe(raw: Any, root: Path | None = None) -> Recipe:
-    """Validate a recipe mapping. `root`: directory relative model paths are resolved against."""
+def parse_recipe(raw: Any, root: Path | None = None, names: frozenset = frozenset()) -> Recipe:
+    """Validate a recipe mapping. `root`: the recipe's folder (see `Context`); `names`: references that name
+    earlier documents of a chain (jaxmerge.merge.multi), taken as they are."""
+    ctx = Context(root, frozenset(names))
     raw = expect_keys(raw, TOP_KEYS, "recipe")
     method = raw.get("merge_method")
     expect(method in METHODS, f"expected merge_method in {sorted(METHODS)}, found {method!r}")
     expect(("models" in raw) != ("slices" in raw), "expected exactly one of 'models' or 'slices' in the recipe, "
                                                    f"found {sorted(k for k in ('models', 'slices') if k in raw)}")
     base = raw.get("base_model")
-    base = None if base is None else _model(base, root, "base_model")
+    base = None if base is None else _model(base, ctx, "base_model")
     for key in ("dtype", "out_dtype"):
         expect(raw.get(key) in (None, *DTYPES), f"expected {key} in {DTYPES}, found {raw.get(key)!r}")
     if "models" in raw:
         entries = raw["models"]
         expect(isinstance(entries, list) and entries, f"expected a non-empty list for models, found {entries!r}")
-        sources = [_source(e, root, f"models[{i}]", False) for i, e in enumerate(entries)]
+        sources = [_source(e, ctx, f"models[{i}]", False) for i, e in enumerate(entries)]
         if base is not None and base not in [s.model for s in sources]:
             sources.append(Source(base, None, {}))
         slices = (Slice(tuple(sources), {}),)
     else:
-        slices = tuple(_slice(s, root, i) for i, s in enumerate(_list(raw["slices"], "slices")))
+        slices = tuple(_slice(s, ctx, i) for i, s in enumerate(_list(raw["slices"], "slices")))
+    template = raw.get("chat_template")
+    expect(template is None or (isinstance(template, str) and template != ""),
+           f"expected chat_template as a template name, auto or Jinja text, found {template!r}")
     return Recipe(method, base, slices, _params(raw.get("parameters"), "parameters"), raw.get("dtype"),
-                  raw.get("out_dtype"), _tokenizer_source(raw.get("tokenizer_source"), root), raw=dict(raw))
+                  raw.get("out_dtype"), tokenspec.parse(raw, lambda ref, where: _model(ref, ctx, where)),
+                  template, raw=dict(raw))
 
 
 def _list(value: Any, where: str) -> list:
@@ -128,19 +156,14 @@ def _list(value: Any, where: str) -> list:
     return value
 
 
-def _slice(entry: Any, root: Path | None, i: int) -> Slice:
+def _slice(entry: Any, ctx: Context, i: int) -> Slice:
     entry = expect_keys(entry, {"sources", "parameters"}, f"slices[{i}]")
-    sources = tuple(_source(s, root, f"slices[{i}].sources[{j}]", True)
+    sources = tuple(_source(s, ctx, f"slices[{i}].sources[{j}]", True)
                     for j, s in enumerate(_list(entry.get("sources"), f"slices[{i}].sources")))
     lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
     expect(len(lengths) == 1, f"expected the sources of slices[{i}] to span equal layer counts, found "
                               f"{sorted(lengths)}")
     return Slice(sources, _params(entry.get("parameters"), f"slices[{i}].parameters"))
-
-
-def _tokenizer_source(value: Any, root: Path | None) -> str | None:
-    expect(value != "union", "tokenizer_source: union is not supported (expected base or a model)")
-    return value if value in (None, "base") else _model(value, root, "tokenizer_source")
 
 
 COMMENT = re.compile(r"\s*#\s*jaxmerge:(.*)")
@@ -169,9 +192,14 @@ def _comment(text: str, where: str) -> dict:
     return {"merge_key": None if key is None else tuple(key), "math_dtype": doc.get("math_dtype")}
 
 
+def parse_document(raw: Any, text: str, root: Path | None, where: str, names: frozenset = frozenset()) -> Recipe:
+    """A recipe from its parsed mapping and its text (for its `# jaxmerge:` comment and the output's card)."""
+    return dataclasses.replace(parse_recipe(raw, root, names), text=text, **_comment(text, where))
+
+
 def parse_recipe_text(text: str, root: Path | None = None, where: str = "recipe") -> Recipe:
     """A recipe from its YAML text, with its `# jaxmerge:` comment (`root`: the recipe's folder)."""
-    return dataclasses.replace(parse_recipe(parse_yaml(text, where), root), text=text, **_comment(text, where))
+    return parse_document(parse_yaml(text, where), text, root, where)
 
 
 def read_recipe(path: str | Path) -> Recipe:

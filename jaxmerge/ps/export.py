@@ -21,6 +21,7 @@ from jaxmerge.evolve.mesh import jax_to_numpy, on_one_device
 from jaxmerge.evolve.records import card_sections
 from jaxmerge.io import DTYPES
 from jaxmerge.merge.base import merge_jit
+from jaxmerge.merge.tokenspec import recipe_keys
 from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.ps.recipe import recipe_text, to_recipe
 
@@ -30,7 +31,7 @@ of the recipe carries the merge key of random methods such as DARE). For determi
 `mergekit-yaml mergekit_config.yml OUT` gives the same tensors up to float32 rounding."""
 
 
-def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenizer_dir, data, mesh):
+def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenizer_dir, data, mesh, tower=None):
     """The space's export: (raw, key, out, record) -> what it adds to best.json. The winner is merged by
     `jaxmerge merge`'s own compiled function from its hyper-parameters as arrays (on one device where the
     sources are replicated, see mesh.on_one_device), so `jaxmerge merge recipe.yml` on the same machine writes
@@ -43,12 +44,13 @@ def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenize
         if not is_primary():
             return {}
         genes = {name: np.asarray(v) for name, v in genome.decode(jax.numpy.asarray(raw)).items()}
-        recipe = to_recipe(genome, genes, cfg.merge_method, facts["models"], cfg.base_model, dtype)
+        recipe = {**to_recipe(genome, genes, cfg.merge_method, facts["models"], cfg.base_model, dtype),
+                  **recipe_keys(cfg.tokenizer)}
         text = recipe_text(recipe, key)
         card = functools.partial(write_card, sources=facts["models"], base=cfg.base_model, method=cfg.merge_method,
                                  recipe=recipe, recipe_text=text, sections=card_sections(record), tags=("evolved",),
                                  rebuild=REBUILD, name=out.absolute().name)
-        write_winner(genome.spec, params, out, tokenizer_dir, card)
+        write_winner(genome.spec, params, out, tokenizer_dir, card, tower)
         atomic_write_text(out / "recipe.yml", text)
         from jaxmerge.ps.plots import plot_genes
         plot_genes(out / "plots", genome, record["genes"], facts["models"])
@@ -56,6 +58,12 @@ def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenize
     return export
 
 
-def write_winner(spec, params, out: Path, tokenizer_dir, card) -> None:
+def write_winner(spec, params, out: Path, tokenizer_dir, card, tower=None) -> None:
+    """model/: the merged model, or with a VLM's `tower` that VLM with the merged language model."""
     from jaxmerge.io import Model, save
+    if tower is not None:
+        from jaxmerge.vlm.checkpoint import save_vlm
+        save_vlm(tower, Model(spec, params, None), out / "model", tokenizer_from=tokenizer_dir, overwrite=True,
+                 extra=card)
+        return
     save(Model(spec, params, None), out / "model", tokenizer_from=tokenizer_dir, overwrite=True, extra=card)

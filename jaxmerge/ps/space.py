@@ -22,25 +22,56 @@ from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint
 from jaxmerge.evolve.space import SearchSpace
 from jaxmerge.fitness.suite import TaskSet, prepare_tasks, weighted_fitness
 from jaxmerge.io import DTYPES
+from jaxmerge.merge.reconcile import EVOLVE_HINT, check_vocabularies
 from jaxmerge.params import stack
 from jaxmerge.ps.genome import Gene, GeneSpec
+from jaxmerge.ps.vocab import align_sources
 
 
 def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None]:
     """Every source (and the base) checked from its headers; refuse models whose architecture differs."""
     models = [open_checkpoint(m) for m in cfg.models]
     base = open_checkpoint(cfg.base_model) if cfg.base_model else None
-    check_same_architecture([(c.spec, c.path) for c in models + ([base] if base else [])])
+    everything = models + ([base] if base else [])
+    size = models[0].spec.vocab_size  # with tokenizer settings row counts may differ; they are aligned at load
+    check_same_architecture([(c.spec.replace(vocab_size=size) if cfg.tokenizer else c.spec, c.path)
+                             for c in everything])
+    if cfg.tokenizer is None:
+        check_vocabularies({str(c.path): c for c in everything}, EVOLVE_HINT)
     return models, base
 
 
-def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str):
-    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold."""
+def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype: str, aligned=None):
+    """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold; with
+    `aligned` (jaxmerge.ps.vocab), embed / lm_head are the aligned float32 tables instead."""
     from jaxmerge.merge import Sources
     spec = models[0].spec
-    stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
-    base_params = load_table(base.table, spec, mesh, dtype) if base else None
+    if aligned is None:
+        stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
+        base_params = load_table(base.table, spec, mesh, dtype) if base else None
+        return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+    spec = spec.replace(vocab_size=aligned.vocab.size)
+    stacked = _with_rows(load_table(stack([_rowless(m) for m in models]), models[0].spec, mesh, dtype),
+                         [aligned.tables[str(m.path)] for m in models], mesh)
+    base_params = None if base is None else _with_rows(load_table(_rowless(base), base.spec, mesh, dtype),
+                                                       [aligned.tables[str(base.path)]], mesh, stacked=False)
     return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+
+
+def _rowless(ckpt: Checkpoint) -> dict:
+    return {k: v for k, v in ckpt.table.items() if k not in ("embed", "lm_head")}
+
+
+def _with_rows(params: dict, tables: list[dict], mesh, stacked: bool = True) -> dict:
+    """`params` plus the aligned row leaves, placed on `mesh` as the rules table lays them out."""
+    from jax.sharding import NamedSharding
+    from jaxmerge.evolve.mesh import tensor_spec
+    out = dict(params)
+    for leaf in tables[0]:
+        host = np.stack([t[leaf] for t in tables]) if stacked else tables[0][leaf]
+        sharding = NamedSharding(mesh, tensor_spec(mesh, leaf, host.shape))
+        out[leaf] = jax.make_array_from_callback(host.shape, sharding, lambda index, host=host: host[index])
+    return out
 
 
 def merge_state(method, sources, mesh) -> dict:
@@ -56,9 +87,11 @@ def merge_state(method, sources, mesh) -> dict:
 
 def evolvable_method(cfg: EvolveConfig):
     from jaxmerge.merge import METHODS
-    if cfg.merge_method not in METHODS or cfg.merge_method == "passthrough":
-        raise JaxmergeError(f"expected an evolvable merge_method in {sorted(set(METHODS) - {'passthrough'})}, "
-                            f"found {cfg.merge_method!r}")
+    # evolvable: a method with a continuous hyper-parameter (arcee_fusion has none); passthrough stacks layers
+    names = sorted(n for n, m in METHODS.items()
+                   if n != "passthrough" and any(h.evolvable and h.role == "merge" for h in m.hparams))
+    if cfg.merge_method not in names:
+        raise JaxmergeError(f"expected an evolvable merge_method in {names}, found {cfg.merge_method!r}")
     method = METHODS[cfg.merge_method]
     expect(not method.needs_base or cfg.base_model, f"expected base_model: {cfg.merge_method} merges task vectors "
                                                     "against a base, found none")
@@ -108,26 +141,40 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     """The PS search space of `cfg` on `mesh`: merge state computed there from sources loaded sliced."""
     from jaxmerge.ps.export import make_export
     from jaxmerge.ps.fused import choose_mode, tree_bytes
+    from jaxmerge.vlm.checkpoint import the_tower
     method = evolvable_method(cfg)
     models, base = open_sources(cfg)
-    spec, dtype = models[0].spec, cfg.dtype or models[0].dtype
-    state = merge_state(method, load_sources(models, base, mesh, dtype), mesh)
+    dtype = cfg.dtype or models[0].dtype
+    tower = the_tower({str(m.path): m.path for m in models + [base] if m is not None}, dtype)  # a VLM: VLM out
+    expect(tower is None or cfg.tokenizer is None, "tokenizer_source / tokenizer: expected text models only, found "
+                                                   "a VLM among the sources (its vocabulary is not aligned)")
+    aligned = None if cfg.tokenizer is None else align_sources(cfg.tokenizer, models, base)
+    sources = load_sources(models, base, mesh, dtype, aligned)
+    spec = sources.spec
+    state = merge_state(method, sources, mesh)
+    del sources
     genome = build_genome(cfg, method, spec, len(models))
-    tokenizer_dir = (base or models[0]).path
+    tokenizer_dir = aligned.tokenizer_dir if aligned else tower.path if tower else (base or models[0]).path
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, tokenizer_dir, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed, objectives=cfg.search.objectives)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives, tower=tower)
     mode = choose_mode(cfg.memory.mode, spec, tree_bytes(state), cfg.memory.batch_size or cfg.search.population)
+    if tasks.image_token is not None and cfg.memory.mode == "auto":
+        mode = "materialize"  # image tasks splice features into a merged model's embeddings
     plain = weighted_fitness(spec, tasks)
 
     def baselines():
-        return [(str(m.path), plain, lambda m=m: load_table(m.table, spec, mesh, dtype)) for m in models + [base]
-                if m is not None]
+        def params(m):
+            if aligned is None:
+                return load_table(m.table, spec, mesh, dtype)
+            rows = {k: v.astype(DTYPES[dtype]) for k, v in aligned.tables[str(m.path)].items()}
+            return _with_rows(load_table(_rowless(m), m.spec, mesh, dtype), [rows], mesh, stacked=False)
+        return [(str(m.path), plain, lambda m=m: params(m)) for m in models + [base] if m is not None]
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
              "models": [str(m.path) for m in models], "tasks": tasks.describe(),
              **({"objectives": tasks.objective_names()} if tasks.objectives else {})}
     data = {"merge": state}
-    export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh)
+    export = make_export(cfg, method, genome, dtype, facts, tokenizer_dir, data, mesh, tower)
     return SearchSpace("ps", genome.size, np.asarray(genome.initial_raw()), data,
                        candidate_fitness(method, genome, dtype, tasks, mode), baselines, genome.describe, export,
                        facts)

@@ -15,6 +15,7 @@ from pathlib import Path
 SUITE = (  # (section title, module): explicit, one line per benchmark
     ("evolution throughput (benchmarks/evolve_throughput.py)", "benchmarks.evolve_throughput"),
     ("scaling curves (benchmarks/scaling.py)", "benchmarks.scaling"),
+    ("dfs: path forward cost (benchmarks/dfs_speed.py)", "benchmarks.dfs_speed"),
     ("fitness: greedy decode speed (benchmarks/decode_speed.py)", "benchmarks.decode_speed"),
     ("merge speed vs mergekit (benchmarks/merge_speed.py)", "benchmarks.merge_speed"),
     ("scale-out: loading at scale, peak host RSS (benchmarks/load_rss.py)", "benchmarks.load_rss"),

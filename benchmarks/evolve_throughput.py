@@ -99,9 +99,9 @@ def bare_forward(world: World, population: int, runs: int) -> Timing:
     import jax
 
     from jaxmerge import model
-    from jaxmerge.fitness.fitness import chunks
-    data = {k: v.reshape(v.shape[0], -1, v.shape[-1]) for k, v in chunks(world.prepared).items()
-            if k in ("tokens", "mask")}
+    from jaxmerge.fitness.chunking import chunks
+    (group,) = chunks(world.prepared).groups  # a teacher-forced task: one group in item order
+    data = {k: v.reshape(v.shape[0], -1, v.shape[-1]) for k, v in group.items() if k in ("tokens", "mask")}
     stacked = stack([world.sources[i % len(world.sources)] for i in range(population)])
 
     def one(params):

@@ -39,10 +39,18 @@ def _same(h):
 class Stack(NamedTuple):
     """Where a forward's layers come from. `xs`: scan inputs, leading axis one entry per step;
     `apply(x, h, layer) -> (h, kv)`: one step on the stream h, given `layer(lp, h_in) -> (h_out, kv)` (the
-    decoder layer with this step's attention and cache); `stream(h)`: the scan's first carry from the embeddings."""
+    decoder layer with this step's attention and cache); `stream(h)`: the scan's first carry from the embeddings;
+    `runs`: None (every step runs) or per step a traced bool: a step that does not run passes h and its cache
+    entry through under `lax.cond`, so it costs nothing (a DFS path pays for its used steps only). Under a vmap
+    with per-candidate `runs` the cond turns into a select and both branches are computed."""
     xs: Any
     apply: Callable
     stream: Callable = _same
+    runs: jax.Array | None = None
+
+
+def _passed(h, kv):
+    return h, kv
 
 
 def _plain_step(lp, h, layer):
@@ -139,12 +147,16 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
     att = attention(spec, positions, start + jnp.arange(tokens.shape[-1]), valid, whole=cache is None)
 
     def body(h, xs):
-        x, kind, kv = xs
+        x, kind, kv, runs = xs
         rope, attn_mask = att.pick(kind)
-        return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
+
+        def step(h, kv):
+            return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
+        return step(h, kv) if runs is None else jax.lax.cond(runs, step, _passed, h, kv)
 
     kv_in = None if cache is None else (cache.k, cache.v)
-    h, kv = jax.lax.scan(body, stack.stream(embed(globals_, tokens, spec)), (stack.xs, layer_kinds(spec), kv_in))
+    xs = (stack.xs, layer_kinds(spec), kv_in, stack.runs)
+    h, kv = jax.lax.scan(body, stack.stream(embed(globals_, tokens, spec)), xs)
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
 
 

@@ -133,3 +133,43 @@ def test_incompatible_sources_refused(models, tmp_path, family, overrides, words
 
 def test_space_from_models_matches_layer_counts(models):
     assert layout_for(models, 3, "per_slot") == DFSLayout((3, 2), 3, "per_slot")
+
+
+def all_steps_forward(spec, params, tokens, mask):
+    """The path forward as it was before unused steps were skipped: every step computed, then `where`."""
+    def apply(x, h, layer):
+        row, used, scale = x
+        lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=False), params["pool"])
+        out, kv = layer(lp, h * scale.astype(h.dtype))
+        return jnp.where(used > 0, out, h), kv
+    stack = model.Stack((params["layer"], params["included"], params["scales"]), apply)
+    return model.run(spec, params, stack, tokens, mask)[0]
+
+
+def test_skipping_unused_steps_changes_no_bit_and_compiles_once(models):
+    tokens, mask = tokens_and_mask()
+    space = layout_for(models, 3)
+    spec, pool = path_spec(models[0].spec, space), pool_params(models)
+    fn = path_logits_fn(space, models, tokens, mask)
+    reference = jax.jit(lambda genes: all_steps_forward(spec, with_path(pool, space.decode(genes)), tokens, mask))
+    candidates = [random_genes(space, seed) for seed in range(5)] + [space.initial_genes()]
+    used = [int(np.asarray(space.decode(g).included).sum()) for g in candidates]
+    assert len(set(used)) > 2  # paths of different lengths
+    for genes in candidates:
+        np.testing.assert_array_equal(np.asarray(fn(genes)), np.asarray(reference(genes)))
+    assert fn._cache_size() == 1
+
+
+def test_one_candidate_in_flight_keeps_the_skip(models):
+    """lax.map with batch_size=1 vmaps over a batch of one, which turns the skip's cond into a select (every
+    step computed); map_candidates runs one candidate as a plain scan, so the cond survives."""
+    from jaxmerge.evolve.mesh import map_candidates
+    tokens, mask = tokens_and_mask()
+    space = layout_for(models, 2)
+    spec, pool = path_spec(models[0].spec, space), pool_params(models)
+    population = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_genes(space, s) for s in range(3)])
+    one = lambda genes: forward(spec, with_path(pool, space.decode(genes)), tokens, mask)  # noqa: E731
+    assert "cond[" in str(jax.make_jaxpr(lambda p: map_candidates(one, p, 1))(population))
+    assert "cond[" not in str(jax.make_jaxpr(lambda p: jax.lax.map(one, p, batch_size=1))(population))
+    np.testing.assert_array_equal(np.asarray(jax.jit(lambda p: map_candidates(one, p, 1))(population)),
+                                  np.asarray(jax.jit(lambda p: map_candidates(one, p, 3))(population)))

@@ -3,10 +3,10 @@
 DFS params are a plain pytree: A's globals ("embed", "norm", "lm_head"), the pool of every source layer stacked
 [M, ...] under "pool" (canonical layer leaves), and the decoded path over its T + 1 steps: "included", "scales"
 and "layer" (the pool row of each step). Step t gathers its layer from the pool (a dynamic index, never a copy
-of the pool per repetition) and computes `where(included, layer(scale * h), h)`. Every step is computed, so
-shapes never depend on the genes: one compile serves the whole search, and `jax.vmap` over decoded paths
-scores a population. The scan itself is jaxmerge.model's one driver; this module only says how a step gets its
-layer (a `Stack`).
+of the pool per repetition) and computes `layer(scale * h)` if included, else passes h through under `lax.cond`:
+an unused step costs nothing, and shapes never depend on the genes, so one compile serves the whole search.
+`jax.vmap` over decoded paths scores a population (there the cond becomes a select: every step is computed).
+The scan itself is jaxmerge.model's one driver; this module only says how a step gets its layer (a `Stack`).
 
 The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, layout, types)` (A's
 architecture with one layer per step, each step with its pool row's attention type), so
@@ -55,20 +55,20 @@ def with_path(pool: Params, path: DecodedPath) -> Params:
 
 
 def path_stack(params: Params) -> Stack:
-    """Step t gathers its layer from the pool and runs it on the scaled stream if used, else passes h through.
-    The first carry is typed like the path: when a population is split with shard_map, the path arrays vary
-    per shard while the pool does not, and a scan carry must keep one type; a select on a path value gives the
-    embeddings the path's type (XLA folds `where(p, h, h)` away)."""
+    """Step t gathers its layer from the pool and runs it on the scaled stream if used; an unused step passes h
+    (and its cache entry) through without computing anything (`Stack.runs`), so a candidate costs its used
+    steps, with static shapes and one compile. The first carry is typed like the path: when a population is
+    split with shard_map, the path arrays vary per shard while the pool does not, and a scan carry must keep one
+    type; a select on a path value gives the embeddings the path's type (XLA folds `where(p, h, h)` away)."""
     def apply(x, h, layer):
-        row, used, scale = x
+        row, scale = x
         lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=False), params["pool"])
-        out, kv = layer(lp, h * scale.astype(h.dtype))
-        return jnp.where(used > 0, out, h), kv
+        return layer(lp, h * scale.astype(h.dtype))
 
     def stream(h):
         return jnp.where(params["included"][0] >= 0, h, h)
 
-    return Stack((params["layer"], params["included"], params["scales"]), apply, stream)
+    return Stack((params["layer"], params["scales"]), apply, stream, params["included"] > 0)
 
 
 def forward(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,

@@ -93,6 +93,13 @@ def place(tree, shardings):
     return jax.tree.map(one, tree, shardings)
 
 
+def map_candidates(fn: Callable, xs, batch_size: int):
+    """`lax.map(fn, xs, batch_size)`, except that one candidate in flight is a plain scan of fn: lax.map's
+    batch_size=1 vmaps fn over a batch of one, which turns every `lax.cond` inside (a DFS path's unused steps)
+    into a select that computes both branches."""
+    return jax.lax.map(fn, xs) if batch_size == 1 else jax.lax.map(fn, xs, batch_size=batch_size)
+
+
 def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
     """fn over the leading (population) axis of `xs`, split over the mesh's pop axis: each pop shard runs
     `lax.map(fn, its share, batch_size)` as its own program (shard_map, manual over "pop" only; "model" stays
@@ -101,7 +108,7 @@ def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:
     # With a trivial model axis every mesh axis is manual: host callbacks (text metrics) need a fully manual
     # computation, so generation-scored fitness works on any pop split (not yet with model > 1).
     manual = {POP} if mesh.shape[MODEL] > 1 else set(mesh.axis_names)
-    local = jax.shard_map(lambda part: jax.lax.map(fn, part, batch_size=batch_size), mesh=mesh,
+    local = jax.shard_map(lambda part: map_candidates(fn, part, batch_size), mesh=mesh,
                           in_specs=P(POP), out_specs=P(POP), axis_names=manual)
     return jax.lax.with_sharding_constraint(local(xs), replicated(mesh))
 

@@ -53,11 +53,10 @@ def scalar(fitness: jax.Array) -> jax.Array:
 def evaluate_population(candidate_fitness: CandidateFitness, population, keys, data, batch_size: int, mesh=None):
     """Fitness [P] of every candidate; at most `batch_size` candidates in flight (per pop shard with a `mesh`:
     candidates split over its "pop" axis, see jaxmerge.evolve.mesh)."""
+    from jaxmerge.evolve.mesh import map_candidates, pop_map
     if mesh is not None:
-        from jaxmerge.evolve.mesh import pop_map
         return pop_map(lambda xk: candidate_fitness(xk[0], xk[1], data), (population, keys), batch_size, mesh)
-    return jax.lax.map(lambda xk: candidate_fitness(xk[0], xk[1], data), (population, keys),
-                       batch_size=batch_size)
+    return map_candidates(lambda xk: candidate_fitness(xk[0], xk[1], data), (population, keys), batch_size)
 
 
 def initial_state(search: Search, mean: jax.Array, key: jax.Array, evaluate, start_fitness=None) -> EvolveState:

@@ -10,7 +10,8 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jaxmerge.fitness.fitness import Fitness, aggregate, chunks, completion
+from jaxmerge.fitness.chunking import chunks
+from jaxmerge.fitness.fitness import Fitness, aggregate, completion
 
 
 def evaluate(fit: Fitness, params, tokenizer=None, on_chunk: Callable[[int], None] | None = None):
@@ -18,15 +19,15 @@ def evaluate(fit: Fitness, params, tokenizer=None, on_chunk: Callable[[int], Non
     run = jax.jit(lambda p, chunk: (lambda out: (out, fit.scores(out, chunk)))(fit.outputs(p, chunk)))
     data = chunks(fit.prepared)
     outs, scores = [], []
-    for c in range(next(iter(data.values())).shape[0]):
-        out, score = jax.device_get(run(params, {k: v[c] for k, v in data.items()}))
-        outs.append(out)
-        scores.append(score)
-        if on_chunk is not None:
-            on_chunk(min((c + 1) * fit.prepared.item_batch, fit.prepared.n))
-    n = fit.prepared.n
-    outs = jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *outs)
-    scores = np.concatenate(scores)[:n]
+    for group in data.groups:
+        for c in range(next(iter(group.values())).shape[0]):
+            out, score = jax.device_get(run(params, {k: v[c] for k, v in group.items()}))
+            outs.append(out)
+            scores.append(score)
+            if on_chunk is not None:
+                on_chunk(min(len(scores) * fit.prepared.item_batch, fit.prepared.n))
+    outs = jax.tree.map(lambda *xs: np.concatenate(xs)[data.slot], *outs)
+    scores = np.concatenate(scores)[data.slot]
     value = float(aggregate(fit.prepared.task.metric, scores, fit.prepared.counts, fit.weights))
     return value, records(fit, tokenizer, outs, scores)
 

@@ -2,7 +2,8 @@
 
 The evolution engine puts `fitness` inside its jitted generation step and vmaps (or lax.maps) it over the
 population; the batch of items is a constant shared by every candidate, so candidates never recompile.
-Items run in chunks of `item_batch` under `lax.map`, bounding activation memory.
+Items run in chunks of `item_batch` under `lax.map`, bounding activation memory; a generative task's chunks are
+grouped by prompt length, each group padded to its own width (jaxmerge.fitness.chunking).
 
 - loglik, perplexity, choice: pure device math on teacher-forced log-probabilities.
 - exact_match_number, exact_match: greedy decoding on device, then the completions are decoded and compared on
@@ -28,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.errors import expect
+from jaxmerge.fitness.chunking import chunks
 from jaxmerge.fitness.generate import Decoder, Generated, greedy
 from jaxmerge.fitness.limits import check_all
 from jaxmerge.fitness.metrics import truncate
@@ -77,12 +79,6 @@ def text_scorer(tokenizer, prepared: Prepared) -> Callable:
     return scores
 
 
-def chunks(prepared: Prepared) -> dict[str, np.ndarray]:
-    """The prepared arrays reshaped to [num_chunks, item_batch, ...] for lax.map."""
-    b = prepared.item_batch
-    return {k: v.reshape(-1, b, *v.shape[1:]) for k, v in prepared.arrays.items()}
-
-
 def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder = Decoder(),
                  weights: np.ndarray | None = None) -> Fitness:
     """Build the task's fitness. `tokenizer` is needed only for text metrics; `weights` default to equal.
@@ -102,8 +98,9 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
             out = outputs(params, chunk)
             length = out.lengths if task.generative else jnp.zeros(chunk["tokens"].shape[:1], jnp.int32)
             return scores(out, chunk), length.astype(jnp.float32)
-        per, lengths = jax.lax.map(one, data)
-        return per.reshape(-1)[:prepared.n], lengths.reshape(-1)[:prepared.n]
+        parts = [jax.lax.map(one, group) for group in data.groups]  # one loop per prompt width
+        per, lengths = (jnp.concatenate([p[i].reshape(-1) for p in parts])[data.slot] for i in (0, 1))
+        return per, lengths
 
     def per_item(params):
         return scored(params)[0]

@@ -35,7 +35,10 @@ class MergeMethod(NamedTuple):
     `kernel(tensor state, {name: [M] or []}, key, math) -> merged [...] float32` per candidate. `math` is the
     static name of the dtype the merge is computed in (see jaxmerge.merge.numerics).
     `check(cell, where)`: host-side check of one tensor's resolved hyper-parameters ({name: [M] or 0-d numpy})
-    that no single-value rule can make (DELLA's density +/- epsilon; linear's weights that cannot normalise)."""
+    that no single-value rule can make (DELLA's density +/- epsilon; linear's weights that cannot normalise).
+    `init_once(base, sources, {name: [M] or []}, math) -> tensor state` (None: init_tensor serves): the state for
+    one set of hyper-parameter values known before the merge (a one-shot merge), read by the same kernel with
+    those values and giving the same bits, cheaper to build (TIES: the kept elements by selection, no sort)."""
     name: str
     hparams: tuple[HParam, ...]
     base: str
@@ -44,6 +47,7 @@ class MergeMethod(NamedTuple):
     init_tensor: Callable
     kernel: Callable
     check: Callable | None = None
+    init_once: Callable | None = None
 
     @property
     def model_hparams(self) -> tuple[str, ...]:
@@ -80,21 +84,40 @@ def _global_leaves(tree: Params) -> list[str]:
     return [k for k in tree if k != "layers"]
 
 
-def init_state(method: MergeMethod, sources: Sources, math: str = "float32") -> Params:
-    """Run `init_tensor` once per leaf (vmapped over the layer axis of layer leaves), in one compiled call."""
-    return _init_tree(method, sources.base, sources.models, math)
+def init_state(method: MergeMethod, sources: Sources, math: str = "float32", once: dict[str, Any] | None = None
+               ) -> Params:
+    """Run `init_tensor` once per leaf (vmapped over the layer axis of layer leaves), in one compiled call.
+    `once`: the resolved hyper-parameters of a one-shot merge; the method's `init_once` (where it has one) then
+    builds a state valid for those values only, which `merge_params` must be given."""
+    if once is None or method.init_once is None:
+        return _init_tree(method, sources.base, sources.models, math)
+    return _init_once_tree(method, sources.base, sources.models, math, once)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
 def _init_tree(method: MergeMethod, base: Params | None, models: Params, math: str) -> Params:
-    state: Params = {}
-    init = functools.partial(method.init_tensor, math=math)
-    for leaf in _global_leaves(models):
-        state[leaf] = init(None if base is None else base[leaf], models[leaf])
+    return _init_leaves(lambda b, s, hp: method.init_tensor(b, s, math=math), method, base, models, None)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _init_once_tree(method: MergeMethod, base: Params | None, models: Params, math: str, hparams) -> Params:
+    return _init_leaves(lambda b, s, hp: method.init_once(b, s, hp, math=math), method, base, models, hparams)
+
+
+def _init_leaves(init: Callable, method: MergeMethod, base: Params | None, models: Params, hparams) -> Params:
+    """`init(base leaf, sources leaf, hyper-parameters of that leaf or None)` over every leaf."""
+    def hp_of(get):
+        return None if hparams is None else _hp_for(method, hparams, get)
+    state: Params = {leaf: init(None if base is None else base[leaf], models[leaf], hp_of(lambda t: t[leaf]))
+                     for leaf in _global_leaves(models)}
     layers = {}
+    axes = {name: 1 if name in method.model_hparams else 0 for name in (*method.model_hparams,
+                                                                         *method.global_hparams)}
     for leaf, stacked in models["layers"].items():
         b = None if base is None else base["layers"][leaf]
-        layers[leaf] = jax.vmap(init, in_axes=(None if b is None else 0, 1))(b, stacked)
+        hp = hp_of(lambda t: t["layers"][leaf])
+        layers[leaf] = jax.vmap(init, in_axes=(None if b is None else 0, 1, None if hp is None else axes))(
+            b, stacked, hp)
     state["layers"] = layers
     return state
 

@@ -73,7 +73,7 @@ def _column(slices_sources, models: dict[str, Model]):
     first, last = models[slices_sources[0].model].params, models[slices_sources[-1].model].params
     parts = [_layers(models[s.model], s.layer_range) for s in slices_sources]
     params = {k: (first if k == "embed" else last)[k] for k in first if k != "layers"}
-    params["layers"] = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    params["layers"] = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     return params
 
 
@@ -167,7 +167,7 @@ def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
     method = METHODS[recipe.method]
     on_step("merge")
-    state = init_state(method, sources, math)
+    state = init_state(method, sources, math, once=hparams)
     merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     merged = jax.tree.map(np.asarray, jax.device_get(merged))
     tokenizer = tower.path if tower is not None and recipe.tokenizer is None else tokenizer_dir(recipe, models)

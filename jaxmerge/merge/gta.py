@@ -25,16 +25,26 @@ from jaxmerge.merge.hparams import HParam, fraction, number, switch, weight
 from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
 
 
+def _task_vectors(base, sources, math):
+    base = rnd(base.astype(F32), math)
+    return {"base": base, "delta": rnd(rnd(sources.astype(F32), math) - base, math)}
+
+
 def _init(extra: Callable | None):
     """Task vectors (in the merge's dtype, stored as float32) plus the sparsifier's precompute, per model."""
     def init_tensor(base, sources, math="float32"):
-        base = rnd(base.astype(F32), math)
-        delta = rnd(rnd(sources.astype(F32), math) - base, math)
-        state = {"base": base, "delta": delta}
+        state = _task_vectors(base, sources, math)
         if extra is not None:
-            state["aux"] = jax.vmap(extra)(delta)
+            state["aux"] = jax.vmap(extra)(state["delta"])
         return state
     return init_tensor
+
+
+def _init_once(base, sources, hp, math="float32"):
+    """TIES' state for one known density per model (a one-shot merge): the kept elements by selection."""
+    state = _task_vectors(base, sources, math)
+    state["aux"] = jax.vmap(sparsify.top_k_rank)(state["delta"], hp["density"])
+    return state
 
 
 SPARSIFIERS = {
@@ -127,7 +137,8 @@ def gta(name: str, sparsifier: str | None, consensus: bool) -> MergeMethod:
     model_hp = tuple(h.name for h in hparams if h.per_model and h.role == "merge")
     extra, _ = SPARSIFIERS[sparsifier]
     return MergeMethod(name, hparams, "required", (1, None), PAPERS[sparsifier], _init(extra),
-                       _kernel(sparsifier, consensus, model_hp), check_della if sparsifier == "della" else None)
+                       _kernel(sparsifier, consensus, model_hp), check_della if sparsifier == "della" else None,
+                       _init_once if sparsifier == "magnitude" else None)
 
 
 TASK_ARITHMETIC = gta("task_arithmetic", None, False)

@@ -1,7 +1,8 @@
 """Sparsification of one task vector, mergekit 0.1.5 semantics, as pure functions of traced hyperparameters.
 
 Magnitude methods take `rank` (each element's position in a stable sort of |delta|, precomputed once per
-tensor), so that a density becomes one comparison per element instead of a sort per candidate, and exactly
+tensor; a one-shot merge, whose density is known, selects instead: `top_k_rank`), so that a density becomes
+one comparison per element instead of a sort per candidate, and exactly
 mergekit's count is kept even when magnitudes tie at the cut (16-bit weights tie often). Among tied elements
 the lower flat index goes first (torch's stable sort); mergekit's own unstable argsort breaks such ties in a
 data-dependent order (deterministic, but no index rule), so at tied positions only the count is mergekit's.
@@ -73,6 +74,31 @@ def stable_rank(x: jax.Array, descending: bool) -> jax.Array:
         return rank.reshape(np.shape(d))
     shape = jax.ShapeDtypeStruct(x.shape, jnp.int32)
     return jax.pure_callback(host, shape, x, vmap_method="sequential")
+
+
+def top_k_rank(x: jax.Array, density: jax.Array) -> jax.Array:
+    """For a density known before the merge (a one-shot `jaxmerge merge`): an int32 array that `magnitude` reads
+    exactly as stable_rank(x, descending=True) at this density, i.e. 0 on the max(1, int(density * n)) largest
+    |x| (ties at the cut: lower flat index first, the stable sort's rule) and n elsewhere. Found by selection,
+    not a sort: the cut is the k-th largest |x|, bisected over its float32 bit pattern (order-preserving for
+    |x| >= 0) in 32 counting passes, all in XLA. No host callback, so `jaxmerge merge`'s program is kept by the
+    persistent compilation cache (a program with a callback is compiled again in every process). Finite inputs
+    (the loader refuses NaN)."""
+    n = x.size
+    k = jnp.clip(count(density, n), 1, n)
+    bits = jax.lax.bitcast_convert_type(jnp.abs(x.astype(jnp.float32)), jnp.uint32).reshape(-1)
+
+    def halve(_, bounds):  # invariant: count(bits >= lo) >= k > count(bits >= hi)
+        lo, hi = bounds
+        mid = lo + (hi - lo) // 2
+        enough = jnp.sum(bits >= mid, dtype=jnp.int32) >= k
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid)
+    cut, _ = jax.lax.fori_loop(0, 32, halve, (jnp.uint32(0), jnp.uint32(0xFFFFFFFF)))
+    above = bits > cut
+    tied = bits == cut
+    need = k - jnp.sum(above, dtype=jnp.int32)
+    keep = above | (tied & (jnp.cumsum(tied, dtype=jnp.int32) <= need))
+    return jnp.where(keep, 0, n).astype(jnp.int32).reshape(x.shape)
 
 
 def magnitude(x, rank, density, rescale, math: str = "float32") -> jax.Array:

@@ -20,11 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 import yaml
 
-from jaxmerge.arch import check_same_architecture
 from jaxmerge.atomic import atomic_write_text
 from jaxmerge.card import write_card
 from jaxmerge.config import EvolveConfig
-from jaxmerge.merge.reconcile import EVOLVE_HINT, check_vocabularies
+from jaxmerge.merge.reconcile import EVOLVE_HINT, check_sources
 from jaxmerge.dfs.decoder import DFS_DECODER
 from jaxmerge.dfs.export import decoded_path, used_pool, write_export
 from jaxmerge.dfs.layout import DFSLayout
@@ -73,8 +72,7 @@ class DFSGenome:
 
 
 def layout_of(cfg: EvolveConfig, models) -> DFSLayout:
-    check_same_architecture([(m.spec, m.path) for m in models], same_depth=False)
-    check_vocabularies({str(m.path): m for m in models}, EVOLVE_HINT)
+    check_sources({str(m.path): m for m in models}, False, EVOLVE_HINT, same_depth=False)
     layout = DFSLayout(tuple(m.spec.num_layers for m in models), cfg.dfs.repeats, cfg.dfs.w_mode)
     expect(layout.num_steps <= MAX_STEPS, f"expected a DFS layout of at most {MAX_STEPS} steps, found "
                                           f"{layout.num_steps} ({layout.num_layers} layers x {layout.repeats} repeats)")

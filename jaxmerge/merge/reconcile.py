@@ -18,6 +18,7 @@ import dataclasses
 import filecmp
 from pathlib import Path
 
+from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import expect
 from jaxmerge.merge.align import align_rows
 from jaxmerge.merge.tokenspec import TokenizerSpec
@@ -78,3 +79,13 @@ def check_vocabularies(models: dict, hint: str = HINT) -> None:
         expect(_same_tokenizer(with_tokenizer[0][1], path, model.spec.vocab_size),
                f"expected models with one vocabulary, found different tokenizers in {with_tokenizer[0][0]} and "
                f"{ref}: {hint}")
+
+
+def check_sources(models: dict, aligned: bool, hint: str = HINT, **rules) -> None:
+    """The checks of a search's sources (`models`: reference -> anything with a .spec and a .path): one
+    architecture (`rules`: check_same_architecture's) up to the row count, and unless their rows are `aligned`
+    by token, one vocabulary (check_vocabularies, whose line names the setting that aligns them)."""
+    size = next(iter(models.values())).spec.vocab_size
+    check_same_architecture([(m.spec.replace(vocab_size=size), m.path) for m in models.values()], **rules)
+    if not aligned:
+        check_vocabularies(models, hint)

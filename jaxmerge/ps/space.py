@@ -14,7 +14,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxmerge.arch import check_same_architecture
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.config import EvolveConfig
 from jaxmerge.evolve.mesh import data_shardings
@@ -22,7 +21,7 @@ from jaxmerge.evolve.sliced import Checkpoint, load_table, open_checkpoint
 from jaxmerge.evolve.space import SearchSpace
 from jaxmerge.fitness.suite import TaskSet, prepare_tasks, weighted_fitness
 from jaxmerge.io import DTYPES
-from jaxmerge.merge.reconcile import EVOLVE_HINT, check_vocabularies
+from jaxmerge.merge.reconcile import EVOLVE_HINT, check_sources
 from jaxmerge.params import stack
 from jaxmerge.ps.genome import Gene, GeneSpec
 from jaxmerge.ps.vocab import align_sources
@@ -32,12 +31,8 @@ def open_sources(cfg: EvolveConfig) -> tuple[list[Checkpoint], Checkpoint | None
     """Every source (and the base) checked from its headers; refuse models whose architecture differs."""
     models = [open_checkpoint(m) for m in cfg.models]
     base = open_checkpoint(cfg.base_model) if cfg.base_model else None
-    everything = models + ([base] if base else [])
-    size = models[0].spec.vocab_size  # with tokenizer settings row counts may differ; they are aligned at load
-    check_same_architecture([(c.spec.replace(vocab_size=size) if cfg.tokenizer else c.spec, c.path)
-                             for c in everything])
-    if cfg.tokenizer is None:
-        check_vocabularies({str(c.path): c for c in everything}, EVOLVE_HINT)
+    check_sources({str(c.path): c for c in models + ([base] if base else [])}, cfg.tokenizer is not None,
+                  EVOLVE_HINT)
     return models, base
 
 
@@ -45,24 +40,29 @@ def load_sources(models: list[Checkpoint], base: Checkpoint | None, mesh, dtype:
     """`Sources` as global arrays on `mesh`, each process reading only the slices its devices hold; with
     `aligned` (jaxmerge.ps.vocab), embed / lm_head are the aligned float32 tables instead."""
     from jaxmerge.merge import Sources
-    spec = models[0].spec
+    spec = models[0].spec if aligned is None else models[0].spec.replace(vocab_size=aligned.vocab.size)
+    base_params = load_params([base], mesh, dtype, aligned) if base else None
+    return Sources(spec, base_params, load_params(models, mesh, dtype, aligned, stacked=True),
+                   tuple(str(m.path) for m in models))
+
+
+def load_params(ckpts: list[Checkpoint], mesh, dtype: str, aligned=None, stacked: bool = False,
+                rows_dtype=np.float32) -> dict:
+    """The params of `ckpts` (stacked over them, or the one's) on `mesh`; with `aligned`, embed / lm_head are its
+    tables in `rows_dtype` instead of the checkpoints' own rows."""
+    tables = [c.table if aligned is None else _rowless(c) for c in ckpts]
+    params = load_table(stack(tables) if stacked else tables[0], ckpts[0].spec, mesh, dtype)
     if aligned is None:
-        stacked = load_table(stack([m.table for m in models]), spec, mesh, dtype)
-        base_params = load_table(base.table, spec, mesh, dtype) if base else None
-        return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
-    spec = spec.replace(vocab_size=aligned.vocab.size)
-    stacked = _with_rows(load_table(stack([_rowless(m) for m in models]), models[0].spec, mesh, dtype),
-                         [aligned.tables[str(m.path)] for m in models], mesh)
-    base_params = None if base is None else _with_rows(load_table(_rowless(base), base.spec, mesh, dtype),
-                                                       [aligned.tables[str(base.path)]], mesh, stacked=False)
-    return Sources(spec, base_params, stacked, tuple(str(m.path) for m in models))
+        return params
+    rows = [{k: v.astype(rows_dtype) for k, v in aligned.tables[str(c.path)].items()} for c in ckpts]
+    return _with_rows(params, rows, mesh, stacked)
 
 
 def _rowless(ckpt: Checkpoint) -> dict:
     return {k: v for k, v in ckpt.table.items() if k not in ("embed", "lm_head")}
 
 
-def _with_rows(params: dict, tables: list[dict], mesh, stacked: bool = True) -> dict:
+def _with_rows(params: dict, tables: list[dict], mesh, stacked: bool) -> dict:
     """`params` plus the aligned row leaves, placed on `mesh` as the rules table lays them out."""
     from jax.sharding import NamedSharding
     from jaxmerge.evolve.mesh import tensor_spec
@@ -164,12 +164,8 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
     plain = weighted_fitness(spec, tasks)
 
     def baselines():
-        def params(m):
-            if aligned is None:
-                return load_table(m.table, spec, mesh, dtype)
-            rows = {k: v.astype(DTYPES[dtype]) for k, v in aligned.tables[str(m.path)].items()}
-            return _with_rows(load_table(_rowless(m), m.spec, mesh, dtype), [rows], mesh, stacked=False)
-        return [(str(m.path), plain, lambda m=m: params(m)) for m in models + [base] if m is not None]
+        return [(str(m.path), plain, lambda m=m: load_params([m], mesh, dtype, aligned, rows_dtype=DTYPES[dtype]))
+                for m in models + [base] if m is not None]
     facts = {"merge_method": cfg.merge_method, "memory_mode": mode, "dtype": dtype,
              "models": [str(m.path) for m in models], "tasks": tasks.describe(),
              **({"objectives": tasks.objective_names()} if tasks.objectives else {})}

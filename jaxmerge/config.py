@@ -284,8 +284,10 @@ def _tokenizer(doc: dict, root: Path, mode: str, where: str):
     """`tokenizer_source` / `tokenizer:` as jaxmerge merge reads them (PS only: a layer path runs one model's
     embeddings, and the hybrid's DFS stage would meet the sources' own vocabularies again)."""
     from jaxmerge.merge.tokenspec import parse
-    spec = parse(doc, lambda ref, key: _path(ref, root) if isinstance(ref, str) and ref else
-                 expect(False, f"{where}: {key}: expected a model path, found {ref!r}"))
+    def model(ref, key: str) -> str:
+        expect(isinstance(ref, str) and ref != "", f"{where}: {key}: expected a model path, found {ref!r}")
+        return _path(ref, root)
+    spec = parse(doc, model)
     expect(spec is None or mode == "ps", f"{where}: expected tokenizer_source / tokenizer only with mode: ps, "
                                          f"found mode: {mode}")
     return spec

@@ -100,6 +100,15 @@ def test_training_steps_compile_once_and_saved_model_matches_transformers(tmp_pa
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
+def test_the_shipped_world_is_the_one_the_training_settings_name():
+    """`jaxmerge demo` uses the shipped models only while their manifest's hash is the training settings' hash;
+    a change that moves the hash without retraining (it once moved with ArchSpec's repr) makes every fresh
+    machine retrain the world for minutes, silently."""
+    from jaxmerge.demo.world import models_dir, training_hash
+    assert json.loads((SHIPPED / "manifest.json").read_text())["hash"] == training_hash(0)
+    assert models_dir(0) == SHIPPED
+
+
 def test_build_world_reuses_its_directory_rebuilds_a_stale_one_and_refuses_others(tmp_path):
     if not (SHIPPED / "manifest.json").is_file():
         pytest.skip("no shipped world (run tools/build_demo_world.py)")

@@ -31,15 +31,18 @@ SPECIALISTS = {      # skill -> fine-tuning from the base on that skill (plus RE
 }
 
 
+# A 4-layer Llama, d=64: ~0.27M parameters, about 1.1 MB per model in float32. Written out here (not taken from
+# ArchSpec's repr) so that the world's hash changes with these numbers only, not when ArchSpec gains a field.
+SPEC = {"model_type": "llama", "hidden_size": 64, "intermediate_size": 256, "num_layers": 4, "num_heads": 4,
+        "num_kv_heads": 4, "head_dim": 16, "rms_norm_eps": 1e-6, "max_position_embeddings": 64}
+
+
 def spec() -> ArchSpec:
-    """A 4-layer Llama, d=64: ~0.27M parameters, about 1.1 MB per model in float32."""
-    return ArchSpec(model_type="llama", vocab_size=len(vocab.WORDS), hidden_size=64, intermediate_size=256,
-                    num_layers=4, num_heads=4, num_kv_heads=4, head_dim=16, rms_norm_eps=1e-6,
-                    max_position_embeddings=64,
+    return ArchSpec(vocab_size=len(vocab.WORDS), **SPEC,
                     inert=(("bos_token_id", "1"), ("eos_token_id", "2"), ("pad_token_id", "0")))
 
 
 def as_dict() -> dict:
     return {"skills": SKILLS, "seq_len": SEQ_LEN, "train_rows": TRAIN_ROWS, "batch": BATCH, "base": BASE,
-            "base_short": BASE_SEES_SHORT_ONLY, "replay": REPLAY, "specialists": SPECIALISTS, "spec": repr(spec()),
+            "base_short": BASE_SEES_SHORT_ONLY, "replay": REPLAY, "specialists": SPECIALISTS, "spec": SPEC,
             "vocab": vocab.WORDS}

@@ -57,9 +57,10 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
 
 def test_search_seed_seeds_every_search_and_nothing_else(tmp_path):
     """--search-seed reruns the same world with other search seeds (how the README's spread was measured)."""
-    models = {s: tmp_path / s for s in ("reverse", "sort")}
+    models = {s: tmp_path / s for s in ("reverse", "sort", "cipher", "add")}
     world = World(tmp_path, tmp_path / "base", models, {}, tmp_path / "target.yaml", seed=0)
     plain, seeded = evolve_configs(world, quick=True), evolve_configs(world, quick=True, search_seed=3)
     for name in ("ps", "dfs", "hybrid"):
         assert plain[name]["search"]["seed"] == 0 and seeded[name]["search"]["seed"] == 3, name
         assert {**seeded[name], "search": plain[name]["search"]} == plain[name], name
+    assert plain["dfs"]["models"] == [str(models["sort"]), str(models["cipher"])]  # A = sort: the composition's order

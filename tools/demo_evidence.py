@@ -1,9 +1,10 @@
 """Evidence that the demo world leaves room for evolution (tools/build_demo_world.py), scored by the engine.
 
-On the held-out test splits (the composed target and each single skill): every source, the demo's hand-made merges (jaxmerge merge of the recipes
-jaxmerge.demo.pipeline writes), and task-arithmetic weights found on the dev split by a small random search over
-per-model weights and a (1+1) hill climb over per-model-per-layer weights. Merges are the engine's own
-(task_arithmetic through a genome of fixed weights, one compiled merge + score for every weight vector).
+On the held-out test splits (the composed target and each single skill): every source, the demo's hand-made
+merges (jaxmerge merge of the recipes jaxmerge.demo.pipeline writes), and task-arithmetic weights found on the
+target's dev split by a small random search over per-model weights and a (1+1) hill climb over per-model-per-layer
+weights. Merges are the engine's own (task_arithmetic through a genome of fixed weights, one compiled merge + score
+for every weight vector).
 """
 from __future__ import annotations
 

@@ -51,9 +51,9 @@ BUDGETS = {False: {"ps_generations": 20, "dfs_generations": 3},
 
 def evolve_configs(world: World, quick: bool, search_seed: int = 0) -> dict[str, dict]:
     """PS (task arithmetic with a weight per model per layer: 16 genes, deterministic, so the search is not
-    fighting DARE's mask noise), DFS over the specialists, and hybrid (PS, then DFS with A = the PS winner).
-    `search_seed` seeds every search (the world and its splits stay the same): how the spread over seeds is
-    measured."""
+    fighting DARE's mask noise), DFS over the sort then the cipher specialist, and hybrid (PS, then DFS with
+    A = the PS winner). `search_seed` seeds every search (the world and its splits stay the same): how the
+    spread over seeds is measured."""
     models = [str(p) for p in world.specialists.values()]
     budget = BUDGETS[quick]
     search = {"strategy": "CMA_ES", "population": 8, "generations": budget["ps_generations"], "sigma": 0.2,

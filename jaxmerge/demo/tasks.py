@@ -33,7 +33,8 @@ class Example(NamedTuple):
     answer: str
 
 
-COMPOSED, TARGET = "cipher_sort", "target"  # the composed op's pretraining rows (3-4 letters); its 5-letter rows
+SINGLE = ("reverse", "sort", "cipher", "add")  # the skills with a specialist and a task file each
+COMPOSED, TARGET = "cipher_sort", "target"  # the composed op at 3-4 letters (the base's rows), at 5 (the target)
 
 
 def _letters(rng: np.random.Generator, shortest: int = 3, longest: int = 5) -> list[str]:
@@ -116,9 +117,6 @@ def _write_task(task_dir: Path, name: str, dev: list[Example], test: list[Exampl
     path = task_dir / f"{name}.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path
-
-
-SINGLE = ("reverse", "sort", "cipher", "add")  # the skills with a specialist and a task file each
 
 
 def write_tasks(task_dir: Path, seed: int, dev: int, test: int, train: int = 0, dev_extra: int = 0,

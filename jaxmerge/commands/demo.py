@@ -8,7 +8,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", default="jaxmerge-demo",
                         help="output directory: new, empty or an earlier demo's, never a directory of yours "
                              "(default: ./jaxmerge-demo)")
-    parser.add_argument("--quick", action="store_true", help="a smaller search budget on the same world and splits (CI: about 90 s)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smaller search budget on the same world and splits (CI: about 90 s)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (0 ships with the package)")
     parser.add_argument("--search-seed", type=int, default=0,
                         help="seed of every search (same world): reruns measure the spread over seeds")

@@ -8,7 +8,7 @@ import yaml
 
 from jaxmerge.demo import training, vocab
 from jaxmerge.demo.build import save_model
-from jaxmerge.demo.tasks import TEMPLATE, make_splits, write_tasks
+from jaxmerge.demo.tasks import COMPOSED, TARGET, TEMPLATE, _cipher_table, make_splits, write_tasks
 from jaxmerge.demo.train import _chunk_jit, encode, init_params, train
 from jaxmerge.demo.world import SHIPPED, build_world
 from jaxmerge.errors import JaxmergeError
@@ -37,7 +37,7 @@ def test_tokenizer_round_trips_through_autotokenizer(tmp_path):
 def test_splits_are_disjoint_and_deterministic(tmp_path):
     sizes = {"test": 50, "dev": 20, "train": 300}
     splits = make_splits(3, sizes)
-    assert set(splits) == set(training.SKILLS)
+    assert set(splits) == {*training.SKILLS, COMPOSED, TARGET}
     for skill, parts in splits.items():
         prompts = {k: {e.prompt for e in v} for k, v in parts.items()}
         assert {k: len(v) for k, v in prompts.items()} == sizes, skill  # no duplicates inside a split
@@ -45,6 +45,18 @@ def test_splits_are_disjoint_and_deterministic(tmp_path):
     assert make_splits(3, sizes) == splits
     assert make_splits(4, sizes) != splits
     assert make_splits(3, {"test": 50})["sort"]["test"] == splits["sort"]["test"]  # test never depends on others
+
+
+def test_the_target_is_the_composed_op_at_a_length_no_model_trains_on():
+    """cipher(sort(x)): the base's rows have 3-4 letters, the target's (dev and test) exactly 5."""
+    table = _cipher_table(0)
+    splits = make_splits(0, {"test": 40, "dev": 40, "train": 200}, (COMPOSED, TARGET))
+    for skill, letters in ((COMPOSED, {3, 4}), (TARGET, {5})):
+        for rows in splits[skill].values():
+            for ex in rows:
+                words = ex.prompt.split()
+                assert words[:2] == ["cipher", "sort"] and len(words) - 2 in letters, ex
+                assert ex.answer.split() == [table[c] for c in sorted(words[2:])], ex
 
 
 def test_task_files_follow_the_contract(tmp_path):
@@ -57,9 +69,9 @@ def test_task_files_follow_the_contract(tmp_path):
         assert not {r["prompt"] for r in dev} & {r["prompt"] for r in test}
         for name in (path.name, spec["splits"]["dev"], spec["splits"]["test"]):  # same seed, same bytes
             assert (tmp_path / "b" / name).read_bytes() == (path.parent / name).read_bytes()
+    assert set(skills) == set(training.SKILLS)
     target_test = read_rows(target.parent / "target_test.jsonl")
-    assert len(target_test) == 30 * len(skills)
-    assert {r["prompt"].split()[0] for r in target_test[:len(skills)]} == set(skills)  # skills interleaved
+    assert len(target_test) == 30 and all(r["prompt"].startswith("cipher sort ") for r in target_test)
 
 
 def test_extra_dev_rows_are_neither_training_nor_test_rows(tmp_path):
@@ -67,7 +79,8 @@ def test_extra_dev_rows_are_neither_training_nor_test_rows(tmp_path):
     SPLIT_SIZES = training.SPLIT_SIZES
 
     skills, _ = write_tasks(tmp_path, seed=0, train=training.TRAIN_ROWS, **SPLIT_SIZES)
-    splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": training.TRAIN_ROWS})
+    splits = make_splits(0, {"test": SPLIT_SIZES["test"], "dev": SPLIT_SIZES["dev"], "train": training.TRAIN_ROWS},
+                         training.SKILLS)
     for skill, path in skills.items():
         dev = {r["prompt"] for r in read_rows(path.parent / f"{skill}_dev.jsonl")}
         assert len(dev) == SPLIT_SIZES["dev"] + SPLIT_SIZES["dev_extra"]

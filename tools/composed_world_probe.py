@@ -17,7 +17,7 @@ B's in layout order, A's last layer; embeddings and head from A; scales 1) is sc
 specialists: the best on 200 composed 5-letter dev rows, and its score on the test rows (what DFS could find at
 best, without scales); with "hybrid" also paths whose A is the task-arithmetic grid's best merge on dev
 (PS then DFS in miniature). Scores are teacher-forced exact match of the answer, newline and <eos>. What it measured is in
-jaxmerge/demo/README.md ("A composed target: what was tried").
+jaxmerge/demo/README.md ("The probe that preceded it").
 """
 from __future__ import annotations
 

@@ -1,9 +1,10 @@
 """Evidence that the demo world leaves room for evolution (tools/build_demo_world.py), scored by the engine.
 
-On the held-out target test split: every source, the demo's hand-made merges (jaxmerge merge of the recipes
-jaxmerge.demo.pipeline writes), and task-arithmetic weights found on the dev split by a small random search over
-per-model weights and a (1+1) hill climb over per-model-per-layer weights. Merges are the engine's own
-(task_arithmetic through a genome of fixed weights, one compiled merge + score for every weight vector).
+On the held-out test splits (the composed target and each single skill): every source, the demo's hand-made
+merges (jaxmerge merge of the recipes jaxmerge.demo.pipeline writes), and task-arithmetic weights found on the
+target's dev split by a small random search over per-model weights and a (1+1) hill climb over per-model-per-layer
+weights. Merges are the engine's own (task_arithmetic through a genome of fixed weights, one compiled merge + score
+for every weight vector).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ def hand_made(world, scorer: Scorer) -> dict[str, dict]:
 
 
 def search(dev: Merges, seed: int, per_model: int, per_layer: int, say=print) -> tuple[np.ndarray, np.ndarray]:
-    """Random per-model weights, then a hill climb per model and layer, on the dev split's mean score."""
+    """Random per-model weights, then a hill climb per model and layer, on the target's dev split (`dev` is a
+    target-only Merges)."""
     rng = np.random.default_rng(seed)
     m, layers = len(training.SKILLS), training.spec().num_layers
     best, best_w = -1.0, None

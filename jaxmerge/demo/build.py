@@ -1,4 +1,5 @@
-"""Training the world's models: a base on the mixture of all skills, then one specialist per skill from it."""
+"""Training the world's models: a base on the mixture of all skills (and the composed op at 3-4 letters), then
+one specialist per single skill from it."""
 from __future__ import annotations
 
 import tempfile
@@ -9,17 +10,20 @@ import jax
 import numpy as np
 
 from jaxmerge.demo import training, vocab
-from jaxmerge.demo.tasks import make_splits
+from jaxmerge.demo.tasks import COMPOSED, make_splits
 from jaxmerge.demo.train import encode, init_params, train
 from jaxmerge.io import Model, save
 
 
 def training_data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """skill -> (tokens, loss weights) of its train split (disjoint from the dev and test splits by construction)."""
-
+    """skill -> (tokens, loss weights) of its train split (disjoint from the dev and test splits by construction),
+    and COMPOSED -> the base's composed rows (3-4 letters; the target's 5-letter rows are never drawn here)."""
     sizes = training.SPLIT_SIZES
-    splits = make_splits(seed, {"test": sizes["test"], "dev": sizes["dev"], "train": training.TRAIN_ROWS})
-    return {s: encode(splits[s]["train"], training.SEQ_LEN) for s in training.SKILLS}
+    splits = make_splits(seed, {"test": sizes["test"], "dev": sizes["dev"], "train": training.TRAIN_ROWS},
+                         training.SKILLS)
+    data = {s: encode(splits[s]["train"], training.SEQ_LEN) for s in training.SKILLS}
+    composed = make_splits(seed, {"train": training.COMPOSED_ROWS}, (COMPOSED,))[COMPOSED]["train"]
+    return {**data, COMPOSED: encode(composed, training.SEQ_LEN)}
 
 
 def short_rows(tokens: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +57,7 @@ def train_all(out_dir: Path, seed: int, progress=None) -> dict:
     say = progress or (lambda msg: None)
     spec, data, info = training.spec(), training_data(seed), {"seconds": {}, "final_loss": {}}
     key, rng = jax.random.key(seed), np.random.default_rng([seed, 7])
-    base_data = [short_rows(*data[s]) for s in training.SKILLS]
+    base_data = [*(short_rows(*data[s]) for s in training.SKILLS), data[COMPOSED]]  # COMPOSED is short already
     pretrain = mixture(base_data, sum(len(t) for t, _ in base_data), rng)
     jobs = [("base", pretrain, training.BASE)]
     for s in training.SKILLS:  # own skill plus a replay share of the base's data, as fine-tunes usually mix in

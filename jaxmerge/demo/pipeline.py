@@ -1,10 +1,11 @@
 """`jaxmerge demo`: the paper's experiment in miniature, through the same files and commands a user has.
 
-1. the world (base, specialists, task files: one per skill and the mixed target), shipped or cached;
-2. every source scored on the held-out test splits;
+1. the world (base, specialists, task files: one per single skill and the composed target), shipped or cached;
+2. every source scored on the held-out test splits (the target: cipher(sort(x)) at 5 letters, which no source
+   was trained on and none solves; and each single skill);
 3. hand-made merges (uniform task arithmetic, TIES, DARE-TIES) written as mergekit recipes, run by `jaxmerge merge`;
-4. evolution: a hybrid run (its PS stage is the PS row, its DFS stage the PS+DFS row) and a DFS run, written as
-   run configs that `jaxmerge evolve` re-runs as they are;
+4. evolution: a hybrid run (its PS stage is the PS row, its DFS stage the PS+DFS row) and a DFS run over the
+   sort then the cipher specialist, written as run configs that `jaxmerge evolve` re-runs as they are;
 5. the table (rows: sources, untuned, evolved; columns: target and each skill on the test splits), results.json,
    and the best evolved model copied to DIR/winner.
 The search only ever sees the target's dev split; every number in the table is on test splits. `quick` runs the
@@ -40,21 +41,19 @@ def untuned_recipes(world: World) -> dict[str, dict]:
 
 
 # Search budgets (times in benchmarks/RESULTS.md). Every candidate is scored teacher-forced (greedy_match: one
-# forward pass, no decode loop), so the PS fitness affords the whole dev split (1024 items): with 64 items per
-# skill the dev split misjudged skills by up to 20 points, and a random 512-item subset still let a search win
-# 4-5 points on dev that it lost on test. A DFS candidate runs every slot of its path (4-5x the layers of a
-# plain model), so DFS searches are short and the separate DFS run scores a 256-item subset; in this world DFS
-# does not beat its model A (see README.md). The hybrid's DFS stage shares the PS fitness (one fitness section).
+# forward pass, no decode loop), so every search affords the target's whole dev split (512 composed rows; with
+# fewer, dev misjudged skills by up to 20 points and searches that won on dev lost on test). A DFS candidate
+# costs only the steps its path uses (a repeats-1 path over two 4-layer models: at most 9 layers, about twice a
+# plain model). The hybrid's DFS stage shares the PS fitness (one fitness section).
 BUDGETS = {False: {"ps_generations": 20, "dfs_generations": 3},
            True: {"ps_generations": 8, "dfs_generations": 1}}
 
 
-def evolve_configs(world: World, quick: bool, dfs_order: list[str] | None = None,
-                   search_seed: int = 0) -> dict[str, dict]:
+def evolve_configs(world: World, quick: bool, search_seed: int = 0) -> dict[str, dict]:
     """PS (task arithmetic with a weight per model per layer: 16 genes, deterministic, so the search is not
-    fighting DARE's mask noise), DFS over the specialists, and hybrid (PS, then DFS with A = the PS winner).
-    `search_seed` seeds every search (the world and its splits stay the same): how the spread over seeds is
-    measured."""
+    fighting DARE's mask noise), DFS over the sort then the cipher specialist, and hybrid (PS, then DFS with
+    A = the PS winner). `search_seed` seeds every search (the world and its splits stay the same): how the
+    spread over seeds is measured."""
     models = [str(p) for p in world.specialists.values()]
     budget = BUDGETS[quick]
     search = {"strategy": "CMA_ES", "population": 8, "generations": budget["ps_generations"], "sigma": 0.2,
@@ -65,25 +64,27 @@ def evolve_configs(world: World, quick: bool, dfs_order: list[str] | None = None
           "parameters": {"lambda": 1.0}, "granularity": {"layers_per_group": 1, "param_groups": False},
           "search": search, "fitness": fitness}
     dfs_section = {"repeats": 1, "w_mode": "per_slot", "generations": budget["dfs_generations"], "sigma": 0.1}
-    dfs = {"mode": "dfs", "models": dfs_order or models,
+    dfs = {"mode": "dfs", "models": dfs_models(world),
            "search": {**search, "generations": budget["dfs_generations"], "sigma": 0.1},
-           "fitness": {**fitness, "tasks": [{**fitness["tasks"][0], "subset": 256}]},
+           "fitness": fitness,
            "dfs": {k: v for k, v in dfs_section.items() if k in ("repeats", "w_mode")}}
     hybrid = {**ps, "mode": "hybrid", "dfs": dfs_section}
     return {"ps": ps, "dfs": dfs, "hybrid": hybrid}
 
 
 class Scorer:
-    """Test-split scores of any model: the target's per-item results, and per skill the mean over the target's
-    items of that skill (a prompt's first word names its skill; the target's test split is the union of the
-    skills' test splits). One compiled scorer per model shape, so every source and merge shares one compile."""
+    """Scores of any model on one split: the target's (the composed op) and, with `skills`, each single skill's
+    task, as per-item results of one prepared batch (every task shares the template, metric and stop). One compiled
+    scorer per model shape, so every source and merge shares one compile."""
 
-    def __init__(self, world: World, split: str = "test"):
+    def __init__(self, world: World, split: str = "test", skills: bool = True):
         from jaxmerge.fitness import load_items, load_task, load_tokenizer, prepare
         self.tokenizer = load_tokenizer(world.base)
-        items = load_items(load_task(world.target), split)
-        self.prepared = prepare(load_task(world.target), items, self.tokenizer, item_batch=min(100, len(items)))
-        self.skills = np.array([item.prompt.split()[0] for item in items])
+        tasks = {"target": world.target, **(world.tasks if skills else {})}
+        parts = {name: load_items(load_task(path), split) for name, path in tasks.items()}
+        items = [item for rows in parts.values() for item in rows]
+        self.prepared = prepare(load_task(world.target), items, self.tokenizer, item_batch=min(125, len(items)))
+        self.labels = np.array([name for name, rows in parts.items() for _ in rows])
         self.compiled = {}
 
     def __call__(self, model_dir: Path) -> dict[str, float]:
@@ -95,17 +96,14 @@ class Scorer:
         return self.summary(np.asarray(self.compiled[model.spec](model.params)))
 
     def summary(self, per_item: np.ndarray) -> dict[str, float]:
-        """{"target": mean over every item, skill: mean over that skill's items} of per-item scores."""
-        skills = {skill: float(per_item[self.skills == skill].mean()) for skill in dict.fromkeys(self.skills)}
-        return {"target": float(per_item.mean()), **skills}
+        """{"target": mean over the target's items, skill: mean over that skill's items} of per-item scores."""
+        return {name: float(per_item[self.labels == name].mean()) for name in dict.fromkeys(self.labels)}
 
 
-def best_first_on_dev(world: World) -> list[str]:
-    """The specialists, the best on the target's dev split first: DFS builds on model A (its embeddings, head
-    and first/last layers), so A should be the strongest source, chosen without looking at test data."""
-    dev = Scorer(world, split="dev")
-    scores = {str(path): dev(path)["target"] for path in world.specialists.values()}
-    return sorted(scores, key=lambda p: -scores[p])
+def dfs_models(world: World) -> list[str]:
+    """DFS's models in the order the composition runs: A = the sort specialist (embeddings, head, first and last
+    layers: it reads the letters and orders them), B = the cipher specialist (writes them in the cipher)."""
+    return [str(world.specialists["sort"]), str(world.specialists["cipher"])]
 
 
 def run_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print,
@@ -139,7 +137,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
         merged = merge_recipe(parse_recipe(recipe, configs), out / "merges" / name, overwrite=True)
         rows.append(_row(name, "untuned", merged, scorer))
     runs = out / "runs"
-    docs = evolve_configs(world, quick, dfs_order=best_first_on_dev(world), search_seed=search_seed)
+    docs = evolve_configs(world, quick, search_seed=search_seed)
     for name, doc in docs.items():
         atomic_write_text(configs / f"evolve_{name}.yml", yaml.safe_dump(doc, sort_keys=False))
     for name in ("hybrid", "dfs"):

@@ -25,7 +25,7 @@ SHIPPED = Path(__file__).parent / "world"
 
 @dataclasses.dataclass(frozen=True)
 class World:
-    """Where everything is: HF model directories and task YAMLs (one per skill, and the mixed target)."""
+    """Where everything is: HF model directories and task YAMLs (one per single skill, and the composed target)."""
     root: Path
     base: Path
     specialists: dict[str, Path]
@@ -80,7 +80,8 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     exercises exactly the shipped world and the full demo's splits.
     """
     root = Path(out_dir).absolute()
-    stamp = {"hash": training_hash(seed), "seed": seed, "splits": training.SPLIT_SIZES}
+    stamp = {"hash": training_hash(seed), "seed": seed, "splits": training.SPLIT_SIZES,
+             "target": training.TARGET_SIZES}
     existing = root / "world.json"
     if existing.is_file() and json.loads(existing.read_text()) == stamp:
         task_dir = root / "tasks"
@@ -92,7 +93,8 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     with atomic_dir(root, overwrite=True) as tmp:
         for name in ("base", *training.SKILLS):
             shutil.copytree(source / name, tmp / "models" / name)
-        write_tasks(tmp / "tasks", seed, train=training.TRAIN_ROWS, **training.SPLIT_SIZES)
+        write_tasks(tmp / "tasks", seed, train=training.TRAIN_ROWS, target=training.TARGET_SIZES,
+                    **training.SPLIT_SIZES)
         (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
     task_dir = root / "tasks"
     return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in training.SKILLS}, task_dir / "target.yaml")

@@ -14,10 +14,11 @@ from typing import Any
 from jaxmerge.errors import expect
 from jaxmerge.files import MB
 from jaxmerge.jsonfile import read_json_object
-from jaxmerge.kernels import IMPLEMENTATIONS
 
 MAX_CONFIG = 4 * MB  # a decoder's config.json is a few kilobytes
 FULL, SLIDING = "full_attention", "sliding_attention"
+EXPLICIT, XLA, CUDNN = "explicit", "xla", "cudnn"  # attention kernels (jaxmerge.kernels)
+IMPLEMENTATIONS = (EXPLICIT, XLA, CUDNN)
 
 
 def _families():

@@ -31,11 +31,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jaxmerge.arch import EXPLICIT, IMPLEMENTATIONS
 from jaxmerge.dfs.layout import W_MODES
 from jaxmerge.errors import expect, expect_keys
 from jaxmerge.evolve.space import Search
 from jaxmerge.fitness.suite import TaskSpec
-from jaxmerge.kernels import EXPLICIT, IMPLEMENTATIONS
 from jaxmerge.yamlfile import read_yaml
 
 MODES = ("ps", "dfs", "hybrid")

@@ -20,8 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-EXPLICIT, XLA, CUDNN = "explicit", "xla", "cudnn"
-IMPLEMENTATIONS = (EXPLICIT, XLA, CUDNN)
+from jaxmerge.arch import CUDNN, EXPLICIT, IMPLEMENTATIONS, XLA  # noqa: F401  (part of kernels' API)
+
 LONG_QUERIES = 1024  # calls with more queries than this attend in blocks
 QUERY_BLOCK = 256
 

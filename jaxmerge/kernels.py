@@ -46,10 +46,12 @@ def explicit(spec, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) ->
 
 
 def library(spec, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """The same attention through `jax.nn.dot_product_attention` (GQA, float32 softmax, the boolean mask)."""
+    """The same attention through `jax.nn.dot_product_attention` (GQA, float32 softmax, the boolean mask). cuDNN's
+    kernel runs on a GPU and takes 16-bit inputs only: float32 keys, or another backend, get XLA's implementation."""
+    cudnn = spec.attention_impl == CUDNN and k.dtype in (jnp.bfloat16, jnp.float16) and jax.default_backend() == "gpu"
     return jax.nn.dot_product_attention(
         q.astype(k.dtype), k, v, mask=mask[:, None], scale=1.0 / math.sqrt(scale_of(spec, q.shape[-1])),
-        implementation=None if spec.attention_impl == XLA else spec.attention_impl)
+        implementation=CUDNN if cudnn else None)
 
 
 def kernel(spec):

@@ -74,6 +74,12 @@ def test_soft_capped_scores_keep_the_explicit_kernel():
     assert kernels.kernel(capped.replace(attention_impl=kernels.CUDNN)) is kernels.explicit
     assert kernels.kernel(SPEC.replace(attention_impl=kernels.CUDNN)) is kernels.library
     assert kernels.kernel(SPEC) is kernels.explicit
+    rng = np.random.default_rng(2)
+    q, k = (jnp.asarray(rng.normal(size=(1, 6, h, 8)), jnp.bfloat16) for h in (4, 2))
+    mask = jnp.tril(jnp.ones((1, 6, 6), bool))
+    cudnn, xla = (np.asarray(kernels.dense(SPEC.replace(attention_impl=i), q, k, k, mask), np.float32)
+                  for i in (kernels.CUDNN, kernels.XLA))
+    np.testing.assert_array_equal(cudnn, xla)  # no GPU here: cuDNN asked for runs XLA's implementation
     with pytest.raises(JaxmergeError, match="attention_impl"):
         SPEC.replace(attention_impl="flash")
 

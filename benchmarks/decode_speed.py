@@ -71,7 +71,51 @@ Speed-up: {t_hf / t_ours:.1f}x (goal >= 3x)."""
     if quick:  # the generation-heavy task takes minutes: `jaxmerge bench --quick` keeps the rows above only
         return [row], body
     rows, heavy = generation_heavy(path)
-    return [row, *rows], body + "\n\n" + heavy
+    memory_rows, memory = prefill_memory(model.spec)
+    return [row, *rows, *memory_rows], body + "\n\n" + heavy + "\n\n" + memory
+
+
+def prefill_memory(spec, length: int = 4096, new_tokens: int = 64, batch: int = 1):
+    """Temporaries of a long prompt's prefill as the fitness runs it (forward_cached into a cache of prompt +
+    new tokens), from XLA's memory analysis of the compiled program (no run): attention in query blocks (now)
+    vs every query at once (before: the [B, heads, S, S] float32 scores of a layer alive together), and through
+    jax.nn.dot_product_attention (XLA's implementation) in blocks."""
+    from unittest import mock
+
+    import jax
+    import jax.numpy as jnp
+
+    from jaxmerge import kernels, model
+    from jaxmerge.params import param_shapes
+    shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, jnp.float32), param_shapes(spec),
+                          is_leaf=lambda s: isinstance(s, tuple))
+    tokens = jax.ShapeDtypeStruct((batch, length), jnp.int32)
+    cache = jax.eval_shape(lambda: model.init_cache(spec, batch, length + new_tokens, jnp.float32))
+
+    def temp(spec) -> int:
+        def prefill(p, t, c):
+            mask = jnp.ones(t.shape, jnp.int32)
+            return model.forward_cached(spec, p, t, mask, model.default_positions(mask), c, 0)
+        return jax.jit(prefill).lower(shapes, tokens, cache).compile().memory_analysis().temp_size_in_bytes
+    now, library = temp(spec), temp(spec.replace(attention_impl=kernels.XLA))
+    with mock.patch.object(kernels, "LONG_QUERIES", 10 ** 9):
+        before = temp(spec)
+    scores = batch * spec.num_heads * length * (length + new_tokens) * 4
+    mib = lambda b: f"{b / 2**20:,.0f}"  # noqa: E731
+    text = f"""Prefill of a {length:,}-token prompt (batch {batch}, cache of {length + new_tokens} slots, the same model,
+float32): XLA's temporaries of the compiled prefill (`compile().memory_analysis().temp_size_in_bytes`; no run).
+One layer's [B, heads, S, S + new] float32 scores are {mib(scores)} MiB.
+
+| attention | temporaries MiB |
+|---|---|
+| every query at once (before) | {mib(before)} |
+| query blocks of {kernels.QUERY_BLOCK} above {kernels.LONG_QUERIES} queries (now, the explicit kernel) | {mib(now)} |
+| query blocks, jax.nn.dot_product_attention (XLA implementation) | {mib(library)} |
+
+Blocks vs before: {before / now:.1f}x less."""
+    row = result(f"prefill: temporaries of a {length}-token prefill, query blocks vs all at once", now / 2**20,
+                 "MiB", baseline=before / 2**20, goal="ratio <= 0.25")
+    return [row], text
 
 
 def counting_model(path: Path, out: Path) -> Path:

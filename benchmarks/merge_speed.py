@@ -12,7 +12,8 @@ write bandwidth, measured in the same run (reading the source files; writing as 
 Then the jitted `merge_params` alone, warm, against the bytes it must move (state read + output written) divided
 by the measured memcpy bandwidth: how close the kernel is to free.
 
-Run: python -m benchmarks.merge_speed [--quick]   (prints its Markdown section)
+Run: python -m benchmarks.merge_speed [--quick] [--e2e-only]   (prints its Markdown section; --e2e-only: no
+kernel timings)
 """
 from __future__ import annotations
 
@@ -176,9 +177,10 @@ def weight_files(path) -> list[Path]:
     return sorted(Path(path).glob("*.safetensors"))
 
 
-def measure(quick: bool = False, out=None) -> tuple[list[dict], str]:
-    """(results.json rows, Markdown section). `out` (for plots) is unused here."""
-    s = SETTINGS[quick]
+def measure(quick: bool = False, out=None, kernels: bool = True) -> tuple[list[dict], str]:
+    """(results.json rows, Markdown section). `out` (for plots) is unused here; `kernels` off: end to end only."""
+    s = SETTINGS[quick] if kernels else {**SETTINGS[quick], "kernel": ()}
+    load_start = os.getloadavg()
     bandwidth = copy_bandwidth()
     results, e2e_rows, kernel_rows = [], [], []
     with tempfile.TemporaryDirectory(prefix="jaxmerge-merge-speed-") as tmp:
@@ -214,7 +216,9 @@ def measure(quick: bool = False, out=None) -> tuple[list[dict], str]:
                                   goal=KERNEL_GOAL, noise=timing.noise))
             kernel_rows.append(f"| {method} | {timing.text()} | {moved / 1e9:.2f} | {bound:.3f} | "
                                f"{timing.median / bound:.1f}x |")
-    return results, section(s, params, bandwidth, e2e_rows, kernel_rows, startup, read_bw, write_bw)
+    loads = f"load average {load_start[0]:.2f} / {load_start[1]:.2f} (1 / 5 min) at the start, " \
+            f"{os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} at the end"
+    return results, section(s, params, bandwidth, e2e_rows, kernel_rows, startup, read_bw, write_bw, loads)
 
 
 def referenced_paths(rec: dict) -> list[str]:
@@ -229,7 +233,15 @@ def _count(path: str) -> int:
     return sum(x.size for x in jax.tree.leaves(load(path).params))
 
 
-def section(s, params, bandwidth, e2e_rows, kernel_rows, startup, read_bw, write_bw) -> str:
+def section(s, params, bandwidth, e2e_rows, kernel_rows, startup, read_bw, write_bw, loads) -> str:
+    kernels = f"""
+
+| method | kernel (jitted merge_params, warm) | GB moved | copy bound s | kernel / copy bound |
+|---|---|---|---|---|
+{chr(10).join(kernel_rows)}
+
+Copy bound = bytes of merge state read + merged model written at memcpy speed (goal: kernel <= 3x of it; issue
+#19 asks <= 2x for dare_ties).""" if kernel_rows else ""
     return f"""Models: 3 x random Llama (hidden {s['dims']['hidden_size']}, {s['dims']['num_layers']} layers, vocab
 {s['dims']['vocab_size']}; {params / 1e6:.1f}M params each, float32 safetensors). Recipes: weight 0.5 per model,
 density 0.5 where the method has one. Medians over runs, spread = (max - min) / median.
@@ -243,14 +255,12 @@ dare_ties; linear shows the I/O floor); mergekit's figure is the faster of torch
 (imports of `jaxmerge merge`, no merge): {startup.text()}; the merge itself = end to end minus start-up (goal
 <= 1.5x the I/O floor). Disk as the merge meets it: read {read_bw / 1e9:.2f} GB/s (source files, page cache),
 write {write_bw / 1e9:.2f} GB/s (page cache, as the merges write). memcpy (read + write): {bandwidth:.1f} GB/s.
-
-| method | kernel (jitted merge_params, warm) | GB moved | copy bound s | kernel / copy bound |
-|---|---|---|---|---|
-{chr(10).join(kernel_rows)}
-
-Copy bound = bytes of merge state read + merged model written at memcpy speed (goal: kernel <= 3x of it; issue
-#19 asks <= 2x for dare_ties)."""
+This run: {loads}.{kernels}"""
 
 
 if __name__ == "__main__":
-    module_main(measure, __doc__)
+    if "--e2e-only" in sys.argv:  # end to end and start-up only: python -m benchmarks.merge_speed --e2e-only
+        sys.argv.remove("--e2e-only")
+        module_main(lambda quick, out: measure(quick, out, kernels=False), __doc__)
+    else:
+        module_main(measure, __doc__)

@@ -17,6 +17,8 @@ from jaxmerge.jsonfile import read_json_object
 
 MAX_CONFIG = 4 * MB  # a decoder's config.json is a few kilobytes
 FULL, SLIDING = "full_attention", "sliding_attention"
+EXPLICIT, XLA, CUDNN = "explicit", "xla", "cudnn"  # attention kernels (jaxmerge.kernels)
+IMPLEMENTATIONS = (EXPLICIT, XLA, CUDNN)
 
 
 def _families():
@@ -70,12 +72,15 @@ class ArchSpec:
     shared_expert_size: int = 0  # > 0: plus a dense shared expert behind a sigmoid gate (Qwen2-MoE)
     norm_topk: bool = False  # renormalise the top-k routing weights to sum to 1
     inert: tuple[tuple[str, Any], ...] = ()  # inert HF keys, as hashable (key, json-string) pairs
+    attention_impl: str = "explicit"  # not from config.json: explicit | xla | cudnn (jaxmerge.kernels)
 
     def __post_init__(self):
         types = self.layer_types
         expect(types == () or (len(types) == self.num_layers and set(types) <= {FULL, SLIDING}),
                f"expected layer_types to be empty or one of {FULL!r} / {SLIDING!r} per layer ({self.num_layers}), "
                f"found {str(types)[:80]}")
+        expect(self.attention_impl in IMPLEMENTATIONS,
+               f"expected attention_impl in {IMPLEMENTATIONS}, found {self.attention_impl!r}")
 
     @property
     def q_size(self) -> int:
@@ -130,7 +135,7 @@ def check_same_architecture(specs: list[tuple[ArchSpec, object]], same_depth: bo
     of other depths). `specs` pairs each spec with where it came from, for the one-line error. Mixing families
     is refused naming both, unless `allow_crimes` (mergekit's --allow-crimes) and the two agree on every tensor
     and every switch of the math (Llama and a windowless Mistral do; Llama and Qwen2 do not: q/k/v biases)."""
-    (first, origin), skip = specs[0], {"inert"} | (set() if same_depth else DEPTH_FIELDS)
+    (first, origin), skip = specs[0], {"inert", "attention_impl"} | (set() if same_depth else DEPTH_FIELDS)
     for spec, where in specs[1:]:
         if spec.model_type != first.model_type:
             agree = _same_math(first, spec, skip)

@@ -13,6 +13,7 @@
     fitness:
       tasks: [{task: tasks/target.yml, split: dev, weight: 1.0, subset: 64}]
     memory: {mode: auto, batch_size: 1}  # materialize | fused | auto; candidates in flight per pop shard (0: all)
+                                         # attention: explicit (default) | xla | cudnn (jaxmerge.kernels)
     mesh: {pop: 0, model: 1}             # device mesh (0: every device not on the model axis)
     dfs: {repeats: 3, w_mode: matrix}    # mode dfs / hybrid; a hybrid's DFS stage may set generations / sigma
     dtype: bfloat16                      # candidates' dtype (scored and written); default: the sources' dtype
@@ -30,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from jaxmerge.arch import EXPLICIT, IMPLEMENTATIONS
 from jaxmerge.dfs.layout import W_MODES
 from jaxmerge.errors import expect, expect_keys
 from jaxmerge.evolve.space import Search
@@ -62,6 +64,7 @@ class Fitness:
 class Memory:
     mode: str = "auto"     # materialize | fused | auto (see jaxmerge.ps.fused)
     batch_size: int = 1    # candidates in flight per pop shard; 0: the shard's whole share (see README)
+    attention: str = "explicit"  # explicit | xla | cudnn: the fitness's attention kernel (jaxmerge.kernels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,10 +226,12 @@ def _fitness(doc: dict, root: Path, where: str) -> Fitness:
 
 
 def _memory(doc: dict, where: str, population: int) -> Memory:
-    m = expect_keys(doc.get("memory"), {"batch_size", "mode"}, f"{where}: memory")
-    mode = m.get("mode", "auto")
+    m = expect_keys(doc.get("memory"), {"batch_size", "mode", "attention"}, f"{where}: memory")
+    mode, attention = m.get("mode", "auto"), m.get("attention", EXPLICIT)
     expect(mode in MEMORY_MODES, f"{where}: expected memory.mode in {MEMORY_MODES}, found {mode!r}")
-    return Memory(mode, number(m.get("batch_size", 1), "memory.batch_size", where, int, 0, population))
+    expect(attention in IMPLEMENTATIONS, f"{where}: expected memory.attention in {IMPLEMENTATIONS}, found "
+                                         f"{attention!r}")
+    return Memory(mode, number(m.get("batch_size", 1), "memory.batch_size", where, int, 0, population), attention)
 
 
 def _mesh(doc: dict, where: str) -> MeshShape:

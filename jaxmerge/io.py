@@ -24,8 +24,8 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import read_text
-from jaxmerge.params import LAYOUTS, Params, TensorName, hf_names, layout_of, param_shapes, piece_index, \
-    to_hf_tensors
+from jaxmerge.params import LAYOUTS, Params, TensorName, aligned_stack, hf_names, layout_of, param_shapes, \
+    piece_index, to_hf_tensors
 from jaxmerge.vlm.view import text_names
 from jaxmerge.weights import tensor_headers
 
@@ -132,7 +132,7 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
             params[t.leaf] = array
         else:  # made only now: the headers have confirmed the layer count (a config may claim 10**9)
             _place(layers.setdefault(t.leaf, [None] * spec.num_layers), t, array, shapes["layers"][t.leaf][1:])
-    params["layers"] = {leaf: np.stack(layers[leaf]) for leaf in shapes["layers"]}
+    params["layers"] = {leaf: aligned_stack(layers[leaf]) for leaf in shapes["layers"]}
     check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
     return Model(spec, params, model_dir, layout_of(spec, found[0]))
 

@@ -9,12 +9,11 @@ float32, rotate-half RoPE, GQA by grouping query heads over their shared kv head
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import ArchSpec
+from jaxmerge.kernels import dense
 from jaxmerge.moe import moe_block
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope
@@ -44,19 +43,11 @@ def linear(x: jax.Array, w: jax.Array, b: jax.Array | None = None) -> jax.Array:
 
 def attend(spec: ArchSpec, q: jax.Array, k: jax.Array, v: jax.Array, mask) -> jax.Array:
     """Grouped-query attention. q [B,Sq,H,hd], k/v [B,Sk,K,hd], mask [B,Sq,Sk] -> [B,Sq,H,hd]; a `Band` in
-    place of the mask attends a long sequence window by window (jaxmerge.window)."""
+    place of the mask attends a long sequence window by window (jaxmerge.window). Which kernel, and query
+    blocks for long calls: jaxmerge.kernels."""
     if isinstance(mask, Band):
         return banded(q, k, v, mask, lambda q, k, v, m: attend(spec, q, k, v, m))
-    b, sq, h, hd = q.shape
-    groups = h // k.shape[2]
-    q = q.reshape(b, sq, k.shape[2], groups, hd)
-    scores = jnp.einsum("bqkgd,bskd->bkgqs", q, k).astype(jnp.float32) / math.sqrt(spec.query_scale or hd)
-    if spec.attn_softcap is not None:
-        scores = jnp.tanh(scores / spec.attn_softcap) * spec.attn_softcap
-    scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgqs,bskd->bqkgd", probs, v)
-    return out.reshape(b, sq, h, hd)
+    return dense(spec, q, k, v, mask)
 
 
 def qkv(spec: ArchSpec, lp: Params, x: jax.Array):

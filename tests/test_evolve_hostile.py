@@ -58,6 +58,7 @@ CONFIG_CASES = {  # a patch of the config -> the word its one line names
     "density bounds [-5, 5]": ({"evolve": {"density": {"init": 0.5, "bounds": [-5, 5]}}}, "density in [0, 1]"),
     "dfs repeats 10**7": ({"mode": "dfs", "dfs": {"repeats": 10**7}}, "dfs.repeats"),
     "batch_size 10**9": ({"memory": {"batch_size": 10**9}}, "memory.batch_size"),
+    "attention flash": ({"memory": {"attention": "flash"}}, "memory.attention"),
     "item_batch 10**9": ({"fitness": {"item_batch": 10**9}}, "fitness.item_batch"),
     "a switch evolved": ({"evolve": {"normalize": {"init": 0.5, "bounds": [0, 1]}}}, "evolvable"),
 }

@@ -14,6 +14,7 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.fitness.prepare import Prepared
+from jaxmerge.kernels import LONG_QUERIES, QUERY_BLOCK
 
 GB = 2**30
 FLOAT = 4  # bytes: scores and logits are float32
@@ -68,7 +69,8 @@ def estimate_bytes(spec, prepared: Prepared) -> int:
     length = shape[-1] + (prepared.task.max_new_tokens if prepared.task.generative else 0)
     logits = rows * length * spec.vocab_size
     mlp = 2 * rows * length * spec.intermediate_size
-    attention = rows * spec.num_heads * length * length
+    queries = length if length <= LONG_QUERIES else QUERY_BLOCK  # a long call attends in query blocks
+    attention = rows * spec.num_heads * queries * length
     cache = 2 * spec.num_layers * rows * length * spec.kv_size if prepared.task.generative else 0
     return FLOAT * (logits + mlp + attention + cache)
 

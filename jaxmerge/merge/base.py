@@ -13,14 +13,17 @@ alone and the exported winner is bit-identical to what was scored.
 from __future__ import annotations
 
 import functools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.merge.hparams import HParam
-from jaxmerge.params import LEAVES, Params
+from jaxmerge.params import LEAVES, Params, aligned_empty
 
 LEAF_IDS = {name: leaf.id for name, leaf in LEAVES.items()}  # explicit, append-only (jaxmerge.params.LEAVES)
 
@@ -38,7 +41,9 @@ class MergeMethod(NamedTuple):
     that no single-value rule can make (DELLA's density +/- epsilon; linear's weights that cannot normalise).
     `init_once(base, sources, {name: [M] or []}, math) -> tensor state` (None: init_tensor serves): the state for
     one set of hyper-parameter values known before the merge (a one-shot merge), read by the same kernel with
-    those values and giving the same bits, cheaper to build (TIES: the kept elements by selection, no sort)."""
+    those values and giving the same bits, cheaper to build. `finish_once(tensor state as numpy, {name: [M] or
+    []}) -> {name: array}` (None: nothing to add): entries that init_once's state gets on the host, after its
+    compiled call (TIES: the kept elements by selection, np.partition, no sort; jaxmerge.merge.sparsify)."""
     name: str
     hparams: tuple[HParam, ...]
     base: str
@@ -48,6 +53,7 @@ class MergeMethod(NamedTuple):
     kernel: Callable
     check: Callable | None = None
     init_once: Callable | None = None
+    finish_once: Callable | None = None
 
     @property
     def model_hparams(self) -> tuple[str, ...]:
@@ -91,7 +97,8 @@ def init_state(method: MergeMethod, sources: Sources, math: str = "float32", onc
     builds a state valid for those values only, which `merge_params` must be given."""
     if once is None or method.init_once is None:
         return _init_tree(method, sources.base, sources.models, math)
-    return _init_once_tree(method, sources.base, sources.models, math, once)
+    state = _init_once_tree(method, sources.base, sources.models, math, once)
+    return state if method.finish_once is None else _finish_once(method, state, once)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -120,6 +127,39 @@ def _init_leaves(init: Callable, method: MergeMethod, base: Params | None, model
             b, stacked, hp)
     state["layers"] = layers
     return state
+
+
+def _finish_once(method: MergeMethod, state: Params, hparams: dict[str, Any]) -> Params:
+    """`method.finish_once` on the host for every tensor (each layer of a layer leaf alone), on a thread per core
+    (numpy's selection releases the GIL); its entries join the state (layer leaves: stacked on the layer axis)."""
+    host = jax.tree.map(np.asarray, state)  # views of the CPU buffers
+    jobs = [(leaf, None, host[leaf], _hp_for(method, hparams, lambda t: t[leaf])) for leaf in _global_leaves(host)]
+    for leaf, st in host["layers"].items():
+        hp = _hp_for(method, hparams, lambda t: t["layers"][leaf])
+        jobs += [(leaf, i, {k: v[i] for k, v in st.items()}, _layer_of(method, hp, i)) for i in range(_depth(st))]
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        done = list(pool.map(lambda job: method.finish_once(job[2], job[3]), jobs))
+    out = {leaf: dict(st) for leaf, st in state.items() if leaf != "layers"}
+    out["layers"] = {leaf: dict(st) for leaf, st in state["layers"].items()}
+    for (leaf, i, _, _), extra in zip(jobs, done):
+        if i is None:
+            out[leaf].update(extra)
+            continue
+        target = out["layers"][leaf]
+        for name, value in extra.items():
+            if name not in target:
+                target[name] = aligned_empty((_depth(host["layers"][leaf]), *value.shape), value.dtype)
+            target[name][i] = value
+    return out
+
+
+def _depth(tensor_state: dict) -> int:
+    return jax.tree.leaves(tensor_state)[0].shape[0]
+
+
+def _layer_of(method: MergeMethod, hp: dict[str, Any], i: int) -> dict[str, Any]:
+    """Layer i's hyper-parameters of a layer leaf: per-model ones are [M, L], per-merge ones [L]."""
+    return {name: np.asarray(v)[:, i] if name in method.model_hparams else np.asarray(v)[i] for name, v in hp.items()}
 
 
 def _hp_for(method: MergeMethod, hparams: dict[str, Any], get: Callable) -> dict[str, Any]:

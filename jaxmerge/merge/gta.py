@@ -17,12 +17,14 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.merge import sparsify
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import HParam, fraction, number, switch, weight
 from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
+from jaxmerge.params import aligned_stack
 
 
 def _task_vectors(base, sources, math):
@@ -41,10 +43,15 @@ def _init(extra: Callable | None):
 
 
 def _init_once(base, sources, hp, math="float32"):
-    """TIES' state for one known density per model (a one-shot merge): the kept elements by selection."""
-    state = _task_vectors(base, sources, math)
-    state["aux"] = jax.vmap(sparsify.top_k_rank)(state["delta"], hp["density"])
-    return state
+    """TIES' state for one known density per model (a one-shot merge): the task vectors here, the kept elements
+    then by selection on the host (`_select`)."""
+    return _task_vectors(base, sources, math)
+
+
+def _select(state, hp):
+    """The rank entry of a one-shot TIES state: each model's kept elements at its density (sparsify.top_k_rank)."""
+    delta, density = state["delta"], np.asarray(hp["density"])
+    return {"aux": aligned_stack([sparsify.top_k_rank(delta[m], density[m]) for m in range(delta.shape[0])])}
 
 
 SPARSIFIERS = {
@@ -138,7 +145,7 @@ def gta(name: str, sparsifier: str | None, consensus: bool) -> MergeMethod:
     extra, _ = SPARSIFIERS[sparsifier]
     return MergeMethod(name, hparams, "required", (1, None), PAPERS[sparsifier], _init(extra),
                        _kernel(sparsifier, consensus, model_hp), check_della if sparsifier == "della" else None,
-                       _init_once if sparsifier == "magnitude" else None)
+                       *((_init_once, _select) if sparsifier == "magnitude" else (None, None)))
 
 
 TASK_ARITHMETIC = gta("task_arithmetic", None, False)

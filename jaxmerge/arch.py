@@ -72,7 +72,7 @@ class ArchSpec:
     shared_expert_size: int = 0  # > 0: plus a dense shared expert behind a sigmoid gate (Qwen2-MoE)
     norm_topk: bool = False  # renormalise the top-k routing weights to sum to 1
     inert: tuple[tuple[str, Any], ...] = ()  # inert HF keys, as hashable (key, json-string) pairs
-    attention_impl: str = "explicit"  # not from config.json: explicit | xla | cudnn (jaxmerge.kernels)
+    attention_impl: str = EXPLICIT  # not from config.json: explicit | xla | cudnn (jaxmerge.kernels)
 
     def __post_init__(self):
         types = self.layer_types

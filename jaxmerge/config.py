@@ -64,7 +64,12 @@ class Fitness:
 class Memory:
     mode: str = "auto"     # materialize | fused | auto (see jaxmerge.ps.fused)
     batch_size: int = 1    # candidates in flight per pop shard; 0: the shard's whole share (see README)
-    attention: str = "explicit"  # explicit | xla | cudnn: the fitness's attention kernel (jaxmerge.kernels)
+    attention: str = EXPLICIT  # explicit | xla | cudnn: the fitness's attention kernel (jaxmerge.kernels)
+
+    def with_attention(self, spec):
+        """`spec` attending with this run's kernel: what every search space scores with (ArchSpec.attention_impl
+        is not read from config.json, so the run's setting is put on each source's spec here, in one place)."""
+        return spec.replace(attention_impl=self.attention)
 
 
 @dataclasses.dataclass(frozen=True)

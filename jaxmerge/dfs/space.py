@@ -89,7 +89,7 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     pool is loaded sliced onto `mesh`."""
     models = [open_checkpoint(m) for m in models]
     genome = DFSGenome(layout_of(cfg, models))
-    spec_a, dtype = models[0].spec.replace(attention_impl=cfg.memory.attention), cfg.dtype or models[0].dtype
+    spec_a, dtype = cfg.memory.with_attention(models[0].spec), cfg.dtype or models[0].dtype
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
                           seed=cfg.search.seed, objectives=cfg.search.objectives)
@@ -99,8 +99,7 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     plain = {}
 
     def baselines():
-        kernel = lambda m: m.spec.replace(attention_impl=cfg.memory.attention)  # noqa: E731
-        return [(str(m.path), plain.setdefault(m.spec, weighted_fitness(kernel(m), tasks)),
+        return [(str(m.path), plain.setdefault(m.spec, weighted_fitness(cfg.memory.with_attention(m.spec), tasks)),
                  lambda m=m: load_table(m.table, m.spec, mesh, dtype)) for m in models]
     names = [str(m.path) for m in models]
     facts = {"dtype": dtype, "models": names, "tasks": tasks.describe(),

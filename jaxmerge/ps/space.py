@@ -150,7 +150,7 @@ def build(cfg: EvolveConfig, mesh) -> SearchSpace:
                                                    "a VLM among the sources (its vocabulary is not aligned)")
     aligned = None if cfg.tokenizer is None else align_sources(cfg.tokenizer, models, base)
     sources = load_sources(models, base, mesh, dtype, aligned)
-    spec = sources.spec.replace(attention_impl=cfg.memory.attention)
+    spec = cfg.memory.with_attention(sources.spec)
     state = merge_state(method, sources, mesh)
     del sources
     genome = build_genome(cfg, method, spec, len(models))

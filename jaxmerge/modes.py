@@ -83,14 +83,18 @@ def evolve(cfg: EvolveConfig, out: Path, *, resume: bool = False, progress: bool
 
 
 def refuse_vlm_paths(cfg: EvolveConfig) -> None:
-    """Layer paths (dfs, hybrid) export a text model: with a VLM among the models that would drop its vision
-    tower silently, so it is refused by name until DFS exports VLMs."""
+    """A DFS path runs model A's embeddings and head, and its export is A's kind of model: a VLM among the models
+    of mode dfs must be A (models[0]), else its vision tower would be dropped. Checked before the run directory
+    is made (the DFS space checks it again for a hybrid's second stage). A hybrid's PS winner is a VLM whenever
+    one is among its models, so any position is fine there."""
     from jaxmerge.io import resolve
     from jaxmerge.vlm.view import is_vlm_dir
-    if cfg.mode in ("dfs", "hybrid"):
-        vlms = [m for m in (*cfg.models, *([cfg.base_model] if cfg.base_model else [])) if is_vlm_dir(resolve(m))]
-        expect(not vlms, f"expected text models for evolve mode {cfg.mode} (its layer-path export is a text "
-                         f"model), found the vision-language model {vlms[0] if vlms else ''}: use mode ps")
+    if cfg.mode == "dfs":
+        vlms = [m for m in cfg.models[1:] if is_vlm_dir(resolve(m))]
+        expect(not vlms or is_vlm_dir(resolve(cfg.models[0])),
+               f"expected the vision-language model as model A (models[0]) of evolve mode dfs (A gives the "
+               f"embeddings, head and the exported VLM), found text model {cfg.models[0]} first and the VLM "
+               f"{vlms[0] if vlms else ''} after it")
 
 
 def locked(out: Path):

@@ -74,16 +74,9 @@ def test_vision_features_are_computed_once_per_item(run):
     assert len(calls) == 2 * len(ROWS)  # once per item of each task, whatever the population and generations
 
 
-@pytest.mark.slow
-def test_winner_is_a_vlm_scored_as_transformers_scores_it(world, run):
+def transformers_scores(model) -> tuple[list[float], list[float]]:
+    """Per item of ROWS: transformers' mean answer log-prob and greedy char ROUGE-L of the VLM at `model`."""
     from rouge_score import rouge_scorer
-    root, vlm, _ = world
-    out, _ = run
-    best = json.loads((out / "best.json").read_text())
-    model = out / "model"
-    ours, source = read_tensors(model), read_tensors(vlm)
-    for name in (n for n in source if not n.startswith("language_model.")):
-        np.testing.assert_array_equal(ours[name], source[name], err_msg=name)
     processor = transformers.AutoProcessor.from_pretrained(str(model), local_files_only=True)
     hf = transformers.LlavaForConditionalGeneration.from_pretrained(model, dtype=torch.float32,
                                                                     local_files_only=True).eval()
@@ -103,6 +96,19 @@ def test_winner_is_a_vlm_scored_as_transformers_scores_it(world, run):
             gen = hf.generate(**enc, do_sample=False, max_new_tokens=5, pad_token_id=0, eos_token_id=2)
         text = processor.tokenizer.decode(gen[0, enc.input_ids.shape[1]:], skip_special_tokens=True)
         rouges.append(max(rouge.score(ref, text)["rougeL"].fmeasure for ref in (row["answer"], ALL)))
+    return logliks, rouges
+
+
+@pytest.mark.slow
+def test_winner_is_a_vlm_scored_as_transformers_scores_it(world, run):
+    root, vlm, _ = world
+    out, _ = run
+    best = json.loads((out / "best.json").read_text())
+    model = out / "model"
+    ours, source = read_tensors(model), read_tensors(vlm)
+    for name in (n for n in source if not n.startswith("language_model.")):
+        np.testing.assert_array_equal(ours[name], source[name], err_msg=name)
+    logliks, rouges = transformers_scores(model)
     assert 0 < np.mean(rouges) < 1 and np.mean(logliks) < 0  # both parts of the fitness bite
     want = (np.mean(logliks) + np.mean(rouges)) / 2
     assert abs(best["fitness"] - want) < 1e-4, (best["fitness"], want, np.mean(logliks), np.mean(rouges))

@@ -101,16 +101,23 @@ def used_pool(pool: Params, path: DecodedPath) -> tuple[Params, DecodedPath]:
 
 def write_export(layout: DFSLayout, spec_a: ArchSpec, pool: Params, path: DecodedPath, genes: dict,
                  out_dir: str | os.PathLike, *, names: Sequence[str | None], tokenizer_from, overwrite: bool = False,
-                 max_shard_size: int | str = "5GB", extra=None, types: Sequence[str] | None = None) -> Path:
+                 max_shard_size: int | str = "5GB", extra=None, types: Sequence[str] | None = None,
+                 tower=None) -> Path:
     """Fold the host `pool` along `path` and write the model directory (one process); `extra(tmp)` writes more
-    files into it (the model card) before it appears. `types`: the attention type of every pool row."""
+    files into it (the model card) before it appears. `types`: the attention type of every pool row. `tower`:
+    model A's vision tower (jaxmerge.vlm.checkpoint.Tower): the directory is then that VLM, its language model
+    the folded path (text_config.num_hidden_layers = the path's length)."""
     spec = exported_spec(layout, spec_a, path, types)
     params = fold(pool, path, spec)
     model = Model(spec, params, None)
     writers = [w for w in family_of(spec_a).residual_writers if w in pool["pool"]]
     record = describe(layout, names, genes, path, spec_a.rms_norm_eps, writers)
     with atomic_dir(out_dir, overwrite) as tmp:
-        save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
+        if tower is None:
+            save(model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
+        else:
+            from jaxmerge.vlm.checkpoint import save_vlm
+            save_vlm(tower, model, tmp, tokenizer_from=tokenizer_from, max_shard_size=max_shard_size, overwrite=True)
         (tmp / "path.json").write_text(json.dumps(record, indent=2))
         draw_path(record["path"], layout.layer_counts, tmp / "plots" / "path.png")
         if extra is not None:

@@ -54,6 +54,17 @@ def with_path(pool: Params, path: DecodedPath) -> Params:
             "layer": jnp.asarray(path.layer, jnp.int32)}
 
 
+def typed_like_path(params: Params, x: jax.Array) -> jax.Array:
+    """x, typed like the path arrays (varying per shard under shard_map); XLA folds the select away."""
+    return jnp.where(params["included"][0] >= 0, x, x)
+
+
+def typed_cache(params: Params, cache: KVCache) -> KVCache:
+    """The cache typed like the path: an unused step passes its entry through `lax.cond`, whose branches must
+    agree with the used steps' entries, which the path's stream makes."""
+    return cache._replace(k=typed_like_path(params, cache.k), v=typed_like_path(params, cache.v))
+
+
 def path_stack(params: Params) -> Stack:
     """Step t gathers its layer from the pool and runs it on the scaled stream if used; an unused step passes h
     (and its cache entry) through without computing anything (`Stack.runs`), so a candidate costs its used
@@ -66,7 +77,7 @@ def path_stack(params: Params) -> Stack:
         return layer(lp, h * scale.astype(h.dtype))
 
     def stream(h):
-        return jnp.where(params["included"][0] >= 0, h, h)
+        return typed_like_path(params, h)
 
     return Stack((params["layer"], params["scales"]), apply, stream, params["included"] > 0)
 

@@ -40,6 +40,8 @@ from jaxmerge.fitness.suite import prepare_tasks, weighted_fitness
 REBUILD = """From this directory, `jaxmerge merge mergekit_config.yml OUT` writes these exact tensors: the path as a
 passthrough of its layers, the path's scales folded into o_proj / down_proj and the norm gains (path.json lists
 the steps). `mergekit-yaml mergekit_config.yml OUT` gives the same tensors up to float32 rounding."""
+VLM_REBUILD = """No recipe rebuilds this VLM path: the vision tower and projector are A's, unchanged, and the language
+model is the path's layers with its scales folded (path.json lists the steps)."""
 MAX_STEPS = 4096  # path steps (T + 1): beyond this the compiled path forward itself becomes the bomb
 
 
@@ -90,9 +92,10 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
     models = [open_checkpoint(m) for m in models]
     genome = DFSGenome(layout_of(cfg, models))
     spec_a, dtype = cfg.memory.with_attention(models[0].spec), cfg.dtype or models[0].dtype
+    tower = vlm_tower(models, dtype)
     f = cfg.fitness
     tasks = prepare_tasks(f.tasks, models[0].path, allow_test=f.allow_test_split, item_batch=f.item_batch,
-                          seed=cfg.search.seed, objectives=cfg.search.objectives)
+                          seed=cfg.search.seed, objectives=cfg.search.objectives, tower=tower)
     types = pool_types([m.spec for m in models])
     fit = weighted_fitness(path_spec(spec_a, genome.layout, types), tasks, DFS_DECODER)
     data = {"pool": load_table(pool_layout([m.table for m in models]), spec_a, mesh, dtype)}
@@ -108,25 +111,44 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
                         "w_mode": genome.layout.w_mode}}
     return SearchSpace("dfs", genome.size, np.asarray(genome.initial_raw()), data,
                        lambda raw, key, d: fit(path_params(genome, raw, d)), baselines, genome.describe,
-                       make_export(genome, spec_a, names, dtype, data, types), facts)
+                       make_export(genome, spec_a, names, dtype, data, types, tower), facts)
 
 
-def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict, types: tuple[str, ...]):
-    """DIR/model (a plain HF model with path.json and plots/path.png) and recipe.yml (its passthrough recipe).
-    Every process gathers the layers the winner uses (a collective); only process 0 writes."""
+def vlm_tower(models, dtype: str):
+    """Model A's vision tower and projector when A is a VLM (None: A is a text model). The path runs A's
+    embeddings and head, so the image features enter where A's own language model reads them; other VLMs among
+    the sources (a hybrid's original VLM beside its PS winner) give only their language-model layers. A text A
+    with a VLM among the others is refused: its export would drop the vision tower."""
+    from jaxmerge.vlm.checkpoint import load_tower
+    from jaxmerge.vlm.view import is_vlm_dir
+    vlms = [str(m.path) for m in models if m.path is not None and is_vlm_dir(m.path)]
+    first = models[0].path is not None and is_vlm_dir(models[0].path)
+    expect(first or not vlms, f"expected the vision-language model as model A (models[0]) of evolve mode dfs (A "
+                              f"gives the embeddings, head and the exported VLM), found text model "
+                              f"{models[0].path} first and the VLM {vlms[0] if vlms else ''} after it")
+    return load_tower(models[0].path, dtype) if first else None
+
+
+def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict, types: tuple[str, ...],
+                tower=None):
+    """DIR/model (a plain HF model, or with A's VLM `tower` that VLM with the path as its language model, with
+    path.json and plots/path.png) and recipe.yml (its passthrough recipe; none for a VLM, which mergekit's
+    passthrough of the text layers cannot rebuild with the tower). Every process gathers the layers the winner
+    uses (a collective); only process 0 writes."""
     def export(raw, key, out: Path, record: dict) -> dict:
         genes = genome.genes(jnp.asarray(raw))
         pool, path = used_pool(data["pool"], decoded_path(genome.layout, genes, data["pool"]["embed"].dtype))
         if not is_primary():
             return {}
-        recipe = passthrough_recipe(genome.layout, path, names, dtype, spec_a)
+        recipe = None if tower is not None else passthrough_recipe(genome.layout, path, names, dtype, spec_a)
         text = None if recipe is None else yaml.safe_dump(recipe, sort_keys=False)
-        rebuild = REBUILD if recipe is not None else f"No recipe rebuilds this {spec_a.model_type} path: {NO_RECIPE}."
+        rebuild = REBUILD if recipe is not None else (VLM_REBUILD if tower is not None else
+                                                      f"No recipe rebuilds this {spec_a.model_type} path: {NO_RECIPE}.")
         card = functools.partial(write_card, sources=names, base=None, method="passthrough (a DFS layer path)",
                                  recipe=recipe, recipe_text=text, sections=card_sections(record), rebuild=rebuild,
                                  tags=("evolved", "dfs"), name=out.absolute().name)
         write_export(genome.layout, spec_a, pool, path, genes, out / "model", names=names, tokenizer_from=names[0],
-                     overwrite=True, extra=card, types=types)
+                     overwrite=True, extra=card, types=types, tower=tower)
         if text is None:
             (out / "recipe.yml").unlink(missing_ok=True)  # a resumed run's earlier winner may have had one
         else:

@@ -117,11 +117,11 @@ def task_fitness(spec, part, tokenizer, decoder: Decoder = Decoder(), image_toke
     """The fitness record of one prepared task (a jaxmerge task, an image task, or an lm-eval task)."""
     if isinstance(part, Prepared) and "features" in part.arrays:
         from jaxmerge.arch import ArchSpec
-        from jaxmerge.vlm.model import VLM_DECODER, LanguageSpec
-        expect(isinstance(spec, ArchSpec) and decoder == Decoder(),
-               f"task {part.task.name}: expected image tasks to score merged models (memory.mode: materialize, "
-               "evolve mode ps), found a fused or layer-path decoder")
-        return make_fitness(LanguageSpec(spec, image_token), part, tokenizer, decoder=VLM_DECODER)
+        from jaxmerge.vlm.model import LanguageSpec, image_decoder
+        expect(isinstance(spec, ArchSpec) and image_decoder(decoder) is not None,
+               f"task {part.task.name}: expected image tasks to score merged models or layer paths (memory.mode: "
+               "materialize), found the fused decoder")
+        return make_fitness(LanguageSpec(spec, image_token), part, tokenizer, decoder=image_decoder(decoder))
     if isinstance(part, Prepared):
         return make_fitness(spec, part, tokenizer, decoder=decoder)
     from jaxmerge.fitness.lmeval.fitness import make_lmeval_fitness

@@ -6,7 +6,7 @@ over the batch, as transformers' masked_scatter fills them). So plain, DFS-path 
 with no change to the decoder. Only a call that carries the prompt splices (tokens wider than one slot, a static
 shape); decode steps feed one generated token, as transformers' generate passes pixels at the first step only.
 
-`VLM_DECODER` plugs this into jaxmerge.fitness.generate.greedy: its spec is a `LanguageSpec` (the ArchSpec and
+`VLM_DECODER` (a plain or merged language model) and `DFS_VLM_DECODER` (a DFS layer path) plug this into jaxmerge.fitness.generate.greedy: its spec is a `LanguageSpec` (the ArchSpec and
 the image token id), its params {"lm": canonical params, "features": [B, tokens per image, D]}, one image per
 prompt row; in a fitness, `bind` makes them from the candidate and the chunk's cached features.
 """
@@ -19,6 +19,8 @@ import jax.numpy as jnp
 
 from jaxmerge import model
 from jaxmerge.arch import ArchSpec
+from jaxmerge.dfs.decoder import DFS_DECODER
+from jaxmerge.dfs.path import path_stack, typed_cache
 from jaxmerge.fitness.generate import Decoder
 
 
@@ -43,20 +45,28 @@ def with_images(stack: model.Stack, tokens: jax.Array, features: jax.Array, imag
     return stack._replace(stream=lambda h: stack.stream(splice(h, tokens, features, image_token)))
 
 
-def forward(spec: LanguageSpec, params, tokens: jax.Array, mask: jax.Array | None = None,
-            positions: jax.Array | None = None) -> jax.Array:
-    """Logits [B, S, V] float32 of prompts holding image tokens; params {"lm", "features"}."""
-    lm = params["lm"]
-    stack = with_images(model.plain(lm), tokens, params["features"], spec.image_token)
-    return model.run(spec.arch, lm, stack, tokens, mask, positions)[0]
+def vlm_decoder(stack_of) -> Decoder:
+    """The image-splicing decoder over the language model stack `stack_of(params)` makes: model.plain for a
+    plain or merged model, jaxmerge.dfs.path.path_stack for a DFS layer path (A's embeddings, the path's layers)."""
+    def forward(spec: LanguageSpec, params, tokens: jax.Array, mask: jax.Array | None = None,
+                positions: jax.Array | None = None) -> jax.Array:
+        """Logits [B, S, V] float32 of prompts holding image tokens; params {"lm", "features"}."""
+        lm = params["lm"]
+        stack = with_images(stack_of(lm), tokens, params["features"], spec.image_token)
+        return model.run(spec.arch, lm, stack, tokens, mask, positions)[0]
 
+    def forward_cached(spec: LanguageSpec, params, tokens, mask, positions, cache, start):
+        lm = params["lm"]
+        stack = stack_of(lm)
+        if stack_of is path_stack:
+            cache = typed_cache(lm, cache)
+        if tokens.shape[1] > 1:  # static: the prompt (prefill); a decode step carries one generated token
+            stack = with_images(stack, tokens, params["features"], spec.image_token)
+        return model.run(spec.arch, lm, stack, tokens, mask, positions, cache, start)
 
-def forward_cached(spec: LanguageSpec, params, tokens, mask, positions, cache, start):
-    lm = params["lm"]
-    stack = model.plain(lm)
-    if tokens.shape[1] > 1:  # static: the prompt (prefill); a decode step carries one generated token
-        stack = with_images(stack, tokens, params["features"], spec.image_token)
-    return model.run(spec.arch, lm, stack, tokens, mask, positions, cache, start)
+    return Decoder(init_cache=_init_cache, forward_cached=forward_cached, forward=forward,
+                   arch=lambda spec: spec.arch, cache_dtype=lambda spec, params: params["lm"]["embed"].dtype,
+                   bind=bind)
 
 
 def bind(params, chunk):
@@ -72,6 +82,12 @@ def _init_cache(spec: LanguageSpec, batch: int, max_len: int, dtype):
     return model.init_cache(spec.arch, batch, max_len, dtype)
 
 
-VLM_DECODER = Decoder(init_cache=_init_cache, forward_cached=forward_cached, forward=forward,
-                      arch=lambda spec: spec.arch, cache_dtype=lambda spec, params: params["lm"]["embed"].dtype,
-                      bind=bind)
+VLM_DECODER = vlm_decoder(model.plain)
+
+
+DFS_VLM_DECODER = vlm_decoder(path_stack)
+
+
+def image_decoder(decoder: Decoder) -> Decoder | None:
+    """The image-splicing twin of a text fitness decoder (plain, DFS path); None: none (the fused PS decoder)."""
+    return {Decoder(): VLM_DECODER, DFS_DECODER: DFS_VLM_DECODER}.get(decoder)

@@ -10,7 +10,7 @@ import pytest
 
 from jaxmerge.cli import main
 from tests.merge_oracle import read_tensors
-from tests.test_vlm_evolve import one_line_exit_2, transformers_scores, world, write_world  # noqa: F401
+from tests.test_vlm_evolve import ROWS, one_line_exit_2, transformers_scores, world, write_world  # noqa: F401
 
 PS_KEYS = ("merge_method: linear\nevolve:\n  weight: {init: 0.5, bounds: [0.0, 1.0]}\n"
            "granularity: {layers_per_group: 2, param_groups: false}\n")
@@ -44,11 +44,17 @@ def exported_vlm_scores_the_fitness(vlm, out):
     return path
 
 
-def test_dfs_winner_is_a_vlm_scored_as_transformers_scores_it(world, tmp_path):
+def test_dfs_winner_is_a_vlm_scored_as_transformers_scores_it(world, tmp_path, monkeypatch):
+    import jaxmerge.vlm.tasks as vt
     _, vlm, ja = world
+    calls, real = [], vt.image_tokens
+    monkeypatch.setattr(vt, "image_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
     cfg = dfs_world(tmp_path, vlm, ja, "dfs")
     assert main(["evolve", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    assert len(calls) == 2 * len(ROWS)  # vision features once per item of each task, not per candidate
     path = exported_vlm_scores_the_fitness(vlm, tmp_path / "run")
+    # the oracle checks a real path: layers of both models, scales folded (seed 0 finds one)
+    assert {s["model"] for s in path} == {0, 1} and any(abs(s["cumulative_scale"]) != 1 for s in path), path
     assert not (tmp_path / "run" / "recipe.yml").exists()  # no mergekit recipe rebuilds a VLM path
 
 

@@ -1,6 +1,7 @@
 """An image task's fitness on its own: the `choice` metric (features repeated per choice row) against
 transformers' LlavaForConditionalGeneration summing each choice's log-probs, one compilation for several
-candidates, and the refusals: an image task with an <image> in a prompt, evolve mode dfs with a VLM."""
+candidates, and the refusals: an image task with an <image> in a prompt (mode dfs with
+a VLM: tests/test_vlm_dfs.py)."""
 import json
 
 import jax
@@ -86,18 +87,6 @@ def test_an_image_token_in_a_prompt_is_refused(world, tmp_path):
     items[1] = items[1]._replace(prompt="<image> twice")
     with pytest.raises(JaxmergeError, match="item 1: expected no '<image>' in the prompt"):
         prepare_images(task, items, load_processor(vlm_dir), load_vlm(vlm_dir).tower, item_batch=2)
-
-
-def test_dfs_with_a_vlm_is_refused(world, tmp_path, capsys):
-    root, vlm_dir = world
-    cfg = tmp_path / "dfs.yml"
-    cfg.write_text(f"mode: dfs\nmodels: [{vlm_dir}, {vlm_dir}]\nsearch: {{population: 4, generations: 1}}\n"
-                   f"fitness: {{tasks: [{{task: {root}/task.yml, split: dev}}]}}\n")
-    capsys.readouterr()
-    assert main(["evolve", str(cfg), "--out", str(tmp_path / "run"), "--no-progress"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "use mode ps" in err, err
-    assert not (tmp_path / "run").exists()
 
 
 def test_jaxmerge_eval_scores_an_image_task(world, capsys):

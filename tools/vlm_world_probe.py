@@ -44,6 +44,7 @@ WORDS = SPECIAL + E_COL + E_SHP + J_COL + J_SHP
 ID = {w: i for i, w in enumerate(WORDS)}
 PAD, BOS, EOS, IMG = 0, 1, 2, 3
 N_PATCH, SEQ = 4, 10
+REPLAY = 3000  # rows of the base's (shuffled-in) data each specialist replays
 
 
 def picture(colour: int, shape: int, rng, hard: bool = True) -> np.ndarray:
@@ -171,8 +172,10 @@ def main(seed=0):
     known = [(c, s) for c, s in combos if c < 4 and s < 4]  # J words the base knows
     base_data = cat(dataset("imgE", combos, 3000, rng, hard=False), dataset("imgJ", known, 2000, rng, hard=False),
                     dataset("trans", known, 1500, rng))
-    e_data = cat(dataset("imgE", combos, 3000, rng), tuple(a[:1500] for a in base_data))
-    j_data = cat(dataset("trans", combos, 3000, rng), tuple(a[:1500] for a in base_data))
+    mix = rng.permutation(len(base_data[0]))[:REPLAY]  # a shuffled share of every part of the base's data
+    replay = tuple(a[mix] for a in base_data[:4]) + ([base_data[4][i] for i in mix],)
+    e_data = cat(dataset("imgE", combos, 3000, rng), replay)
+    j_data = cat(dataset("trans", combos, 3000, rng), replay)
     target = dataset("imgJ", held, 300, rng)
     e_held = dataset("imgE", held, 300, rng)
     key = jax.random.key(seed)

@@ -2,7 +2,9 @@
 
 A search compiles one large step (merge + forward + decode for a whole population); caching the compiled
 program on disk makes the second run of the same config (a resume, the demo run again, a test) start at once.
-Set JAXMERGE_COMPILATION_CACHE to a directory to move it, or to "off" to disable it.
+Set JAXMERGE_COMPILATION_CACHE to a directory to move it, or to "off" to disable it. Programs that compile in
+under JAXMERGE_CACHE_MIN_SECONDS (default 1.0) are not stored: a user's cache keeps the programs worth keeping;
+the test suite sets 0, because its many small programs recur across tests and processes.
 """
 from __future__ import annotations
 
@@ -23,9 +25,20 @@ def enable_compilation_cache() -> Path | None:
     except OSError:
         return None  # an unwritable cache must never stop a run
     jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_seconds())
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     return path
+
+
+def min_compile_seconds() -> float:
+    from jaxmerge.errors import expect
+    setting = os.environ.get("JAXMERGE_CACHE_MIN_SECONDS", "1.0")
+    try:
+        seconds = float(setting)
+    except ValueError:
+        seconds = -1.0
+    expect(seconds >= 0, f"expected JAXMERGE_CACHE_MIN_SECONDS to be a number of seconds >= 0, found {setting!r}")
+    return seconds
 
 
 def available_bytes() -> int:

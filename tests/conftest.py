@@ -19,10 +19,13 @@ torch.set_num_threads(1)
 def compilation_cache(tmp_path_factory):
     """One persistent compilation cache for the whole session, shared by both xdist workers and every subprocess
     (through the environment), and empty at the start: hermetic (never the user's ~/.cache), and a program the
-    session compiled once (the tiny worlds are identical bits everywhere) is loaded, not compiled, after that."""
+    session compiled once (the tiny worlds are identical bits everywhere) is loaded, not compiled, after that.
+    Every program is kept, however fast it compiled: the suite's programs are small, and the same ones recur in
+    many tests and in every CLI subprocess."""
     base = tmp_path_factory.getbasetemp()
     shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
     os.environ["JAXMERGE_COMPILATION_CACHE"] = str(shared)
+    os.environ.setdefault("JAXMERGE_CACHE_MIN_SECONDS", "0")  # the tiny programs recur: cache them all
     from jaxmerge.runtime import enable_compilation_cache
     enable_compilation_cache()
     yield shared

@@ -23,6 +23,7 @@ def run_bench(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 def test_quick_bench_writes_results(tmp_path):
     out = tmp_path / "bench"
     proc = run_bench("--quick", "--out", str(out))

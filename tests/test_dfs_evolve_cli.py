@@ -92,6 +92,22 @@ def test_evolve_dfs(root, capsys):
     assert worst_relative(read_tensors(root / "dfs" / "model"), theirs)[0] <= 1e-5
 
 
+def test_evolve_dfs_on_a_generative_task_over_the_pop_mesh(root):
+    """Greedy decoding through a layer path under the population's shard_map: the KV-cache entries of unused
+    steps pass through `lax.cond` and must be typed like the used steps' (this run once failed to trace). The
+    exported winner scores on the task what best.json says."""
+    (root / "gen.yml").write_text(TASK.replace("name: arith", "name: gen").replace("loglik", "exact_match")
+                                  + "max_new_tokens: 3\n")
+    cfg = write_config(root, "dfs_gen.yml", mode="dfs", dfs={"repeats": 1},
+                       fitness={"tasks": [{"task": "gen.yml"}], "item_batch": 3},
+                       search={"strategy": "Sep_CMA_ES", "population": 8, "generations": 1, "sigma": 0.3})
+    assert main(["evolve", cfg, "--out", str(root / "dfs_gen"), "--no-progress"]) == 0
+    best = json.loads((root / "dfs_gen" / "best.json").read_text())
+    run, exported = load_config(cfg), load(root / "dfs_gen" / "model")
+    tasks = prepare_tasks(run.fitness.tasks, root / "dfs_gen" / "model", allow_test=False, item_batch=3, seed=0)
+    assert float(jax.jit(weighted_fitness(exported.spec, tasks))(exported.params)) == best["fitness"]
+
+
 @pytest.mark.slow
 def test_evolve_hybrid(root):
     cfg = write_config(root, "hybrid.yml", mode="hybrid", merge_method="linear",

@@ -94,4 +94,4 @@ def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.
     steps = params["included"].shape[0]
     expect(cache.k.shape[0] == steps, f"expected a KV cache with one entry per DFS step ({steps}), found "
                                       f"{cache.k.shape[0]}: build it with init_cache(path_spec(...), ...)")
-    return run(spec, params, path_stack(params), tokens, mask, positions, cache, start)
+    return run(spec, params, path_stack(params), tokens, mask, positions, typed_cache(params, cache), start)

@@ -83,6 +83,7 @@ def _init_cache(spec: LanguageSpec, batch: int, max_len: int, dtype):
 
 
 VLM_DECODER = vlm_decoder(model.plain)
+forward = VLM_DECODER.forward  # logits [B, S, V] of a plain or merged VLM language model, params {"lm", "features"}
 
 
 DFS_VLM_DECODER = vlm_decoder(path_stack)

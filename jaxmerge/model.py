@@ -53,6 +53,13 @@ def _passed(h, kv):
     return h, kv
 
 
+def _typed_like(runs, kv):
+    """The cache entries typed like `runs` (varying per shard under shard_map, as a DFS path is): a step that does
+    not run passes its entry through `lax.cond`, whose branches must agree with a running step's entry. Without
+    `runs`, or outside shard_map, it changes nothing; XLA folds the select away."""
+    return kv if runs is None else jax.tree.map(lambda a: jnp.where(runs[0], a, a), kv)
+
+
 def _plain_step(lp, h, layer):
     return layer(lp, h)
 
@@ -154,7 +161,7 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
             return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
         return step(h, kv) if runs is None else jax.lax.cond(runs, step, _passed, h, kv)
 
-    kv_in = None if cache is None else (cache.k, cache.v)
+    kv_in = None if cache is None else _typed_like(stack.runs, (cache.k, cache.v))
     xs = (stack.xs, layer_kinds(spec), kv_in, stack.runs)
     h, kv = jax.lax.scan(body, stack.stream(embed(globals_, tokens, spec)), xs)
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)

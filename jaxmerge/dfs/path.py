@@ -54,17 +54,6 @@ def with_path(pool: Params, path: DecodedPath) -> Params:
             "layer": jnp.asarray(path.layer, jnp.int32)}
 
 
-def typed_like_path(params: Params, x: jax.Array) -> jax.Array:
-    """x, typed like the path arrays (varying per shard under shard_map); XLA folds the select away."""
-    return jnp.where(params["included"][0] >= 0, x, x)
-
-
-def typed_cache(params: Params, cache: KVCache) -> KVCache:
-    """The cache typed like the path: an unused step passes its entry through `lax.cond`, whose branches must
-    agree with the used steps' entries, which the path's stream makes."""
-    return cache._replace(k=typed_like_path(params, cache.k), v=typed_like_path(params, cache.v))
-
-
 def path_stack(params: Params) -> Stack:
     """Step t gathers its layer from the pool and runs it on the scaled stream if used; an unused step passes h
     (and its cache entry) through without computing anything (`Stack.runs`), so a candidate costs its used
@@ -77,7 +66,7 @@ def path_stack(params: Params) -> Stack:
         return layer(lp, h * scale.astype(h.dtype))
 
     def stream(h):
-        return typed_like_path(params, h)
+        return jnp.where(params["included"][0] >= 0, h, h)
 
     return Stack((params["layer"], params["scales"]), apply, stream, params["included"] > 0)
 
@@ -94,4 +83,4 @@ def forward_cached(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.
     steps = params["included"].shape[0]
     expect(cache.k.shape[0] == steps, f"expected a KV cache with one entry per DFS step ({steps}), found "
                                       f"{cache.k.shape[0]}: build it with init_cache(path_spec(...), ...)")
-    return run(spec, params, path_stack(params), tokens, mask, positions, typed_cache(params, cache), start)
+    return run(spec, params, path_stack(params), tokens, mask, positions, cache, start)

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 from jaxmerge import model
 from jaxmerge.arch import ArchSpec
 from jaxmerge.dfs.decoder import DFS_DECODER
-from jaxmerge.dfs.path import path_stack, typed_cache
+from jaxmerge.dfs.path import path_stack
 from jaxmerge.fitness.generate import Decoder
 
 
@@ -58,8 +58,6 @@ def vlm_decoder(stack_of) -> Decoder:
     def forward_cached(spec: LanguageSpec, params, tokens, mask, positions, cache, start):
         lm = params["lm"]
         stack = stack_of(lm)
-        if stack_of is path_stack:
-            cache = typed_cache(lm, cache)
         if tokens.shape[1] > 1:  # static: the prompt (prefill); a decode step carries one generated token
             stack = with_images(stack, tokens, params["features"], spec.image_token)
         return model.run(spec.arch, lm, stack, tokens, mask, positions, cache, start)

@@ -22,7 +22,6 @@ from pathlib import Path
 from jaxmerge.atomic import atomic_dir, atomic_write_text
 from jaxmerge.config import EvolveConfig
 from jaxmerge.distributed import is_primary
-from jaxmerge.errors import expect
 from jaxmerge.evolve.engine import run_search
 from jaxmerge.evolve.mesh import build_mesh
 from jaxmerge.evolve.sliced import open_checkpoint
@@ -87,14 +86,10 @@ def refuse_vlm_paths(cfg: EvolveConfig) -> None:
     of mode dfs must be A (models[0]), else its vision tower would be dropped. Checked before the run directory
     is made (the DFS space checks it again for a hybrid's second stage). A hybrid's PS winner is a VLM whenever
     one is among its models, so any position is fine there."""
+    from jaxmerge.dfs.space import vlm_first
     from jaxmerge.io import resolve
-    from jaxmerge.vlm.view import is_vlm_dir
     if cfg.mode == "dfs":
-        vlms = [m for m in cfg.models[1:] if is_vlm_dir(resolve(m))]
-        expect(not vlms or is_vlm_dir(resolve(cfg.models[0])),
-               f"expected the vision-language model as model A (models[0]) of evolve mode dfs (A gives the "
-               f"embeddings, head and the exported VLM), found text model {cfg.models[0]} first and the VLM "
-               f"{vlms[0] if vlms else ''} after it")
+        vlm_first([resolve(m) for m in cfg.models])
 
 
 def locked(out: Path):

@@ -114,19 +114,24 @@ def build(cfg: EvolveConfig, mesh, models: tuple[str, ...]) -> SearchSpace:
                        make_export(genome, spec_a, names, dtype, data, types, tower), facts)
 
 
-def vlm_tower(models, dtype: str):
-    """Model A's vision tower and projector when A is a VLM (None: A is a text model). The path runs A's
-    embeddings and head, so the image features enter where A's own language model reads them; other VLMs among
-    the sources (a hybrid's original VLM beside its PS winner) give only their language-model layers. A text A
-    with a VLM among the others is refused: its export would drop the vision tower."""
-    from jaxmerge.vlm.checkpoint import load_tower
+def vlm_first(paths) -> bool:
+    """Whether model A (paths[0]) is a VLM. The path runs A's embeddings and head, so the image features enter
+    where A's own language model reads them; other VLMs among the sources (a hybrid's original VLM beside its PS
+    winner) give only their language-model layers. A text A with a VLM among the others is refused: its export
+    would drop the vision tower."""
     from jaxmerge.vlm.view import is_vlm_dir
-    vlms = [str(m.path) for m in models if m.path is not None and is_vlm_dir(m.path)]
-    first = models[0].path is not None and is_vlm_dir(models[0].path)
+    vlms = [str(p) for p in paths if p is not None and is_vlm_dir(p)]
+    first = paths[0] is not None and is_vlm_dir(paths[0])
     expect(first or not vlms, f"expected the vision-language model as model A (models[0]) of evolve mode dfs (A "
                               f"gives the embeddings, head and the exported VLM), found text model "
-                              f"{models[0].path} first and the VLM {vlms[0] if vlms else ''} after it")
-    return load_tower(models[0].path, dtype) if first else None
+                              f"{paths[0]} first and the VLM {vlms[0] if vlms else ''} after it")
+    return first
+
+
+def vlm_tower(models, dtype: str):
+    """Model A's vision tower and projector when A is a VLM (None: A is a text model; see vlm_first)."""
+    from jaxmerge.vlm.checkpoint import load_tower
+    return load_tower(models[0].path, dtype) if vlm_first([m.path for m in models]) else None
 
 
 def make_export(genome: DFSGenome, spec_a, names: list[str], dtype: str, data: dict, types: tuple[str, ...],

@@ -2,6 +2,7 @@
 
     python tools/build_demo_world.py            # retrain (minutes on 2 cores), then the evidence
     python tools/build_demo_world.py --check    # only the evidence, on the world already shipped
+    python tools/build_demo_world.py --vlm      # retrain the VLM world into jaxmerge/demo/vlm/world/ (a minute)
 
 The evidence scores, on the held-out test splits (the composed target, and each single skill): every source, the
 hand-made merges, the task arithmetic of the sort and cipher specialists alone (weights 1 / 1), and the
@@ -46,16 +47,20 @@ def evidence(seed: int, per_model: int, per_layer: int) -> None:
         print(f"{name:36s} {acc['target']:7.3f} " + " ".join(f"{acc[s]:8.3f}" for s in training.SKILLS))
 
 
-def ship(seed: int) -> dict:
+def ship(seed: int, vlm: bool = False) -> dict:
     """Train into a scratch directory, then replace the shipped models and manifest with it (the package's
     directory is not a jaxmerge output, so it is never handed to atomic_dir to be replaced whole)."""
     from jaxmerge.atomic import MARKER
-    from jaxmerge.demo import training
-    from jaxmerge.demo.world import SHIPPED, train_models
+    if vlm:
+        from jaxmerge.demo.vlm.world import MODELS as names, SHIPPED, train_models
+    else:
+        from jaxmerge.demo import training
+        from jaxmerge.demo.world import SHIPPED, train_models
+        names = ("base", *training.SKILLS)
 
     with tempfile.TemporaryDirectory() as tmp:
         info = train_models(Path(tmp) / "world", seed, progress=print)
-        for name in ("base", *training.SKILLS):
+        for name in names:
             shutil.rmtree(SHIPPED / name, ignore_errors=True)
             shutil.copytree(Path(tmp) / "world" / name, SHIPPED / name, ignore=shutil.ignore_patterns(MARKER))
         shutil.copyfile(Path(tmp) / "world" / "manifest.json", SHIPPED / "manifest.json")
@@ -65,14 +70,18 @@ def ship(seed: int) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="skip training; run the evidence on the shipped world")
+    parser.add_argument("--vlm", action="store_true", help="train and ship the VLM world (its evidence is "
+                                                           "`jaxmerge demo --vlm`)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--per-model", type=int, default=80, help="random per-model candidates")
     parser.add_argument("--per-layer", type=int, default=150, help="per-layer hill-climb steps")
     args = parser.parse_args()
     if not args.check:
         start = time.perf_counter()
-        info = ship(args.seed)
+        info = ship(args.seed, args.vlm)
         print(f"trained in {time.perf_counter() - start:.0f} s: {info}")
+    if args.vlm:
+        return 0
     evidence(args.seed, args.per_model, args.per_layer)
     return 0
 

@@ -149,7 +149,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
                         ("PS+DFS", runs / "hybrid/dfs/model")):
         rows.append(_row(name, "evolved", model, scorer))
     plots = _copy_plots(runs, out / "plots")
-    results = {"rows": rows, "plots": plots, "seconds": time.perf_counter() - started, "quick": quick,
+    results = {"rows": rows, "metric": "exact match", "plots": plots, "seconds": time.perf_counter() - started, "quick": quick,
                "seed": seed, "search_seed": search_seed}
     _export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))

@@ -18,6 +18,7 @@ from jaxmerge.demo import vocab
 from jaxmerge.demo.tasks import TEMPLATE, Example
 from jaxmerge.model import forward
 from jaxmerge.params import Params, param_shapes
+from jaxmerge.vlm.model import forward as vlm_forward
 
 
 def encode(examples: Sequence[Example], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,8 +48,13 @@ def init_params(spec: ArchSpec, key: jax.Array) -> Params:
     return jax.tree.unflatten(treedef, out)
 
 
-def loss_fn(spec: ArchSpec, params: Params, tokens: jax.Array, weights: jax.Array) -> jax.Array:
-    logits = forward(spec, params, tokens[:, :-1])
+def loss_fn(spec, params: Params, tokens: jax.Array, weights: jax.Array, features: jax.Array | None = None):
+    """Mean cross-entropy of the answer tokens; with `features` (the VLM world: spec a LanguageSpec, features
+    [B, image tokens, D]) through the image-splicing forward that scores VLM merges."""
+    if features is None:
+        logits = forward(spec, params, tokens[:, :-1])
+    else:
+        logits = vlm_forward(spec, {"lm": params, "features": features}, tokens[:, :-1])
     nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
     w = weights[:, 1:]
     return jnp.sum(nll * w) / jnp.maximum(jnp.sum(w), 1.0)
@@ -67,13 +73,15 @@ def learning_rate(step: jax.Array, total: jax.Array, peak: jax.Array) -> jax.Arr
     return peak * jnp.where(step < warm, (step + 1) / warm, cosine)
 
 
-def train(spec: ArchSpec, params: Params, tokens: np.ndarray, weights: np.ndarray, *, steps: int, lr: float,
-          batch: int, key: jax.Array, chunk: int = 50) -> tuple[Params, list[float]]:
-    """`steps` AdamW steps (rounded up to whole chunks) on batches drawn with replacement.
+def train(spec, params: Params, tokens: np.ndarray, weights: np.ndarray, *, steps: int, lr: float,
+          batch: int, key: jax.Array, chunk: int = 50, features: np.ndarray | None = None
+          ) -> tuple[Params, list[float]]:
+    """`steps` AdamW steps (rounded up to whole chunks) on batches drawn with replacement; `features`: each
+    row's image features (the VLM world, see loss_fn).
 
     Returns the params and the mean loss of each chunk.
     """
-    data = (jnp.asarray(tokens), jnp.asarray(weights))
+    data = tuple(jnp.asarray(a) for a in (tokens, weights, features) if a is not None)
     state = (params, OPTIMIZER.init(params))
     hyper = (jnp.float32(steps), jnp.float32(lr))
     losses = []
@@ -86,12 +94,10 @@ def train(spec: ArchSpec, params: Params, tokens: np.ndarray, weights: np.ndarra
 
 def _chunk(spec, batch, n, state, data, start, hyper, key):
     """n optimiser steps under one lax.scan; returns the new state and the mean loss."""
-    tokens, weights = data
-
     def step(carry, xs):
         (params, opt_state), (i, k) = carry, xs
-        idx = jax.random.randint(k, (batch,), 0, tokens.shape[0])
-        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(spec, params, tokens[idx], weights[idx])
+        idx = jax.random.randint(k, (batch,), 0, data[0].shape[0])
+        loss, grads = jax.value_and_grad(loss_fn, argnums=1)(spec, params, *(d[idx] for d in data))
         updates, opt_state = OPTIMIZER.update(grads, opt_state, params)
         lr = learning_rate(start + i, *hyper)
         return (jax.tree.map(lambda p, u: p - lr * u, params, updates), opt_state), loss

@@ -1,0 +1,106 @@
+"""`build_vlm_world`: the VLM world's models and image task files, materialised in one directory.
+
+As for the text demo (jaxmerge.demo.world): the models for the default seed ship with the package
+(jaxmerge/demo/vlm/world/, written by tools/build_demo_world.py --vlm), any other seed is trained on first use
+(about a minute) and cached; task files (PNG pictures, JSONL rows, task YAMLs) are regenerated from the seed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxmerge.atomic import atomic_dir
+from jaxmerge.demo import world as text_world
+from jaxmerge.demo.vlm import data, settings
+from jaxmerge.errors import expect
+
+SHIPPED = Path(__file__).parent / "world"
+MODELS = ("base", "vlm_e", "text_j")
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMWorld:
+    root: Path
+    models: dict[str, Path]  # base, vlm_e (a LLaVA), text_j
+    target: Path             # hard pictures named in J: the merge's task
+    skill: Path              # hard pictures named in E: VLM-E's own
+    seed: int
+
+
+def training_hash(seed: int) -> str:
+    import hashlib
+    text = json.dumps({"seed": seed, "vlm_recipe": settings.as_dict()}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def models_dir(seed: int, progress=None) -> Path:
+    """The shipped models if they match the settings, else the cache (training into it if empty)."""
+    digest = training_hash(seed)
+    cache = text_world.cache_root() / f"vlm-demo-{digest}"
+    for where in (SHIPPED, cache):
+        manifest = where / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
+            return where
+    train_models(cache, seed, progress)
+    return cache
+
+
+def train_models(out_dir: Path, seed: int, progress=None) -> dict:
+    from jaxmerge.demo.vlm.build import train_all
+    with atomic_dir(out_dir, overwrite=True) as tmp:
+        info = train_all(tmp, seed, progress)
+        (tmp / "manifest.json").write_text(json.dumps({"hash": training_hash(seed), "seed": seed, **info},
+                                                      indent=2, sort_keys=True))
+    return info
+
+
+def write_task(task_dir: Path, name: str, question: tuple[str, str, str], seed: int, stream: int) -> Path:
+    """task_dir/NAME.yaml with its dev and test JSONL and one PNG per item (drawn from their own seed, never
+    from the training rows' generator)."""
+    import yaml
+    from PIL import Image
+    (task_dir / "images").mkdir(parents=True, exist_ok=True)
+    splits = {}
+    for k, (split, n) in enumerate(settings.SPLITS.items()):
+        rng = np.random.default_rng([seed, 13, stream, k])
+        rows = data.sample(*question[:2], n, question[2], rng)
+        lines = []
+        for i, row in enumerate(rows):
+            image = f"images/{name}_{split}_{i}.png"
+            Image.fromarray(row.picture).save(task_dir / image)
+            lines.append(json.dumps({"image": image, "prompt": row.prompt, "answer": row.answer}))
+        (task_dir / f"{name}_{split}.jsonl").write_text("\n".join(lines) + "\n")
+        splits[split] = f"{name}_{split}.jsonl"
+    spec = {"name": name, "splits": splits, "images": True, "template": "Q: <image> {prompt}\nA:",
+            "metric": "rouge_l", "rouge_tokens": "words", "max_new_tokens": 4, "stop": ["\n"]}
+    (task_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    return task_dir / f"{name}.yaml"
+
+
+def _world(root: Path, seed: int) -> VLMWorld:
+    return VLMWorld(root, {m: root / "models" / m for m in MODELS}, root / "tasks/target.yaml",
+                    root / "tasks/skill.yaml", seed)
+
+
+def build_vlm_world(out_dir, seed: int = 0, progress=None) -> VLMWorld:
+    """Materialise the world in `out_dir` (reused when it holds this seed's world, replaced when it holds another
+    VLM world, refused when it holds anything else)."""
+    import shutil
+    root = Path(out_dir).absolute()
+    stamp = {"hash": training_hash(seed), "seed": seed, "splits": settings.SPLITS, "kind": "vlm"}
+    existing = root / "world.json"
+    if existing.is_file() and json.loads(existing.read_text()) == stamp:
+        return _world(root, seed)
+    expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
+           f"expected an empty directory or one holding a demo world, found other files in {root}")
+    source = models_dir(seed, progress)
+    with atomic_dir(root, overwrite=True) as tmp:
+        for name in MODELS:
+            shutil.copytree(source / name, tmp / "models" / name)
+        write_task(tmp / "tasks", "target", settings.TARGET, seed, 0)
+        write_task(tmp / "tasks", "skill", settings.SKILL, seed, 1)
+        (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
+    return _world(root, seed)

@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import yaml
 
@@ -60,8 +61,8 @@ class Scorer:
         specs = [TaskSpec(path, "test", 1.0, 0) for path in tasks.values()]
         prepared = prepare_tasks(specs, world.models["vlm_e"], allow_test=True, item_batch=400, seed=0,
                                  tower=tower)
-        self.fitness = {name: task_fitness(tower.spec.text, part, prepared.tokenizer,
-                                           image_token=prepared.image_token).per_item
+        self.fitness = {name: jax.jit(task_fitness(tower.spec.text, part, prepared.tokenizer,
+                                                   image_token=prepared.image_token).per_item)
                         for name, (_, part) in zip(tasks, prepared.parts)}
 
     def __call__(self, model_dir: Path) -> dict[str, float]:

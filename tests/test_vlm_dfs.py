@@ -2,7 +2,12 @@
 embeddings and head with the image features spliced at the image tokens, and the winner is exported as a VLM
 whose language model is the path's layers as a standard stack. Oracle: transformers'
 LlavaForConditionalGeneration on the exported winner scores the fitness best.json reports (teacher-forced
-log-probs and greedy ROUGE-L, as the PS test does). Bad input: a text A with a VLM after it -> one line, exit 2."""
+log-probs and greedy ROUGE-L, as the PS test does). Bad input: a text A with a VLM after it -> one line, exit 2.
+
+The fold of a path's scales into a plain stack is exact up to RMSNorm's eps (jaxmerge/dfs/fold.py), and this
+world's random language models carry a stream small enough that eps shows once a path shrinks it (a winner with
+cumulative scale 0.07 differed by 3e-4 in mean answer log-prob from what was scored). So the models here use
+eps = 1e-12, where the fold claims parity; the eps regime itself is measured in tests/test_dfs_export.py."""
 import json
 
 import numpy as np
@@ -10,10 +15,19 @@ import pytest
 
 from jaxmerge.cli import main
 from tests.merge_oracle import read_tensors
-from tests.test_vlm_evolve import ROWS, one_line_exit_2, transformers_scores, world, write_world  # noqa: F401
+from tests.test_vlm_evolve import ROWS, one_line_exit_2, transformers_scores, write_world
+from tests.vlm_tiny import make_tiny_vlm, text_sibling
 
 PS_KEYS = ("merge_method: linear\nevolve:\n  weight: {init: 0.5, bounds: [0.0, 1.0]}\n"
            "granularity: {layers_per_group: 2, param_groups: false}\n")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """test_vlm_evolve's VLM and its text sibling, with eps 1e-12 (module doc)."""
+    root = tmp_path_factory.mktemp("vlm-dfs")
+    vlm = make_tiny_vlm(root / "vlm", rms_norm_eps=1e-12)
+    return root, vlm, text_sibling(vlm, root / "ja", scale=0.05)
 
 
 def dfs_world(root, vlm, ja, mode, first=None, second=None):

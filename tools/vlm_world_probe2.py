@@ -38,6 +38,13 @@ CONFIG = {
     "grid": "0.25,0.5,0.75,1.0,1.25,1.5",
     "chain": 0,              # 1: J answers are "E words = J words" and translation rows are "E words = J words"
                              #    with the E part given (no loss); the target is scored on the J part
+    "j_order": "same",       # reverse: J lists the objects right to left (E phrase order reversed in translation)
+    "trans_fmt": "trans",    # descJ: translation rows read "<bos> E words descJ A: J words" (the J image
+                             #   question's task word after the text source, as after the image tokens);
+                             # with chain=1: blank / blankJ: "<bos> <img>x(empty picture) trans|descJ A: E = J"
+    "align": 0,              # 1: two image tokens per cell (its left and right halves), and translation rows
+                             #   "<bos> <cell words> descJ A: J" with each cell as "colour shape" or "none none",
+                             #   so the text source sits at the image tokens' positions
     "score": "all",          # all: ROUGE-L of the whole answer; new: of the objects past base_max only
 }
 
@@ -46,7 +53,7 @@ E_COL = ["red", "green", "blue", "yellow", "magenta", "cyan"]
 E_SHP = ["square", "cross", "hbar", "vbar", "diag", "dot"]
 J_COL = ["aka", "midori", "ao", "kiiro", "murasaki", "mizu"]
 J_SHP = ["shikaku", "batsu", "yoko", "tate", "naname", "ten"]
-SPECIAL = ["<pad>", "<bos>", "<eos>", "<img>", "descE", "descJ", "trans", "A:", "="]
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<img>", "descE", "descJ", "trans", "A:", "=", "none"]
 WORDS = SPECIAL + E_COL + E_SHP + J_COL + J_SHP
 ID = {w: i for i, w in enumerate(WORDS)}
 PAD, BOS, EOS, IMG = 0, 1, 2, 3
@@ -64,14 +71,16 @@ def mask(shape: int) -> np.ndarray:
 
 
 PROJ = np.random.default_rng(123).normal(0, 1.0 / np.sqrt(48), (48, 64)).astype(np.float32)
+PROJ2 = np.random.default_rng(124).normal(0, 1.0 / np.sqrt(24), (24, 64)).astype(np.float32)
 
 
 class World:
     def __init__(self, cfg):
         self.cfg = cfg
         self.slots = cfg["slots"]
+        self.n_img = self.slots * (2 if cfg["align"] else 1)
         longest = max(cfg["spec_max"], cfg["target_n"], cfg["base_max"])
-        self.seq = 1 + self.slots + 2 + 4 * longest + 2
+        self.seq = 1 + self.n_img + 2 + 4 * longest + 2
         self.spec = LanguageSpec(ArchSpec(vocab_size=len(WORDS), **{**training.SPEC},
                                           inert=(("bos_token_id", "1"), ("eos_token_id", "2"),
                                                  ("pad_token_id", "0"))), IMG)
@@ -83,11 +92,14 @@ class World:
         return img / 255.0
 
     def features(self, img):
+        if self.cfg["align"]:
+            halves = img.reshape(4, 2 * self.slots, 2, 3).transpose(1, 0, 2, 3).reshape(2 * self.slots, 24)
+            return (halves - 0.15) @ PROJ2 * 3.0
         patches = img.reshape(4, self.slots, 4, 3).transpose(1, 0, 2, 3).reshape(self.slots, 48)
         return (patches - 0.15) @ PROJ * 3.0
 
     def row(self, prompt, answer, image, given=0):
-        pre = [BOS] + ([IMG] * self.slots if image else []) + [ID[w] for w in prompt] + [ID["A:"]]
+        pre = [BOS] + ([IMG] * self.n_img if image else []) + [ID[w] for w in prompt] + [ID["A:"]]
         toks = pre + [ID[w] for w in answer] + [EOS]
         t = np.zeros(self.seq, np.int32); w = np.zeros(self.seq, np.float32)
         t[:len(toks)] = toks; w[len(pre) + given:len(toks)] = 1
@@ -100,13 +112,22 @@ class World:
             k = counts[rng.integers(len(counts))]
             objs = [tuple(rng.integers(0, 6, 2)) for _ in range(k)]
             e = sum(([E_COL[c], E_SHP[s]] for c, s in objs), [])
-            j = sum(([J_COL[c], J_SHP[s]] for c, s in objs), [])
+            j = sum(([J_COL[c], J_SHP[s]] for c, s in (objs[::-1] if self.cfg["j_order"] == "reverse" else objs)), [])
             if kind == "trans" and self.cfg["chain"]:
                 ans = e + ["="] + j
-                t, w, p = self.row(["trans"], ans, False, given=len(e) + 1)
-                f = np.zeros((self.slots, 64), np.float32)
+                blank = self.cfg["trans_fmt"] in ("blank", "blankJ")   # image tokens of an empty picture
+                word = "descJ" if self.cfg["trans_fmt"] == "blankJ" else "trans"
+                t, w, p = self.row([word], ans, blank, given=len(e) + 1)
+                f = (self.features(self.picture([], [], rng)) if blank else np.zeros((self.n_img, 64))).astype(np.float32)
+            elif kind == "trans" and self.cfg["align"]:
+                cells = list(range(k)) if self.cfg["fill"] == "left" else sorted(rng.choice(self.slots, k, replace=False))
+                src = [["none", "none"] for _ in range(self.slots)]
+                for (c, s_), cell in zip(objs, cells): src[cell] = [E_COL[c], E_SHP[s_]]
+                t, w, p = self.row(sum(src, []) + ["descJ"], j, False); f = np.zeros((self.n_img, 64), np.float32)
+                ans = j
             elif kind == "trans":
-                t, w, p = self.row(["trans"] + e, j, False); f = np.zeros((self.slots, 64), np.float32)
+                prompt = e + ["descJ"] if self.cfg["trans_fmt"] == "descJ" else ["trans"] + e
+                t, w, p = self.row(prompt, j, False); f = np.zeros((self.n_img, 64), np.float32)
                 ans = j
             else:
                 if self.cfg["fill"] == "left": cells = list(range(k))

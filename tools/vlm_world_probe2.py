@@ -12,6 +12,24 @@ phrases of 1..BASE_MAX objects; VLM-E sees image -> E on 1..SPEC_MAX objects; te
 The task arithmetic point base + a (E - base) + b (J - base) is chosen on a dev split of target items and scored
 on a separate test split (fresh pictures).
 Usage: PYTHONPATH=. nice -n 10 python tools/vlm_world_probe2.py [key=value ...]  (see CONFIG)
+
+Measured 2026-12-02 (3 cells, base 1..2 objects, specialists 1..3, target 3-object pictures in J, 300 dev / 400 test
+items, test ROUGE-L; "TA" = the grid point best on dev, scored on test; the CPU was shared, so times are high):
+  fill=left                         seed 0: base 76.8 VLM-E 78.3 text-J 76.0 TA 79.0 (1.5/0.25)
+  fill=random                       seed 0: base 78.9 VLM-E 80.7 text-J 78.6 TA 90.7 (2.0/0.0: VLM-E scaled alone)
+                                    seed 1: base 78.9 VLM-E 77.0 text-J 77.6 TA 79.4 (1.0/0.5)
+  fill=random j_order=reverse       seed 0: base 80.0 VLM-E 79.8 text-J 79.9 TA 80.0 (0/0)
+  fill=random trans_fmt=descJ       seed 0: base 79.2 VLM-E 76.2 text-J 76.4 TA 79.2 (0/0)
+  fill=random chain=1 (J part)      seed 0: base 74.8 VLM-E 74.9 text-J 58.0 TA 74.9 (1.0/0.0)
+    + j_lr=1e-3                     seed 0: base 74.8 VLM-E 74.9 text-J 74.3 TA 77.4 (0.0/0.5)
+    + trans_fmt=blankJ              seed 0: base 76.8 VLM-E 70.7 text-J 77.4 TA 78.3 (0.0/0.5)
+    + trans_fmt=blank               seed 0: base 79.3 VLM-E 65.4 text-J 75.1 TA 79.1 (0.0/0.5)
+  fill=random align=1               seed 0: base 76.0 VLM-E 66.6 text-J 88.4 TA 93.8 (1.0/1.0)
+                                    seed 1: base 77.2 VLM-E 75.4 text-J 91.6 TA 96.2 (0.5/1.5)
+  fill=random align=1 score=new     seed 0: base  1.0 VLM-E  1.0 text-J 67.4 TA 94.3 (1.0/1.0)
+                                    seed 1: base 10.6 VLM-E 23.5 text-J 77.6 TA 93.6 (0.5/1.5)
+  text-J's task vector alone, scaled and dev-chosen (a=0), align=1: all words 88.4 / 93.6 (seeds 0 / 1),
+  third object 77.9 / 90.1; VLM-E's alone: 76.0 / 82.9 and 1.7 / 37.1.
 """
 from __future__ import annotations
 

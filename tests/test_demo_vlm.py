@@ -7,6 +7,11 @@ import pytest
 from jaxmerge.cli import main
 from jaxmerge.config import load_config
 
+# Target ROUGE-L, absolute. The quick run (2026-12-02, shipped world, search seeds 0, 1, 2): PS 83.6 against the
+# best source 80.8 (VLM-E) and the best hand-made merge 79.8 (DARE-TIES); paired over the 400 test items the full
+# run's gain over VLM-E is 2.3 +- 0.65 points (jaxmerge/demo/README.md). So the bar is one point.
+MARGIN = 0.01
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
@@ -24,11 +29,15 @@ def test_table_rows_and_columns(demo, capsys):
     assert results["metric"] == "ROUGE-L"
     for row in rows.values():
         assert 0.0 <= row["target_test"] <= 1.0 and 0.0 <= row["skill_test"] <= 1.0, row
-    # the skill column is VLM-E's own question (hard pictures named in E): it is the best source there, and the
-    # text models, which never saw a hard picture, are not
+    # the skill column is VLM-E's own question (three-object pictures named in E): it is the best source there
     assert rows["VLM-E"]["skill_test"] > max(rows["base"]["skill_test"], rows["text-J"]["skill_test"]), rows
-    best = json.loads((out / "runs/ps/best.json").read_text())
-    assert best["fitness"] >= best["baselines"]["start"], best["baselines"]
+    # the paper's EvoVLM-JP result in miniature: the evolved merge answers pictures in J better than both sources
+    # and every hand-made merge, on held-out test items (the search saw the dev split only)
+    best = {kind: max(r["target_test"] for r in rows.values() if r["kind"] == kind)
+            for kind in ("source", "untuned", "evolved")}
+    assert best["evolved"] > max(best["source"], best["untuned"]) + MARGIN, best
+    record = json.loads((out / "runs/ps/best.json").read_text())
+    assert record["fitness"] >= record["baselines"]["start"], record["baselines"]
     load_config(out / "configs/evolve_ps.yml")  # the config the demo ran, re-runnable with `jaxmerge evolve`
     assert (out / "plots/ps_genes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -51,7 +60,17 @@ def test_winner_is_a_llava_answering_as_jaxmerge_scored(demo, tmp_path):
         image = Image.open(task.parent / item["image"]).convert("RGB")
         inputs = processor(images=[image], text=[f"Q: <image> {item['prompt']}\nA:"], return_tensors="pt")
         with torch.no_grad():
-            ids = model.generate(**inputs, max_new_tokens=4, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+            ids = model.generate(**inputs, max_new_tokens=7, do_sample=False)[0, inputs["input_ids"].shape[1]:]
         text = processor.tokenizer.decode(ids.tolist()).split("\n")[0]
         assert text.split() == row["completion"].split(), (item, text, row)
         assert np.isfinite(row["score"])
+
+
+def test_without_the_vlm_extra_is_one_line_exit_2(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "rouge_score" else real(name, *a))
+    assert main(["demo", "--vlm", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rouge_score missing" in err[0] and '".[vlm]"' in err[0], err
+    assert not (tmp_path / "demo").exists()

@@ -1,13 +1,18 @@
-"""The VLM world's rows: pictures of one coloured shape, questions about them in E or J, and E -> J translation.
+"""The VLM world's rows: pictures of up to three coloured shapes, questions about them in E or J, and scenes written
+in E words answered in J.
 
-A row is (picture or None, prompt, answer): prompts are "E ?" / "J ?" after the picture, or "J : <E words>" with
-no picture; answers are two words (colour shape), so no shared template gives a model free ROUGE. Pictures are
-uint8 RGB arrays, written as PNG for the task files: the features a model is trained on and scored on both come
-from transformers' processor on those same pixels (features.py).
+A picture is 24x24 RGB, three bands of 8 rows (cells), each empty or holding one shape in one colour stretched over
+the band; the vision tower's 8x8 patches give 3 image tokens per cell (its thirds). Rows:
+  imgE / imgJ: "Q: <image> E ?" / "Q: <image> J ?" -> the objects top to bottom, "colour shape" each, in E / J;
+  scene: "Q: red square | none none | blue dot | J ?" -> "aka shikaku ao ten": the picture written in E words
+  where its image tokens stand (three words per cell, "none none |" for an empty one), answered in J, with no
+  picture.
+Answers are words a source must get right (no shared template gives a model free ROUGE). Pictures are uint8,
+written as PNG for the task files: the features a model is trained and scored on both come from transformers'
+processor on those same pixels (build.features).
 """
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -15,14 +20,14 @@ import numpy as np
 from jaxmerge.demo.vlm import settings, vocab
 
 COLOURS = ((230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230))
-TEMPLATE = "Q: {image}{prompt}\nA:"  # {image}: the image token and a space on picture rows, nothing otherwise
+TEMPLATE = "Q: {image}{prompt}\nA:"  # {image}: the image tokens and a space on picture rows, nothing otherwise
+CELLS = 3
 
 
 class Row(NamedTuple):
-    picture: np.ndarray | None  # [8, 8, 3] uint8
+    picture: np.ndarray | None  # [24, 24, 3] uint8
     prompt: str
     answer: str
-    combination: tuple[int, int]  # (colour, shape)
 
 
 def mask(shape: int) -> np.ndarray:
@@ -43,18 +48,14 @@ def mask(shape: int) -> np.ndarray:
     return m
 
 
-def picture(colour: int, shape: int, hard: bool, rng: np.random.Generator) -> np.ndarray:
-    """8x8 RGB: the shape in its colour on a dark noisy background; easy = near the corner with little noise,
-    hard = anywhere with more noise."""
-    img = rng.integers(0, 90 if hard else 20, (8, 8, 3))
-    y, x = rng.integers(0, 5 if hard else 2, 2)
-    img[y:y + 4, x:x + 4][mask(shape)] = COLOURS[colour]
+def picture(objects: dict[int, tuple[int, int]], rng: np.random.Generator) -> np.ndarray:
+    """24x24 RGB on a noisy dark background: cell k (rows 8k..8k+7) holds objects[k] = (colour, shape), its
+    stencil stretched to 8x24."""
+    img = rng.integers(0, settings.NOISE + 1, (24, 24, 3))
+    for cell, (colour, shape) in objects.items():
+        band = img[8 * cell:8 * cell + 8]
+        band[np.kron(mask(shape), np.ones((2, 6), bool))] = COLOURS[colour]
     return img.astype(np.uint8)
-
-
-def combinations(which: str) -> list[tuple[int, int]]:
-    every = list(itertools.product(range(len(COLOURS)), range(len(vocab.SHAPES_E))))
-    return every if which == "all" else [(c, s) for c, s in every if c < settings.KNOWN and s < settings.KNOWN]
 
 
 def words(lang: str, colour: int, shape: int) -> list[str]:
@@ -62,20 +63,22 @@ def words(lang: str, colour: int, shape: int) -> list[str]:
     return [table[0][colour], table[1][shape]]
 
 
-def sample(kind: str, which: str, n: int, pictures: str, rng: np.random.Generator) -> list[Row]:
-    """n rows of one kind over the combinations `which`, drawn with replacement."""
-    combos = combinations(which)
+def sample(kind: str, counts: tuple[int, ...], n: int, rng: np.random.Generator) -> list[Row]:
+    """n rows of one kind, each with k objects (k drawn from `counts`) in k cells drawn at random, of colours and
+    shapes drawn at random."""
     rows = []
     for _ in range(n):
-        c, s = combos[rng.integers(len(combos))]
-        if kind == "trans":  # a colour, a shape or both, in E -> the same in J
-            pick = [[0], [1], [0, 1]][rng.integers(3)]
-            e, j = words("E", c, s), words("J", c, s)
-            rows.append(Row(None, "J : " + " ".join(e[i] for i in pick), " ".join(j[i] for i in pick), (c, s)))
+        k = counts[rng.integers(len(counts))]
+        cells = sorted(rng.choice(CELLS, k, replace=False).tolist())
+        objects = {c: (int(rng.integers(len(COLOURS))), int(rng.integers(len(vocab.SHAPES_E)))) for c in cells}
+        lang = "E" if kind == "imgE" else "J"
+        answer = " ".join(w for c in cells for w in words(lang, *objects[c]))
+        if kind == "scene":
+            scene = " ".join(" ".join(words("E", *objects[c]) + ["|"] if c in objects else ["none", "none", "|"])
+                             for c in range(CELLS))
+            rows.append(Row(None, f"{scene} J ?", answer))
         else:
-            lang = kind.removeprefix("img")
-            rows.append(Row(picture(c, s, pictures == "hard", rng), f"{lang} ?", " ".join(words(lang, c, s)),
-                            (c, s)))
+            rows.append(Row(picture(objects, rng), f"{lang} ?", answer))
     return rows
 
 

@@ -1,7 +1,7 @@
 """`jaxmerge demo --vlm`: EvoVLM-JP in miniature, through the same files and commands a user has.
 
-1. the world (base, VLM-E = a LLaVA answering in E, text-J = a text model that knows J; the target task: hard
-   pictures named in J; the skill task: the same pictures named in E), shipped or cached;
+1. the world (base, VLM-E = a LLaVA answering in E, text-J = a text model answering in J; the target task:
+   three-object pictures named in J; the skill task: the same pictures named in E), shipped or cached;
 2. every source scored on the test splits, text models through the VLM's vision tower and projector (the
    features a merge of them would read);
 3. hand-made merges (task arithmetic, TIES, DARE-TIES with the usual defaults) run by `jaxmerge merge`: a VLM;
@@ -22,8 +22,9 @@ import yaml
 
 from jaxmerge.atomic import atomic_dir, atomic_write_text, claimed_dir
 from jaxmerge.demo.vlm.world import VLMWorld, build_vlm_world
+from jaxmerge.errors import expect
 
-BUDGETS = {False: {"generations": 12}, True: {"generations": 4}}
+BUDGETS = {False: {"generations": 30}, True: {"generations": 12}}
 
 
 def untuned_recipes(world: VLMWorld) -> dict[str, dict]:
@@ -71,9 +72,18 @@ class Scorer:
         return {name: float(np.mean(np.asarray(score(params)))) for name, score in self.fitness.items()}
 
 
+def check_extra() -> None:
+    """Pictures and ROUGE-L need the `vlm` extra: one line before anything is written."""
+    import importlib.util
+    missing = [m for m in ("PIL", "rouge_score") if importlib.util.find_spec(m) is None]
+    expect(not missing, f"expected pillow and rouge-score for `jaxmerge demo --vlm` (pip install -e \".[vlm]\"), "
+                        f"found {', '.join(missing)} missing")
+
+
 def run_vlm_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool = True, log=print,
                  search_seed: int = 0) -> dict:
     """The VLM demo in DIR `out` (new, empty or an earlier demo's; removed again if this call made it and fails)."""
+    check_extra()
     with claimed_dir(out, "demo") as out:
         return _demo(out, seed, quick, progress, log, search_seed)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<image>")
-STRUCTURE = ("\n", "Q:", "A:", "E", "J", "?", ":")
+STRUCTURE = ("\n", "Q:", "A:", "E", "J", "?", "none", "|")
 COLOURS_E = ("red", "green", "blue", "yellow", "magenta", "cyan")
 SHAPES_E = ("square", "cross", "hbar", "vbar", "diag", "dot")
 COLOURS_J = ("aka", "midori", "ao", "kiiro", "murasaki", "mizu")

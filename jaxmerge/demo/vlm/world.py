@@ -25,8 +25,8 @@ MODELS = ("base", "vlm_e", "text_j")
 class VLMWorld:
     root: Path
     models: dict[str, Path]  # base, vlm_e (a LLaVA), text_j
-    target: Path             # hard pictures named in J: the merge's task
-    skill: Path              # hard pictures named in E: VLM-E's own
+    target: Path             # pictures of three objects named in J: the merge's task
+    skill: Path              # the same named in E: VLM-E's own
     seed: int
 
 
@@ -57,7 +57,7 @@ def train_models(out_dir: Path, seed: int, progress=None) -> dict:
     return info
 
 
-def write_task(task_dir: Path, name: str, question: tuple[str, str, str], seed: int, stream: int) -> Path:
+def write_task(task_dir: Path, name: str, question: tuple[str, tuple[int, ...]], seed: int, stream: int) -> Path:
     """task_dir/NAME.yaml with its dev and test JSONL and one PNG per item (drawn from their own seed, never
     from the training rows' generator)."""
     import yaml
@@ -66,7 +66,7 @@ def write_task(task_dir: Path, name: str, question: tuple[str, str, str], seed: 
     splits = {}
     for k, (split, n) in enumerate(settings.SPLITS.items()):
         rng = np.random.default_rng([seed, 13, stream, k])
-        rows = data.sample(*question[:2], n, question[2], rng)
+        rows = data.sample(*question, n, rng)
         lines = []
         for i, row in enumerate(rows):
             image = f"images/{name}_{split}_{i}.png"
@@ -75,7 +75,7 @@ def write_task(task_dir: Path, name: str, question: tuple[str, str, str], seed: 
         (task_dir / f"{name}_{split}.jsonl").write_text("\n".join(lines) + "\n")
         splits[split] = f"{name}_{split}.jsonl"
     spec = {"name": name, "splits": splits, "images": True, "template": "Q: <image> {prompt}\nA:",
-            "metric": "rouge_l", "rouge_tokens": "words", "max_new_tokens": 4, "stop": ["\n"]}
+            "metric": "rouge_l", "rouge_tokens": "words", "max_new_tokens": 7, "stop": ["\n"]}
     (task_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return task_dir / f"{name}.yaml"
 

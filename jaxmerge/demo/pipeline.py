@@ -123,18 +123,13 @@ PLOTS = {"ps_genes.png": "hybrid/ps/plots/genes_weight.png", "dfs_path.png": "df
 def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: int) -> dict:
     from jaxmerge.config import parse_config
     from jaxmerge.modes import evolve
-    from jaxmerge.merge.build import merge_recipe
-    from jaxmerge.merge.recipe import parse_recipe
     started = time.perf_counter()
     world = build_world(out / "world", seed=seed, quick=quick)
     configs = out / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(world)
     rows = [_row(name, "source", path, scorer) for name, path in {"base": world.base, **world.specialists}.items()]
-    for name, recipe in untuned_recipes(world).items():
-        atomic_write_text(configs / f"merge_{name}.yml", yaml.safe_dump(recipe, sort_keys=False))
-        log(f"hand-made merge: {name}")
-        merged = merge_recipe(parse_recipe(recipe, configs), out / "merges" / name, overwrite=True)
+    for name, merged in hand_made(untuned_recipes(world), configs, out / "merges", log).items():
         rows.append(_row(name, "untuned", merged, scorer))
     runs = out / "runs"
     docs = evolve_configs(world, quick, search_seed=search_seed)
@@ -154,6 +149,19 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     _export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
+
+
+def hand_made(recipes: dict[str, dict], configs: Path, merges: Path, log) -> dict[str, Path]:
+    """Each recipe written to CONFIGS/merge_NAME.yml (re-runnable with `jaxmerge merge`) and merged into
+    MERGES/NAME; name -> the merged model's directory (the text and the VLM demo's hand-made rows)."""
+    from jaxmerge.merge.build import merge_recipe
+    from jaxmerge.merge.recipe import parse_recipe
+    out = {}
+    for name, recipe in recipes.items():
+        atomic_write_text(configs / f"merge_{name}.yml", yaml.safe_dump(recipe, sort_keys=False))
+        log(f"hand-made merge: {name}")
+        out[name] = merge_recipe(parse_recipe(recipe, configs), merges / name, overwrite=True)
+    return out
 
 
 def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:

@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Callable
 
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.demo import training
@@ -46,24 +47,34 @@ def cache_root() -> Path:
 
 def models_dir(seed: int, progress=None) -> Path:
     """Trained models for `seed`: the shipped ones if they match the training settings, else the cache (training if empty)."""
-    digest = training_hash(seed)
-    for where in (SHIPPED, cache_root() / f"demo-{digest}"):
-        manifest = where / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
-            return where
-    target = cache_root() / f"demo-{digest}"
-    train_models(target, seed, progress)
-    return target
+    return shipped_or_cached(training_hash(seed), SHIPPED, "demo", lambda out: train_models(out, seed, progress))
 
 
 def train_models(out_dir: Path, seed: int, progress=None) -> dict:
     """Train base + specialists and write them as HF checkpoints with a manifest, atomically."""
     from jaxmerge.demo.build import train_all
+    return write_trained(out_dir, training_hash(seed), seed, lambda tmp: train_all(tmp, seed, progress))
 
+
+def shipped_or_cached(digest: str, shipped: Path, prefix: str, train: Callable[[Path], dict]) -> Path:
+    """`shipped` if its manifest names `digest`, else the cache directory PREFIX-DIGEST (`train(it)` first when
+    it holds no such manifest): how the text and the VLM demo find their trained models."""
+    cache = cache_root() / f"{prefix}-{digest}"
+    for where in (shipped, cache):
+        manifest = where / "manifest.json"
+        if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
+            return where
+    train(cache)
+    return cache
+
+
+def write_trained(out_dir: Path, digest: str, seed: int, train: Callable[[Path], dict]) -> dict:
+    """`train(tmp)` into a temporary directory, then its manifest (digest, seed, what train returned), renamed
+    into place together."""
     with atomic_dir(out_dir, overwrite=True) as tmp:
-        info = train_all(tmp, seed, progress)
-        (tmp / "manifest.json").write_text(json.dumps({"hash": training_hash(seed), "seed": seed, **info},
-                                                      indent=2, sort_keys=True))
+        info = train(tmp)
+        (tmp / "manifest.json").write_text(json.dumps({"hash": digest, "seed": seed, **info}, indent=2,
+                                                      sort_keys=True))
     return info
 
 

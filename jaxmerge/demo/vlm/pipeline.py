@@ -90,8 +90,7 @@ def run_vlm_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool =
 
 def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: int) -> dict:
     from jaxmerge.config import parse_config
-    from jaxmerge.merge.build import merge_recipe
-    from jaxmerge.merge.recipe import parse_recipe
+    from jaxmerge.demo.pipeline import hand_made
     from jaxmerge.modes import evolve
     started = time.perf_counter()
     world = build_vlm_world(out / "world", seed=seed, progress=log)
@@ -100,10 +99,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     scorer = Scorer(world)
     names = {"base": "base", "vlm_e": "VLM-E", "text_j": "text-J"}
     rows = [_row(names[m], "source", path, scorer) for m, path in world.models.items()]
-    for name, recipe in untuned_recipes(world).items():
-        atomic_write_text(configs / f"merge_{name}.yml", yaml.safe_dump(recipe, sort_keys=False))
-        log(f"hand-made merge: {name}")
-        merged = merge_recipe(parse_recipe(recipe, configs), out / "merges" / name, overwrite=True)
+    for name, merged in hand_made(untuned_recipes(world), configs, out / "merges", log).items():
         rows.append(_row(name, "untuned", merged, scorer))
     doc = evolve_config(world, quick, search_seed)
     atomic_write_text(configs / "evolve_ps.yml", yaml.safe_dump(doc, sort_keys=False))

@@ -38,23 +38,13 @@ def training_hash(seed: int) -> str:
 
 def models_dir(seed: int, progress=None) -> Path:
     """The shipped models if they match the settings, else the cache (training into it if empty)."""
-    digest = training_hash(seed)
-    cache = text_world.cache_root() / f"vlm-demo-{digest}"
-    for where in (SHIPPED, cache):
-        manifest = where / "manifest.json"
-        if manifest.is_file() and json.loads(manifest.read_text()).get("hash") == digest:
-            return where
-    train_models(cache, seed, progress)
-    return cache
+    return text_world.shipped_or_cached(training_hash(seed), SHIPPED, "vlm-demo",
+                                        lambda out: train_models(out, seed, progress))
 
 
 def train_models(out_dir: Path, seed: int, progress=None) -> dict:
     from jaxmerge.demo.vlm.build import train_all
-    with atomic_dir(out_dir, overwrite=True) as tmp:
-        info = train_all(tmp, seed, progress)
-        (tmp / "manifest.json").write_text(json.dumps({"hash": training_hash(seed), "seed": seed, **info},
-                                                      indent=2, sort_keys=True))
-    return info
+    return text_world.write_trained(out_dir, training_hash(seed), seed, lambda tmp: train_all(tmp, seed, progress))
 
 
 def write_task(task_dir: Path, name: str, question: tuple[str, tuple[int, ...]], seed: int, stream: int) -> Path:

@@ -76,6 +76,8 @@ def main() -> int:
     parser.add_argument("--per-model", type=int, default=80, help="random per-model candidates")
     parser.add_argument("--per-layer", type=int, default=150, help="per-layer hill-climb steps")
     args = parser.parse_args()
+    if args.vlm and args.check:
+        parser.error("--check runs the text world's evidence; the VLM world's is `jaxmerge demo --vlm`")
     if not args.check:
         start = time.perf_counter()
         info = ship(args.seed, args.vlm)

@@ -1,5 +1,8 @@
 """Probe 2 for the VLM demo world (issue #21 item 6), parametrised by lever, with a dev split.
 
+History, kept as it was measured: it found the lever the shipped world uses (jaxmerge/demo/vlm/, which draws
+its own pictures and words; this script keeps its own copies so that the table below stays reproducible).
+
 Same model and stand-ins as tools/vlm_world_probe.py (demo 4-layer Llama training.SPEC over a word vocabulary,
 frozen image features = a fixed random linear map of each 4x4 cell, jaxmerge.vlm.model.forward), but pictures
 hold several objects: a 4 x (4*SLOTS) RGB strip of SLOTS cells, each empty or one coloured shape; the answer

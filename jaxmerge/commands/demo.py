@@ -2,7 +2,8 @@
 with --vlm, the paper's VLM experiment in miniature (jaxmerge.demo.vlm)."""
 from __future__ import annotations
 
-HELP = "run the paper's experiment in miniature (sources, hand-made merges, PS, DFS, PS+DFS) and print the table"
+HELP = ("run the paper's experiment in miniature (sources, hand-made merges, PS, DFS, PS+DFS) and print the table; "
+        "--vlm: its VLM experiment (sources, hand-made merges, PS)")
 
 
 def add_arguments(parser) -> None:
@@ -12,7 +13,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--out", help="output directory: new, empty or an earlier demo's, never a directory of "
                                       "yours (default: ./jaxmerge-demo, with --vlm ./jaxmerge-vlm-demo)")
     parser.add_argument("--quick", action="store_true",
-                        help="a smaller search budget on the same world and splits (CI: about 90 s)")
+                        help="a smaller search budget on the same world and splits (CI: about 90 s, with --vlm 45 s)")
     parser.add_argument("--seed", type=int, default=0, help="world seed (0 ships with the package)")
     parser.add_argument("--search-seed", type=int, default=0,
                         help="seed of every search (same world): reruns measure the spread over seeds")

@@ -30,11 +30,14 @@ from jaxmerge.demo.world import World, build_world
 
 
 def untuned_recipes(world: World) -> dict[str, dict]:
-    """Hand-made merges with the usual defaults: what a user would try before searching."""
-    models = [str(p) for p in world.specialists.values()]
-    ta = {"merge_method": "task_arithmetic", "base_model": str(world.base),
+    return hand_made_recipes(str(world.base), [str(p) for p in world.specialists.values()])
+
+
+def hand_made_recipes(base: str, models: list[str]) -> dict[str, dict]:
+    """Hand-made merges with the usual defaults: what a user would try before searching (both demos')."""
+    ta = {"merge_method": "task_arithmetic", "base_model": base,
           "models": [{"model": m, "parameters": {"weight": 0.5}} for m in models]}
-    ties = {"merge_method": "ties", "base_model": str(world.base), "parameters": {"normalize": True},
+    ties = {"merge_method": "ties", "base_model": base, "parameters": {"normalize": True},
             "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}} for m in models]}
     dare = {**ties, "merge_method": "dare_ties"}
     return {"task_arithmetic": ta, "ties": ties, "dare_ties": dare}
@@ -128,9 +131,10 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     configs = out / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(world)
-    rows = [_row(name, "source", path, scorer) for name, path in {"base": world.base, **world.specialists}.items()]
+    sources = {"base": world.base, **world.specialists}
+    rows = [score_row(name, "source", path, scorer) for name, path in sources.items()]
     for name, merged in hand_made(untuned_recipes(world), configs, out / "merges", log).items():
-        rows.append(_row(name, "untuned", merged, scorer))
+        rows.append(score_row(name, "untuned", merged, scorer))
     runs = out / "runs"
     docs = evolve_configs(world, quick, search_seed=search_seed)
     for name, doc in docs.items():
@@ -142,11 +146,12 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
         evolve(parse_config(doc, configs, str(configs / f"evolve_{name}.yml")), runs / name, progress=progress)
     for name, model in (("PS", runs / "hybrid/ps/model"), ("DFS", runs / "dfs/model"),
                         ("PS+DFS", runs / "hybrid/dfs/model")):
-        rows.append(_row(name, "evolved", model, scorer))
-    plots = _copy_plots(runs, out / "plots")
-    results = {"rows": rows, "metric": "exact match", "plots": plots, "seconds": time.perf_counter() - started, "quick": quick,
+        rows.append(score_row(name, "evolved", model, scorer))
+    plots = copy_plots(runs, out / "plots")
+    results = {"rows": rows, "metric": "exact match", "plots": plots, "seconds": time.perf_counter() - started,
+               "quick": quick,
                "seed": seed, "search_seed": search_seed}
-    _export_winner(out, rows)
+    export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
 
@@ -164,21 +169,21 @@ def hand_made(recipes: dict[str, dict], configs: Path, merges: Path, log) -> dic
     return out
 
 
-def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
+def score_row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
     scores = scorer(model_dir)
     return {"name": name, "kind": kind, "model": str(model_dir), "target_test": scores.pop("target"),
             **{f"{skill}_test": value for skill, value in scores.items()}}
 
 
-def _copy_plots(runs: Path, plot_dir: Path) -> dict[str, str]:
-    """DIR/plots/{PLOTS}: the searches' pictures in one place; returns name -> path."""
+def copy_plots(runs: Path, plot_dir: Path, plots: dict[str, str] = PLOTS) -> dict[str, str]:
+    """DIR/plots/{plots}: the searches' pictures in one place (name -> the run's own plot); returns name -> path."""
     plot_dir.mkdir(parents=True, exist_ok=True)
-    for name, source in PLOTS.items():
+    for name, source in plots.items():
         shutil.copyfile(runs / source, plot_dir / name)
-    return {name: str(plot_dir / name) for name in PLOTS}
+    return {name: str(plot_dir / name) for name in plots}
 
 
-def _export_winner(out: Path, rows: list[dict]) -> None:
+def export_winner(out: Path, rows: list[dict]) -> None:
     """DIR/winner: a copy of the best evolved model, replacing an earlier demo's winner in one step."""
     best = max((r for r in rows if r["kind"] == "evolved"), key=lambda r: r["target_test"])
     with atomic_dir(out / "winner", overwrite=True) as tmp:

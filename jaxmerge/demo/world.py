@@ -46,7 +46,8 @@ def cache_root() -> Path:
 
 
 def models_dir(seed: int, progress=None) -> Path:
-    """Trained models for `seed`: the shipped ones if they match the training settings, else the cache (training if empty)."""
+    """Trained models for `seed`: the shipped ones if they match the training settings, else the cache (training
+    if empty)."""
     return shipped_or_cached(training_hash(seed), SHIPPED, "demo", lambda out: train_models(out, seed, progress))
 
 

@@ -35,9 +35,9 @@ def image_tokens() -> int:
     return (settings.VISION["image_size"] // settings.VISION["patch_size"]) ** 2
 
 
-def make_tower(seed: int, processor_dir: Path) -> Tower:
+def make_tower(seed: int, processor, processor_dir: Path) -> Tower:
     """A random CLIP tower and projector (unit norms, zero biases, N(0, 1/fan_in) matrices: features of order 1),
-    whose processor files are written to `processor_dir` (save_vlm copies them from there)."""
+    whose `processor`'s files are written to `processor_dir` (save_vlm copies them from there)."""
     spec = read_vlm_config(llava_config(), "the VLM world's config")
     rng = np.random.default_rng([seed, 11])
 
@@ -52,7 +52,7 @@ def make_tower(seed: int, processor_dir: Path) -> Tower:
     vision = {k: init(k, s) for k, s in shapes.items() if k != "layers"}
     vision["layers"] = {k: np.stack([init(k, s[1:]) for _ in range(s[0])]) for k, s in shapes["layers"].items()}
     projector = {k: init(k, s) for k, s in projector_shapes(spec).items()}
-    vocab.processor(settings.VISION["image_size"], settings.VISION["patch_size"]).save_pretrained(str(processor_dir))
+    processor.save_pretrained(str(processor_dir))
     return Tower(spec, vision, projector, Path(processor_dir))
 
 
@@ -92,8 +92,8 @@ def train_all(out_dir: Path, seed: int, progress=None) -> dict:
     spec = LanguageSpec(settings.language_spec(), vocab.IMAGE)
     key, info = jax.random.key(seed), {"seconds": {}, "final_loss": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        tower = make_tower(seed, Path(tmp))
         processor = vocab.processor(settings.VISION["image_size"], settings.VISION["patch_size"])
+        tower = make_tower(seed, processor, Path(tmp))
         base = init_params(spec.arch, jax.random.fold_in(key, 0))
         for job, (name, rows) in enumerate(datasets(seed).items()):
             hyper = settings.STEPS[name]

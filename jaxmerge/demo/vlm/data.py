@@ -19,13 +19,10 @@ import numpy as np
 
 from jaxmerge.demo.vlm import settings, vocab
 
-COLOURS = ((230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230))
-TEMPLATE = "Q: {image}{prompt}\nA:"  # {image}: the image tokens and a space on picture rows, nothing otherwise
-CELLS = 3
 
 
 class Row(NamedTuple):
-    picture: np.ndarray | None  # [24, 24, 3] uint8
+    picture: np.ndarray | None  # [side, side, 3] uint8, side = the tower's image size
     prompt: str
     answer: str
 
@@ -49,12 +46,14 @@ def mask(shape: int) -> np.ndarray:
 
 
 def picture(objects: dict[int, tuple[int, int]], rng: np.random.Generator) -> np.ndarray:
-    """24x24 RGB on a noisy dark background: cell k (rows 8k..8k+7) holds objects[k] = (colour, shape), its
-    stencil stretched to 8x24."""
-    img = rng.integers(0, settings.NOISE + 1, (24, 24, 3))
+    """RGB at the tower's image size (24x24) on a noisy dark background: cell k (a band of side / CELLS rows)
+    holds objects[k] = (colour, shape), its 4x4 stencil stretched over the band."""
+    side = settings.VISION["image_size"]
+    rows = side // settings.CELLS
+    img = rng.integers(0, settings.NOISE + 1, (side, side, 3))
     for cell, (colour, shape) in objects.items():
-        band = img[8 * cell:8 * cell + 8]
-        band[np.kron(mask(shape), np.ones((2, 6), bool))] = COLOURS[colour]
+        band = img[rows * cell:rows * (cell + 1)]
+        band[np.kron(mask(shape), np.ones((rows // 4, side // 4), bool))] = settings.COLOURS[colour]
     return img.astype(np.uint8)
 
 
@@ -69,13 +68,14 @@ def sample(kind: str, counts: tuple[int, ...], n: int, rng: np.random.Generator)
     rows = []
     for _ in range(n):
         k = counts[rng.integers(len(counts))]
-        cells = sorted(rng.choice(CELLS, k, replace=False).tolist())
-        objects = {c: (int(rng.integers(len(COLOURS))), int(rng.integers(len(vocab.SHAPES_E)))) for c in cells}
+        cells = sorted(rng.choice(settings.CELLS, k, replace=False).tolist())
+        objects = {c: (int(rng.integers(len(settings.COLOURS))), int(rng.integers(len(vocab.SHAPES_E))))
+                   for c in cells}
         lang = "E" if kind == "imgE" else "J"
         answer = " ".join(w for c in cells for w in words(lang, *objects[c]))
         if kind == "scene":
             scene = " ".join(" ".join(words("E", *objects[c]) + ["|"] if c in objects else ["none", "none", "|"])
-                             for c in range(CELLS))
+                             for c in range(settings.CELLS))
             rows.append(Row(None, f"{scene} J ?", answer))
         else:
             rows.append(Row(picture(objects, rng), f"{lang} ?", answer))
@@ -85,7 +85,7 @@ def sample(kind: str, counts: tuple[int, ...], n: int, rng: np.random.Generator)
 def prompt_text(row: Row, image_tokens: int) -> str:
     """The prompt as the model reads it: the processor's expansion of one image token into `image_tokens`."""
     image = vocab.IMAGE_TOKEN * image_tokens + " " if row.picture is not None else ""
-    return TEMPLATE.format(image=image, prompt=row.prompt)
+    return settings.TEMPLATE.format(image=image, prompt=row.prompt)
 
 
 def encode(rows: list[Row], image_tokens: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,7 +1,7 @@
 """`jaxmerge demo --vlm`: EvoVLM-JP in miniature, through the same files and commands a user has.
 
 1. the world (base, VLM-E = a LLaVA answering in E, text-J = a text model answering in J; the target task:
-   three-object pictures named in J; the skill task: the same pictures named in E), shipped or cached;
+   three-object pictures named in J; the skill task: other three-object pictures named in E), shipped or cached;
 2. every source scored on the test splits, text models through the VLM's vision tower and projector (the
    features a merge of them would read);
 3. hand-made merges (task arithmetic, TIES, DARE-TIES with the usual defaults) run by `jaxmerge merge`: a VLM;
@@ -20,22 +20,11 @@ import jax
 import numpy as np
 import yaml
 
-from jaxmerge.atomic import atomic_dir, atomic_write_text, claimed_dir
+from jaxmerge.atomic import atomic_write_text, claimed_dir
 from jaxmerge.demo.vlm.world import VLMWorld, build_vlm_world
 from jaxmerge.errors import expect
 
 BUDGETS = {False: {"generations": 30}, True: {"generations": 12}}
-
-
-def untuned_recipes(world: VLMWorld) -> dict[str, dict]:
-    """The merges a user would try first (mergekit recipes; the VLM's tower and projector are kept)."""
-    models = [str(world.models["vlm_e"]), str(world.models["text_j"])]
-    base = str(world.models["base"])
-    ta = {"merge_method": "task_arithmetic", "base_model": base,
-          "models": [{"model": m, "parameters": {"weight": 0.5}} for m in models]}
-    ties = {"merge_method": "ties", "base_model": base, "parameters": {"normalize": True},
-            "models": [{"model": m, "parameters": {"weight": 1.0, "density": 0.5}} for m in models]}
-    return {"task_arithmetic": ta, "ties": ties, "dare_ties": {**ties, "merge_method": "dare_ties"}}
 
 
 def evolve_config(world: VLMWorld, quick: bool, search_seed: int = 0) -> dict:
@@ -90,7 +79,7 @@ def run_vlm_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool =
 
 def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: int) -> dict:
     from jaxmerge.config import parse_config
-    from jaxmerge.demo.pipeline import hand_made
+    from jaxmerge.demo.pipeline import copy_plots, export_winner, hand_made, hand_made_recipes, score_row
     from jaxmerge.modes import evolve
     started = time.perf_counter()
     world = build_vlm_world(out / "world", seed=seed, progress=log)
@@ -98,28 +87,20 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     configs.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(world)
     names = {"base": "base", "vlm_e": "VLM-E", "text_j": "text-J"}
-    rows = [_row(names[m], "source", path, scorer) for m, path in world.models.items()]
-    for name, merged in hand_made(untuned_recipes(world), configs, out / "merges", log).items():
-        rows.append(_row(name, "untuned", merged, scorer))
+    rows = [score_row(names[m], "source", path, scorer) for m, path in world.models.items()]
+    recipes = hand_made_recipes(str(world.models["base"]), [str(world.models[m]) for m in ("vlm_e", "text_j")])
+    for name, merged in hand_made(recipes, configs, out / "merges", log).items():  # each a VLM (the tower kept)
+        rows.append(score_row(name, "untuned", merged, scorer))
     doc = evolve_config(world, quick, search_seed)
     atomic_write_text(configs / "evolve_ps.yml", yaml.safe_dump(doc, sort_keys=False))
     log("evolution: PS")
     run_dir = out / "runs" / "ps"
     shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run of this demo: DIR is the demo's (claimed)
     evolve(parse_config(doc, configs, str(configs / "evolve_ps.yml")), run_dir, progress=progress)
-    rows.append(_row("PS", "evolved", run_dir / "model", scorer))
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
-    shutil.copyfile(run_dir / "plots/genes_weight.png", plots / "ps_genes.png")
+    rows.append(score_row("PS", "evolved", run_dir / "model", scorer))
+    plots = copy_plots(out / "runs", out / "plots", {"ps_genes.png": "ps/plots/genes_weight.png"})
     results = {"rows": rows, "metric": "ROUGE-L", "seconds": time.perf_counter() - started, "quick": quick,
-               "seed": seed, "search_seed": search_seed, "plots": {"ps_genes.png": str(plots / "ps_genes.png")}}
-    with atomic_dir(out / "winner", overwrite=True) as tmp:
-        shutil.copytree(run_dir / "model", tmp, dirs_exist_ok=True)
+               "seed": seed, "search_seed": search_seed, "plots": plots}
+    export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
-
-
-def _row(name: str, kind: str, model_dir: Path, scorer: Scorer) -> dict:
-    scores = scorer(model_dir)
-    return {"name": name, "kind": kind, "model": str(model_dir), "target_test": scores["target"],
-            "skill_test": scores["skill"]}

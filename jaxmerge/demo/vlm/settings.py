@@ -25,7 +25,13 @@ DATA = {
 REPLAY = 3000  # rows of the base's data (a shuffled share of every part) each specialist mixes in
 STEPS = {"base": {"steps": 400, "lr": 3e-3}, "vlm_e": {"steps": 200, "lr": 3e-4}, "text_j": {"steps": 200, "lr": 3e-4}}
 BATCH = 64
+COLOURS = ((230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230))  # RGB
+CELLS = 3     # bands of a picture, one object each at most
 NOISE = 60    # background noise amplitude of a picture (0..255)
+TEMPLATE = "Q: {image}{prompt}\nA:"  # {image}: the image tokens and a space on picture rows, nothing otherwise
+# Bump when the code that draws rows (data.py), the tower's initialisation or the training loop changes what it
+# makes: the hash then names new models, and the shipped ones no longer pass for them.
+CODE_VERSION = 1
 SEQ_LEN = 23  # <bos> Q: 9 image tokens J ? newline A: 6 words newline <eos> = 23
 TARGET = ("imgJ", (3,))   # the question the merge must answer: pictures of three objects named in J
 SKILL = ("imgE", (3,))    # VLM-E's own skill at that length, a second column of the table
@@ -45,5 +51,6 @@ def language_spec() -> ArchSpec:
 
 
 def as_dict() -> dict:
-    return {"data": DATA, "noise": NOISE, "replay": REPLAY, "steps": STEPS, "batch": BATCH, "seq_len": SEQ_LEN,
+    return {"data": DATA, "colours": COLOURS, "cells": CELLS, "noise": NOISE, "template": TEMPLATE,
+            "code_version": CODE_VERSION, "replay": REPLAY, "steps": STEPS, "batch": BATCH, "seq_len": SEQ_LEN,
             "vision": VISION, "feature_layer": FEATURE_LAYER, "spec": training.SPEC, "words": vocab.WORDS}

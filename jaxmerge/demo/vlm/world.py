@@ -2,7 +2,7 @@
 
 As for the text demo (jaxmerge.demo.world): the models for the default seed ship with the package
 (jaxmerge/demo/vlm/world/, written by tools/build_demo_world.py --vlm), any other seed is trained on first use
-(about a minute) and cached; task files (PNG pictures, JSONL rows, task YAMLs) are regenerated from the seed.
+(70-80 s on a 2-core CPU) and cached; task files (PNG pictures, JSONL rows, task YAMLs) are regenerated from the seed.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.demo import world as text_world
-from jaxmerge.demo.vlm import data, settings
+from jaxmerge.demo.vlm import data, settings, vocab
 from jaxmerge.errors import expect
 
 SHIPPED = Path(__file__).parent / "world"
@@ -26,7 +26,7 @@ class VLMWorld:
     root: Path
     models: dict[str, Path]  # base, vlm_e (a LLaVA), text_j
     target: Path             # pictures of three objects named in J: the merge's task
-    skill: Path              # the same named in E: VLM-E's own
+    skill: Path              # other three-object pictures named in E: VLM-E's own question
     seed: int
 
 
@@ -64,8 +64,10 @@ def write_task(task_dir: Path, name: str, question: tuple[str, tuple[int, ...]],
             lines.append(json.dumps({"image": image, "prompt": row.prompt, "answer": row.answer}))
         (task_dir / f"{name}_{split}.jsonl").write_text("\n".join(lines) + "\n")
         splits[split] = f"{name}_{split}.jsonl"
-    spec = {"name": name, "splits": splits, "images": True, "template": "Q: <image> {prompt}\nA:",
-            "metric": "rouge_l", "rouge_tokens": "words", "max_new_tokens": 7, "stop": ["\n"]}
+    template = settings.TEMPLATE.format(image=vocab.IMAGE_TOKEN + " ", prompt="{prompt}")  # as trained
+    longest = 2 * max(question[1]) + 1  # two words per object, then the newline that stops it
+    spec = {"name": name, "splits": splits, "images": True, "template": template,
+            "metric": "rouge_l", "rouge_tokens": "words", "max_new_tokens": longest, "stop": ["\n"]}
     (task_dir / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     return task_dir / f"{name}.yaml"
 
@@ -76,11 +78,12 @@ def _world(root: Path, seed: int) -> VLMWorld:
 
 
 def build_vlm_world(out_dir, seed: int = 0, progress=None) -> VLMWorld:
-    """Materialise the world in `out_dir` (reused when it holds this seed's world, replaced when it holds another
-    VLM world, refused when it holds anything else)."""
+    """Materialise the world in `out_dir` (reused when it holds this seed's world with these tasks, replaced when
+    it holds another demo world, text or VLM, refused when it holds anything else)."""
     import shutil
     root = Path(out_dir).absolute()
-    stamp = {"hash": training_hash(seed), "seed": seed, "splits": settings.SPLITS, "kind": "vlm"}
+    stamp = json.loads(json.dumps({"hash": training_hash(seed), "seed": seed, "splits": settings.SPLITS,
+                                   "kind": "vlm", "target": settings.TARGET, "skill": settings.SKILL}))
     existing = root / "world.json"
     if existing.is_file() and json.loads(existing.read_text()) == stamp:
         return _world(root, seed)

@@ -149,8 +149,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
         rows.append(score_row(name, "evolved", model, scorer))
     plots = copy_plots(runs, out / "plots")
     results = {"rows": rows, "metric": "exact match", "plots": plots, "seconds": time.perf_counter() - started,
-               "quick": quick,
-               "seed": seed, "search_seed": search_seed}
+               "quick": quick, "seed": seed, "search_seed": search_seed}
     export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results

@@ -15,7 +15,11 @@ MARGIN = 0.01
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    out = tmp_path_factory.mktemp("vlm-demo") / "demo"
+    from jaxmerge.atomic import claim_dir
+    out = claim_dir(tmp_path_factory.mktemp("vlm-demo") / "demo", "demo")  # as an earlier text demo left it:
+    for name in ("runs/dfs/best.json", "plots/dfs_path.png", "configs/evolve_dfs.yml"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("the text demo's")
     assert main(["demo", "--vlm", "--quick", "--out", str(out), "--no-progress"]) == 0
     return out, json.loads((out / "results.json").read_text())
 
@@ -40,6 +44,9 @@ def test_table_rows_and_columns(demo, capsys):
     assert record["fitness"] >= record["baselines"]["start"], record["baselines"]
     load_config(out / "configs/evolve_ps.yml")  # the config the demo ran, re-runnable with `jaxmerge evolve`
     assert (out / "plots/ps_genes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # nothing of the text demo that ran in DIR before stays beside results the VLM demo wrote
+    assert sorted(p.name for p in (out / "runs").iterdir()) == ["ps"], list((out / "runs").iterdir())
+    assert not (out / "plots/dfs_path.png").exists() and not (out / "configs/evolve_dfs.yml").exists()
 
 
 @pytest.mark.slow

@@ -128,7 +128,7 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     from jaxmerge.modes import evolve
     started = time.perf_counter()
     world = build_world(out / "world", seed=seed, quick=quick)
-    configs = out / "configs"
+    configs = clear_outputs(out) / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(world)
     sources = {"base": world.base, **world.specialists}
@@ -142,7 +142,6 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     for name in ("hybrid", "dfs"):
         log(f"evolution: {name}")
         doc = docs[name]
-        shutil.rmtree(runs / name, ignore_errors=True)  # an earlier run of this demo: DIR is the demo's (claimed)
         evolve(parse_config(doc, configs, str(configs / f"evolve_{name}.yml")), runs / name, progress=progress)
     for name, model in (("PS", runs / "hybrid/ps/model"), ("DFS", runs / "dfs/model"),
                         ("PS+DFS", runs / "hybrid/dfs/model")):
@@ -153,6 +152,18 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     export_winner(out, rows)
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     return results
+
+
+# What a demo writes into DIR besides its world, results.json and winner/ (both demos: the same names)
+OUTPUTS = ("configs", "merges", "runs", "plots")
+
+
+def clear_outputs(out: Path) -> Path:
+    """DIR without an earlier demo's OUTPUTS (this one's or the other demo's: DIR is a claimed demo directory),
+    so a rerun never leaves a run, config or plot the new results.json does not describe; returns DIR."""
+    for name in OUTPUTS:
+        shutil.rmtree(out / name, ignore_errors=True)
+    return out
 
 
 def hand_made(recipes: dict[str, dict], configs: Path, merges: Path, log) -> dict[str, Path]:

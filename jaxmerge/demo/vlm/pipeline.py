@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -79,11 +78,12 @@ def run_vlm_demo(out: Path, seed: int = 0, quick: bool = False, progress: bool =
 
 def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: int) -> dict:
     from jaxmerge.config import parse_config
-    from jaxmerge.demo.pipeline import copy_plots, export_winner, hand_made, hand_made_recipes, score_row
+    from jaxmerge.demo.pipeline import (clear_outputs, copy_plots, export_winner, hand_made, hand_made_recipes,
+                                        score_row)
     from jaxmerge.modes import evolve
     started = time.perf_counter()
     world = build_vlm_world(out / "world", seed=seed, progress=log)
-    configs = out / "configs"
+    configs = clear_outputs(out) / "configs"
     configs.mkdir(parents=True, exist_ok=True)
     scorer = Scorer(world)
     names = {"base": "base", "vlm_e": "VLM-E", "text_j": "text-J"}
@@ -95,7 +95,6 @@ def _demo(out: Path, seed: int, quick: bool, progress: bool, log, search_seed: i
     atomic_write_text(configs / "evolve_ps.yml", yaml.safe_dump(doc, sort_keys=False))
     log("evolution: PS")
     run_dir = out / "runs" / "ps"
-    shutil.rmtree(run_dir, ignore_errors=True)  # an earlier run of this demo: DIR is the demo's (claimed)
     evolve(parse_config(doc, configs, str(configs / "evolve_ps.yml")), run_dir, progress=progress)
     rows.append(score_row("PS", "evolved", run_dir / "model", scorer))
     plots = copy_plots(out / "runs", out / "plots", {"ps_genes.png": "ps/plots/genes_weight.png"})

@@ -16,7 +16,7 @@ import pytest
 from jaxmerge.cli import main
 from tests.merge_oracle import read_tensors
 from tests.test_vlm_evolve import ROWS, one_line_exit_2, transformers_scores, write_world
-from tests.vlm_tiny import make_tiny_vlm, text_sibling
+from tests.vlm_tiny import vlm_and_sibling
 
 PS_KEYS = ("merge_method: linear\nevolve:\n  weight: {init: 0.5, bounds: [0.0, 1.0]}\n"
            "granularity: {layers_per_group: 2, param_groups: false}\n")
@@ -26,8 +26,7 @@ PS_KEYS = ("merge_method: linear\nevolve:\n  weight: {init: 0.5, bounds: [0.0, 1
 def world(tmp_path_factory):
     """test_vlm_evolve's VLM and its text sibling, with eps 1e-12 (module doc)."""
     root = tmp_path_factory.mktemp("vlm-dfs")
-    vlm = make_tiny_vlm(root / "vlm", rms_norm_eps=1e-12)
-    return root, vlm, text_sibling(vlm, root / "ja", scale=0.05)
+    return (root, *vlm_and_sibling(root, rms_norm_eps=1e-12))
 
 
 def dfs_world(root, vlm, ja, mode, first=None, second=None):

@@ -13,7 +13,7 @@ import transformers
 from jaxmerge.cli import main
 from tests.fitness_tiny import CHARS
 from tests.merge_oracle import read_tensors
-from tests.vlm_tiny import images, make_tiny_vlm, text_sibling
+from tests.vlm_tiny import images, text_sibling, vlm_and_sibling
 
 TEMPLATE = "USER: <image>\\n{prompt} ASSISTANT:"
 ALL = CHARS.replace("\n", "")  # a second reference holding every character: char ROUGE-L > 0 for any answer
@@ -50,8 +50,7 @@ def write_world(root, vlm, ja, rows=ROWS):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("vlm-evolve")
-    vlm = make_tiny_vlm(root / "vlm")
-    return root, vlm, text_sibling(vlm, root / "ja", scale=0.05)
+    return (root, *vlm_and_sibling(root))
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,12 @@ def text_sibling(vlm_dir: Path, path: Path, seed: int = 1, scale: float = 0.02) 
     return Path(path)
 
 
+def vlm_and_sibling(root: Path, **config) -> tuple[Path, Path]:
+    """A tiny random LLaVA at root/vlm and its text sibling (scale 0.05) at root/ja: the evolve tests' pair."""
+    vlm = make_tiny_vlm(root / "vlm", **config)
+    return vlm, text_sibling(vlm, root / "ja", scale=0.05)
+
+
 def images(n: int, size: int = 16, seed: int = 0) -> list[np.ndarray]:
     """Random RGB uint8 images [H, W, 3] (processor input)."""
     rng = np.random.default_rng(seed)

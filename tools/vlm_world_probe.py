@@ -31,6 +31,7 @@ import optax
 from jaxmerge.arch import ArchSpec
 from jaxmerge.demo import training
 from jaxmerge.demo.train import OPTIMIZER, init_params, learning_rate
+from jaxmerge.demo.vlm.data import mask  # the shipped world's stencils, the same six shapes
 from jaxmerge.vlm.model import LanguageSpec, forward
 
 COLOURS = [(230, 30, 30), (30, 200, 30), (30, 30, 230), (230, 230, 30), (230, 30, 230), (30, 230, 230)]
@@ -49,13 +50,7 @@ REPLAY = 3000  # rows of the base's (shuffled-in) data each specialist replays
 
 def picture(colour: int, shape: int, rng, hard: bool = True) -> np.ndarray:
     """8x8 RGB, a 3x3-ish shape of one colour at a random offset on a dark background with noise."""
-    m = np.zeros((4, 4), bool)
-    if shape == 0: m[:3, :3] = True
-    if shape == 1: m[1, :3] = m[:3, 1] = True
-    if shape == 2: m[1, :4] = True
-    if shape == 3: m[:4, 1] = True
-    if shape == 4: m[[0, 1, 2, 3], [0, 1, 2, 3]] = True
-    if shape == 5: m[1:3, 1:3] = True
+    m = mask(shape)
     img = rng.integers(0, 90 if hard else 20, (8, 8, 3)).astype(np.float32)
     y, x = rng.integers(0, 5, 2) if hard else rng.integers(0, 2, 2)
     img[y:y + 4, x:x + 4][m] = COLOURS[colour]
@@ -99,21 +94,31 @@ SPEC = LanguageSpec(ArchSpec(vocab_size=len(WORDS), **training.SPEC,
                              inert=(("bos_token_id", "1"), ("eos_token_id", "2"), ("pad_token_id", "0"))), IMG)
 
 
-def loss_fn(params, tokens, weights, feats):
-    logits = forward(SPEC, {"lm": params, "features": feats}, tokens[:, :-1])
-    nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
-    return jnp.sum(nll * weights[:, 1:]) / jnp.maximum(jnp.sum(weights[:, 1:]), 1.0)
+def make_fns(spec):
+    """(a jitted training step, a jitted logits function) of the LM of `spec` fed image features."""
+    def loss_fn(params, tokens, weights, feats):
+        logits = forward(spec, {"lm": params, "features": feats}, tokens[:, :-1])
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
+        return jnp.sum(nll * weights[:, 1:]) / jnp.maximum(jnp.sum(weights[:, 1:]), 1.0)
+
+    @jax.jit
+    def step(state, data, i, hyper, k):
+        params, opt = state
+        T, W, F = data
+        idx = jax.random.randint(k, (64,), 0, T.shape[0])
+        loss, g = jax.value_and_grad(loss_fn)(params, T[idx], W[idx], F[idx])
+        upd, opt = OPTIMIZER.update(g, opt, params)
+        lr = learning_rate(i, *hyper)
+        return (jax.tree.map(lambda p, u: p - lr * u, params, upd), opt), loss
+
+    @jax.jit
+    def logits(params, tokens, feats):
+        return forward(spec, {"lm": params, "features": feats}, tokens)
+
+    return step, logits
 
 
-@jax.jit
-def _step(state, data, i, hyper, k):
-    params, opt = state
-    T, W, F = data
-    idx = jax.random.randint(k, (64,), 0, T.shape[0])
-    loss, g = jax.value_and_grad(loss_fn)(params, T[idx], W[idx], F[idx])
-    upd, opt = OPTIMIZER.update(g, opt, params)
-    lr = learning_rate(i, *hyper)
-    return (jax.tree.map(lambda p, u: p - lr * u, params, upd), opt), loss
+_step, _logits = make_fns(SPEC)
 
 
 def train(params, data, steps, lr, key):
@@ -127,11 +132,6 @@ def train(params, data, steps, lr, key):
 
 def cat(*parts):
     return tuple(np.concatenate([p[i] for p in parts]) if i < 4 else sum((p[i] for p in parts), []) for i in range(5))
-
-
-@jax.jit
-def _logits(params, tokens, feats):
-    return forward(SPEC, {"lm": params, "features": feats}, tokens)
 
 
 def greedy(params, data, n_new=3):

@@ -49,6 +49,7 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.demo import training
 from jaxmerge.demo.train import OPTIMIZER, init_params, learning_rate
 from jaxmerge.vlm.model import LanguageSpec, forward
+from vlm_world_probe import cat, make_fns, mask, rouge_l  # tools/, the script's directory, is on sys.path
 
 CONFIG = {
     "seed": 0, "slots": 3, "base_max": 2, "spec_max": 3, "target_n": 3,
@@ -78,17 +79,6 @@ SPECIAL = ["<pad>", "<bos>", "<eos>", "<img>", "descE", "descJ", "trans", "A:", 
 WORDS = SPECIAL + E_COL + E_SHP + J_COL + J_SHP
 ID = {w: i for i, w in enumerate(WORDS)}
 PAD, BOS, EOS, IMG = 0, 1, 2, 3
-
-
-def mask(shape: int) -> np.ndarray:
-    m = np.zeros((4, 4), bool)
-    if shape == 0: m[:3, :3] = True
-    if shape == 1: m[1, :3] = m[:3, 1] = True
-    if shape == 2: m[1, :4] = True
-    if shape == 3: m[:4, 1] = True
-    if shape == 4: m[[0, 1, 2, 3], [0, 1, 2, 3]] = True
-    if shape == 5: m[1:3, 1:3] = True
-    return m
 
 
 PROJ = np.random.default_rng(123).normal(0, 1.0 / np.sqrt(48), (48, 64)).astype(np.float32)
@@ -160,33 +150,6 @@ class World:
         return np.stack(T), np.stack(W), np.stack(F).astype(np.float32), np.array(P), A
 
 
-def cat(*parts):
-    return tuple(np.concatenate([p[i] for p in parts]) if i < 4 else sum((p[i] for p in parts), []) for i in range(5))
-
-
-def make_fns(spec):
-    def loss_fn(params, tokens, weights, feats):
-        logits = forward(spec, {"lm": params, "features": feats}, tokens[:, :-1])
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, tokens[:, 1:])
-        return jnp.sum(nll * weights[:, 1:]) / jnp.maximum(jnp.sum(weights[:, 1:]), 1.0)
-
-    @jax.jit
-    def step(state, data, i, hyper, k):
-        params, opt = state
-        T, W, F = data
-        idx = jax.random.randint(k, (64,), 0, T.shape[0])
-        loss, g = jax.value_and_grad(loss_fn)(params, T[idx], W[idx], F[idx])
-        upd, opt = OPTIMIZER.update(g, opt, params)
-        lr = learning_rate(i, *hyper)
-        return (jax.tree.map(lambda p, u: p - lr * u, params, upd), opt), loss
-
-    @jax.jit
-    def logits(params, tokens, feats):
-        return forward(spec, {"lm": params, "features": feats}, tokens)
-
-    return step, logits
-
-
 def train(step, params, data, steps, lr, key):
     state = (params, OPTIMIZER.init(params))
     data = tuple(jnp.asarray(d) for d in data[:3])
@@ -212,18 +175,6 @@ def greedy(logits, params, data, seq, n_new):
                 if t == EOS: done[i] = True
                 else: out[i].append(WORDS[t])
     return out
-
-
-def rouge_l(pred, ref):
-    if not pred or not ref: return 0.0
-    L = np.zeros((len(pred) + 1, len(ref) + 1))
-    for i, a in enumerate(pred):
-        for j, b in enumerate(ref):
-            L[i + 1, j + 1] = L[i, j] + 1 if a == b else max(L[i, j + 1], L[i + 1, j])
-    lcs = L[-1, -1]
-    if lcs == 0: return 0.0
-    p, r = lcs / len(pred), lcs / len(ref)
-    return 2 * p * r / (p + r)
 
 
 def main(cfg):

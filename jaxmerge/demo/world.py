@@ -37,8 +37,12 @@ class World:
 
 def training_hash(seed: int) -> str:
     """Identifies the trained models: the seed and every number that shapes training."""
-    text = json.dumps({"seed": seed, "recipe": training.as_dict()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest({"seed": seed, "recipe": training.as_dict()})
+
+
+def digest(doc: dict) -> str:
+    """12 hex digits naming a JSON document (key order ignored): how both demos name their trained models."""
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def cache_root() -> Path:
@@ -91,22 +95,31 @@ def build_world(out_dir: str | os.PathLike, seed: int = 0, quick: bool = False, 
     The world is the same with or without `quick` (it only shrinks the demo's search, see demo.pipeline), so CI
     exercises exactly the shipped world and the full demo's splits.
     """
-    root = Path(out_dir).absolute()
     stamp = {"hash": training_hash(seed), "seed": seed, "splits": training.SPLIT_SIZES,
              "target": training.TARGET_SIZES}
-    existing = root / "world.json"
-    if existing.is_file() and json.loads(existing.read_text()) == stamp:
-        task_dir = root / "tasks"
-        return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in training.SKILLS}, task_dir / "target.yaml")
-    # a world.json marks a demo world written earlier (another seed, or an older jaxmerge's splits): rebuilt
-    expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
-           f"expected an empty directory or one holding a demo world, found other files in {root}")
-    source = models_dir(seed, progress)
-    with atomic_dir(root, overwrite=True) as tmp:
-        for name in ("base", *training.SKILLS):
-            shutil.copytree(source / name, tmp / "models" / name)
-        write_tasks(tmp / "tasks", seed, train=training.TRAIN_ROWS, target=training.TARGET_SIZES,
-                    **training.SPLIT_SIZES)
-        (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
+    root = materialise(out_dir, stamp, lambda: models_dir(seed, progress), ("base", *training.SKILLS),
+                       lambda task_dir: write_tasks(task_dir, seed, train=training.TRAIN_ROWS,
+                                                    target=training.TARGET_SIZES, **training.SPLIT_SIZES))
     task_dir = root / "tasks"
     return _world(root, seed, {s: task_dir / f"{s}.yaml" for s in training.SKILLS}, task_dir / "target.yaml")
+
+
+def materialise(out_dir: str | os.PathLike, stamp: dict, source: Callable[[], Path], models: tuple[str, ...],
+                write_tasks: Callable[[Path], None]) -> Path:
+    """A demo world in `out_dir` (both demos'): reused as is when its world.json equals `stamp` (a JSON-normal
+    dict), else rebuilt in one step from the trained models in `source()` (called only then: it may train) and
+    `write_tasks(DIR/tasks)`. A world.json marks a demo world written earlier (another seed or demo, an older
+    jaxmerge's splits): replaced; a directory holding anything else is refused."""
+    root = Path(out_dir).absolute()
+    existing = root / "world.json"
+    if existing.is_file() and json.loads(existing.read_text()) == stamp:
+        return root
+    expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
+           f"expected an empty directory or one holding a demo world, found other files in {root}")
+    trained = source()
+    with atomic_dir(root, overwrite=True) as tmp:
+        for name in models:
+            shutil.copytree(trained / name, tmp / "models" / name)
+        write_tasks(tmp / "tasks")
+        (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
+    return root

@@ -20,7 +20,6 @@ import numpy as np
 from jaxmerge.demo.vlm import settings, vocab
 
 
-
 class Row(NamedTuple):
     picture: np.ndarray | None  # [side, side, 3] uint8, side = the tower's image size
     prompt: str

@@ -6,8 +6,6 @@ word ROUGE-L counts the words a model got right.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>", "<image>")
 STRUCTURE = ("\n", "Q:", "A:", "E", "J", "?", "none", "|")
 COLOURS_E = ("red", "green", "blue", "yellow", "magenta", "cyan")
@@ -42,6 +40,3 @@ def processor(image_size: int, patch_size: int):
     return LlavaProcessor(images, tokenizer(), patch_size=patch_size, vision_feature_select_strategy="default",
                           num_additional_image_tokens=1)
 
-
-def save_tokenizer(out_dir: str | Path) -> None:
-    tokenizer().save_pretrained(str(out_dir))

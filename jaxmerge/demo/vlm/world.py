@@ -12,10 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxmerge.atomic import atomic_dir
 from jaxmerge.demo import world as text_world
 from jaxmerge.demo.vlm import data, settings, vocab
-from jaxmerge.errors import expect
 
 SHIPPED = Path(__file__).parent / "world"
 MODELS = ("base", "vlm_e", "text_j")
@@ -31,9 +29,7 @@ class VLMWorld:
 
 
 def training_hash(seed: int) -> str:
-    import hashlib
-    text = json.dumps({"seed": seed, "vlm_recipe": settings.as_dict()}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return text_world.digest({"seed": seed, "vlm_recipe": settings.as_dict()})
 
 
 def models_dir(seed: int, progress=None) -> Path:
@@ -79,21 +75,12 @@ def _world(root: Path, seed: int) -> VLMWorld:
 
 def build_vlm_world(out_dir, seed: int = 0, progress=None) -> VLMWorld:
     """Materialise the world in `out_dir` (reused when it holds this seed's world with these tasks, replaced when
-    it holds another demo world, text or VLM, refused when it holds anything else)."""
-    import shutil
-    root = Path(out_dir).absolute()
+    it holds another demo world, text or VLM, refused when it holds anything else: demo.world.materialise)."""
     stamp = json.loads(json.dumps({"hash": training_hash(seed), "seed": seed, "splits": settings.SPLITS,
                                    "kind": "vlm", "target": settings.TARGET, "skill": settings.SKILL}))
-    existing = root / "world.json"
-    if existing.is_file() and json.loads(existing.read_text()) == stamp:
-        return _world(root, seed)
-    expect(existing.is_file() or not root.exists() or not any(root.iterdir()),
-           f"expected an empty directory or one holding a demo world, found other files in {root}")
-    source = models_dir(seed, progress)
-    with atomic_dir(root, overwrite=True) as tmp:
-        for name in MODELS:
-            shutil.copytree(source / name, tmp / "models" / name)
-        write_task(tmp / "tasks", "target", settings.TARGET, seed, 0)
-        write_task(tmp / "tasks", "skill", settings.SKILL, seed, 1)
-        (tmp / "world.json").write_text(json.dumps(stamp, sort_keys=True))
-    return _world(root, seed)
+
+    def write_tasks(task_dir: Path) -> None:
+        write_task(task_dir, "target", settings.TARGET, seed, 0)
+        write_task(task_dir, "skill", settings.SKILL, seed, 1)
+    return _world(text_world.materialise(out_dir, stamp, lambda: models_dir(seed, progress), MODELS, write_tasks),
+                  seed)

@@ -17,15 +17,16 @@ from typing import Any, Callable
 import ml_dtypes
 import numpy as np
 from safetensors import safe_open
-from safetensors.numpy import save_file
 
 from jaxmerge import leftovers
 from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
+from jaxmerge.deferred import Deferred, DeferredStack
 from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import read_text
 from jaxmerge.params import LAYOUTS, Params, TensorName, aligned_stack, hf_names, layout_of, param_shapes, \
     piece_index, to_hf_tensors
+from jaxmerge.stwrite import write as save_file  # the seam tests patch: the one shard writer
 from jaxmerge.vlm.view import text_names
 from jaxmerge.weights import tensor_headers
 
@@ -117,11 +118,16 @@ def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
         raise JaxmergeError(f"expected tensor {name} to be readable in {file}, found: {e}") from None
 
 
-def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True) -> Model:
-    """Load a HF checkpoint of a known family into canonical params (numpy; jit moves them to devices)."""
+def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True,
+         lazy: bool = False) -> Model:
+    """Load a HF checkpoint of a known family into canonical params (numpy; jit moves them to devices).
+    `lazy`: every check that needs no tensor data now (names, shapes, dtypes, layer count), and leaves that are
+    read from the files only when used (jaxmerge.deferred; the finite check then runs at that read)."""
     model_dir = resolve(path_or_repo_id)
     spec = ArchSpec.from_dir(model_dir)
     expect(dtype is None or dtype in DTYPES, f"expected dtype in {sorted(DTYPES)}, found {dtype!r}")
+    if lazy:
+        return _deferred_model(model_dir, spec, dtype, check_finite)
     layers: dict[str, list] = {}
     params: Params = {}
     shapes = param_shapes(spec)
@@ -135,6 +141,38 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
     params["layers"] = {leaf: aligned_stack(layers[leaf]) for leaf in shapes["layers"]}
     check_one_dtype({np.dtype(a.dtype).name for a in _leaves(params)}, model_dir)
     return Model(spec, params, model_dir, layout_of(spec, found[0]))
+
+
+def _deferred_model(model_dir: Path, spec: ArchSpec, dtype: str | None, check_finite: bool) -> Model:
+    """`load(..., lazy=True)`: one Deferred per tensor (a layer of an expert-stacked leaf gathers its pieces)."""
+    names, files, stored = tensor_table(model_dir, spec)
+    check_one_dtype(set(stored.values()), model_dir)
+    kind = np.dtype(DTYPES[dtype or next(iter(stored.values()))])
+    shapes = param_shapes(spec)
+    parts: dict[tuple[str, int | None], list[tuple[str, TensorName]]] = {}
+    for name, t in names.items():
+        parts.setdefault((t.leaf, t.layer), []).append((name, t))
+
+    def read(leaf: str, layer: int | None, shape: tuple[int, ...]) -> np.ndarray:
+        out = None
+        for name, t in parts[(leaf, layer)]:
+            with open_safetensors(files[name]) as handle:
+                array = _read(files[name], name, {files[name]: handle})
+            if check_finite:
+                check_finite_values(array, name, files[name])
+            array = array.astype(kind, copy=False)
+            if t.expert is None:
+                return array
+            out = np.empty(shape, kind) if out is None else out
+            out[piece_index(t)] = array
+        return out
+
+    def deferred(leaf: str, layer: int | None, shape) -> Deferred:
+        return Deferred(shape, kind, lambda: read(leaf, layer, tuple(shape)))
+    params: Params = {leaf: deferred(leaf, None, shape) for leaf, shape in shapes.items() if leaf != "layers"}
+    params["layers"] = {leaf: DeferredStack([deferred(leaf, i, shape[1:]) for i in range(spec.num_layers)])
+                        for leaf, shape in shapes["layers"].items()}
+    return Model(spec, params, model_dir, layout_of(spec, files))
 
 
 def _place(rows: list, t: TensorName, array: np.ndarray, leaf_shape: tuple[int, ...]) -> None:
@@ -170,6 +208,12 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName]
     checkpoint uses (a VLM's language-model tensors under the names they are stored as), every one's shape and
     dtype checked from the headers (no tensor data read); missing or unexpected tensors are refused. The
     layer count is checked first, so a config claiming 10**9 layers costs nothing."""
+    names, files, _ = tensor_table(model_dir, spec)
+    return names, files
+
+
+def tensor_table(model_dir: Path, spec: ArchSpec):
+    """tensor_files' two tables and a third: stored name -> its dtype (a numpy name), from the headers."""
     stored = tensor_headers(model_dir)
     renamed = text_names(model_dir, stored)  # a VLM: its language model's tensors under their text names
     headers = {name: stored[renamed[name]] for name in renamed}
@@ -187,7 +231,8 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName]
     for name, t in names.items():
         file, info = headers[name]
         check_meta(renamed[name], info.shape, info.dtype, t.shape, file)
-    return {renamed[n]: t for n, t in names.items()}, {renamed[n]: file for n, (file, _) in headers.items()}
+    return ({renamed[n]: t for n, t in names.items()}, {renamed[n]: file for n, (file, _) in headers.items()},
+            {renamed[n]: headers[n][1].dtype for n in names})
 
 
 def check_layer_count(model_dir: Path, spec: ArchSpec, headers: dict) -> None:
@@ -260,13 +305,13 @@ def save(model: Model, out_dir: str | os.PathLike, *, tokenizer_from: str | os.P
                             overwrite=overwrite, extra=extra)
 
 
-def write_checkpoint(tensors: dict[str, np.ndarray], config: dict, out_dir: str | os.PathLike, *,
+def write_checkpoint(tensors: dict, config: dict, out_dir: str | os.PathLike, *,
                      tokenizer_from: Path | None = None, max_shard_size: int | str = "5GB", overwrite: bool = False,
                      extra: Callable[[Path], None] | None = None) -> Path:
-    """The one writer of HF directories: named tensors (sharded), config.json, the tokenizer files found in
-    `tokenizer_from`, and `extra(tmp)`'s files, all renamed into place together (jaxmerge.atomic)."""
+    """The one writer of HF directories: named tensors (sharded; numpy arrays or deferred ones, made as their
+    shard is written), config.json, the tokenizer files found in `tokenizer_from`, and `extra(tmp)`'s files, all
+    renamed into place together (jaxmerge.atomic)."""
     max_bytes = parse_size(max_shard_size)
-    tensors = {n: np.ascontiguousarray(np.asarray(t)) for n, t in tensors.items()}
     with atomic_dir(out_dir, overwrite) as tmp:
         _write_weights(tmp, tensors, max_bytes)
         (tmp / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
@@ -292,18 +337,10 @@ def _write_weights(tmp: Path, tensors: dict[str, np.ndarray], max_bytes: int) ->
         (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
 
 
-def write_shard(tensors: dict[str, np.ndarray], file: Path) -> None:
-    """safetensors' save_file, with its I/O failures as the OSError they are: the library reports a full disk as
-    SafetensorError("... (os error 28)"), which would otherwise read as a bug instead of a full disk."""
-    try:
-        save_file(tensors, str(file), metadata={"format": "pt"})
-    except OSError:
-        raise
-    except Exception as e:
-        code = re.search(r"os error (\d+)", str(e))
-        if code is None:
-            raise
-        raise OSError(int(code[1]), os.strerror(int(code[1])), str(file)) from None
+def write_shard(tensors: dict, file: Path) -> None:
+    """One safetensors file; deferred tensors are made while earlier ones are written (`save_file`, which is
+    jaxmerge.stwrite.write: safetensors' bytes, written as the tensors come, failures as the OSError they are)."""
+    save_file(tensors, file, metadata={"format": "pt"})
 
 
 def _check_params(spec: ArchSpec, params: Params) -> None:

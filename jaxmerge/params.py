@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
+from jaxmerge.deferred import is_deferred
 from jaxmerge.families import family_of
 
 Params = dict[str, Any]
@@ -161,9 +162,10 @@ def piece_index(t: TensorName) -> tuple:
 
 
 def to_hf_tensors(spec: ArchSpec, params: Params, layout: str = "fused") -> dict[str, np.ndarray]:
-    """Unstack the canonical pytree into HF-named tensors (views, no copies)."""
-    out: dict[str, np.ndarray] = {}
+    """Unstack the canonical pytree into HF-named tensors (views, no copies; a deferred tensor stays deferred
+    unless it is an expert's piece of one)."""
+    out: dict[str, Any] = {}
     for name, t in hf_names(spec, layout).items():
         array = params[t.leaf] if t.section == "global" else params["layers"][t.leaf][t.layer]
-        out[name] = np.asarray(array)[piece_index(t)]
+        out[name] = array if t.expert is None and is_deferred(array) else np.asarray(array)[piece_index(t)]
     return out

@@ -12,7 +12,6 @@ import socket
 from pathlib import Path
 
 import yaml
-from safetensors import SafetensorError
 
 from tests.evolve_world import write_config
 from tests.hostile import fill, read_raw, sparse_giant, write_raw
@@ -192,7 +191,6 @@ def readonly_merge(ctx):
 GEN = "name: g\nsplits: {dev: dev.jsonl}\nmetric: exact_match\n"
 CHAT = LOGLIK + "chat_template: true\n"
 DISK_FULL = OSError(errno.ENOSPC, "No space left on device")
-RUST_FULL = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
 
 

@@ -10,9 +10,11 @@ import pytest
 
 from jaxmerge.arch import ArchSpec
 from jaxmerge.merge import METHODS, Sources, init_state, resolve_hparams
-from jaxmerge.merge.base import merge_jit
+from jaxmerge.merge.base import merge_params
 from jaxmerge.merge.sparsify import magnitude, stable_rank, top_k_rank
 from jaxmerge.params import param_shapes, stack
+
+merge_jit = jax.jit(merge_params, static_argnums=(0, 4, 5))
 
 
 @pytest.mark.parametrize("density", [1e-9, 0.01, 0.3, 0.5, 0.77, 0.999, 1.0, 0.0])

@@ -194,9 +194,3 @@ def merge_params(method: MergeMethod, state: Params, hparams: dict[str, Any], ke
         state["layers"], layer_hp, jnp.arange(num_layers))
     out["layers"] = merged
     return jax.tree.map(lambda x: x.astype(out_dtype), out)
-
-
-# The one compiled merge of `jaxmerge merge` and of an evolve export (method, out_dtype and math static): both
-# call this same function with hyper-parameters as arrays, so they run the same program and write the same bits
-# (XLA's fusion, and with it where a multiply-add is contracted, depends on the whole program).
-merge_jit = jax.jit(merge_params, static_argnums=(0, 4, 5))

@@ -1,6 +1,7 @@
-"""Recipe -> loaded `Sources` -> merged `Model` -> HF directory. Host-side orchestration of `jaxmerge merge`.
+"""Recipe -> lazily loaded `Columns` -> merged `Model` (deferred tensors) -> HF directory, one tensor at a time.
+Host-side orchestration of `jaxmerge merge`.
 
-Slices are realised by stacking: model position p of the merge is the concatenation, over output slices, of the
+Slices are realised by position: model position p of the merge is the concatenation, over output slices, of the
 layer range of the p-th (non-base) source of each slice; embed comes from the first slice's sources and the final
 norm / lm_head from the last slice's, as mergekit plans them. A `models:` recipe is one slice over all layers.
 
@@ -20,15 +21,15 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.io import DTYPES, Model
-from jaxmerge.merge.base import Sources
+from jaxmerge.deferred import concatenate
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.numerics import check_math
 from jaxmerge.merge.prepare import (align_vocabularies, chat_template, load_models, referenced,  # noqa: F401
                                     tokenizer_dir)
 from jaxmerge.merge.recipe import Recipe
 from jaxmerge.merge.resolve import model_sources
+from jaxmerge.merge.stream import Columns, merge_deferred
 from jaxmerge.merge.vocab import Vocabulary
-from jaxmerge.params import stack
 from jaxmerge.vlm.checkpoint import Tower, the_tower
 
 
@@ -73,25 +74,24 @@ def _column(slices_sources, models: dict[str, Model]):
     first, last = models[slices_sources[0].model].params, models[slices_sources[-1].model].params
     parts = [_layers(models[s.model], s.layer_range) for s in slices_sources]
     params = {k: (first if k == "embed" else last)[k] for k in first if k != "layers"}
-    params["layers"] = parts[0] if len(parts) == 1 else {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    params["layers"] = parts[0] if len(parts) == 1 else {k: concatenate([p[k] for p in parts]) for k in parts[0]}
     return params
 
 
-def build_sources(recipe: Recipe, models: dict[str, Model]) -> Sources:
-    """Stack the recipe's sources into a `Sources` whose spec is the output model's."""
+def build_sources(recipe: Recipe, models: dict[str, Model]) -> Columns:
+    """The recipe's sources, one tree per model position (nothing read yet), with the output model's spec."""
     check_structure(recipe)
     columns = [model_sources(recipe, sl) for sl in recipe.slices]
     expect(len({len(c) for c in columns}) == 1, "expected the same number of models in every slice, found "
                                                 f"{[len(c) for c in columns]}")
-    stacked = [_column([c[p] for c in columns], models) for p in range(len(columns[0]))]
-    model_params = stack(stacked)
+    positions = [_column([c[p] for c in columns], models) for p in range(len(columns[0]))]
     base = None
     if recipe.base_model is not None and METHODS[recipe.method].uses_base:
         base = _column([next(s for s in sl.sources if s.model == recipe.base_model) for sl in recipe.slices],
                        models)
     donor = models[recipe.base_model or recipe.slices[0].sources[0].model]
-    spec = donor.spec.with_layers(output_types(recipe, models)).replace(vocab_size=model_params["embed"].shape[1])
-    return Sources(spec, base, model_params, tuple(s.model for s in columns[0]))
+    spec = donor.spec.with_layers(output_types(recipe, models)).replace(vocab_size=positions[0]["embed"].shape[0])
+    return Columns(spec, base, positions, tuple(s.model for s in columns[0]))
 
 
 def output_types(recipe: Recipe, models: dict[str, Model]) -> tuple[str, ...]:
@@ -150,10 +150,10 @@ class Merged:
 
 def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
                 on_step: Callable[[str], None] = lambda step: None) -> Merged:
-    """Load, reconcile, merge (one jitted call). `provided`: models by reference that are already in memory or
+    """Load (lazily), reconcile, and give the merge as deferred tensors (jaxmerge.merge.stream): each is read and
+    merged when the writer asks for it. `provided`: models by reference that are already in memory or
     elsewhere on disk (the earlier documents of a chain, jaxmerge.merge.multi). With a VLM among the models its
     language model merges like any text model and the result carries the VLM's tower (and its tokenizer)."""
-    from jaxmerge.merge.base import init_state, merge_jit
     from jaxmerge.merge.resolve import resolve_hparams
     models = load_models(recipe, lambda ref: on_step(f"load {ref}"), provided, options.allow_crimes)
     tower = the_tower({ref: m.path for ref, m in models.items()}, recipe.dtype)  # a VLM among them: a VLM out
@@ -162,22 +162,21 @@ def merge_model(recipe: Recipe, options: Options, provided: dict | None = None,
     expect(tower is None or vocab is None, f"expected one vocabulary with a vision-language model (its processor "
                                            f"and image token belong to it), found a tokenizer setting that aligns "
                                            f"vocabularies in {tower.path if tower else ''}'s merge")
-    sources = build_sources(recipe, aligned)
-    hparams = resolve_hparams(recipe, sources.spec, sources.names)
+    columns = build_sources(recipe, aligned)
+    hparams = resolve_hparams(recipe, columns.spec, columns.names)
     key, math = merge_key(recipe, options.seed), math_dtype(recipe, models, options.math_dtype)
-    method = METHODS[recipe.method]
     on_step("merge")
-    state = init_state(method, sources, math, once=hparams)
-    merged = merge_jit(method, state, hparams, key, np.dtype(DTYPES[out_dtype(recipe, models)]), math)
-    merged = jax.tree.map(np.asarray, jax.device_get(merged))
+    merged = merge_deferred(METHODS[recipe.method], columns, hparams, key,
+                            np.dtype(DTYPES[out_dtype(recipe, models)]), math)
     tokenizer = tower.path if tower is not None and recipe.tokenizer is None else tokenizer_dir(recipe, models)
-    return Merged(Model(sources.spec, merged, None), vocab, template, tokenizer, tower)
+    return Merged(Model(columns.spec, merged, None), vocab, template, tokenizer, tower)
 
 
 def merge_recipe(recipe: Recipe, out_dir: str | Path, options: Options | None = None, *,
                  on_step: Callable[[str], None] = lambda step: None, provided: dict | None = None,
                  **changes) -> Path:
-    """Load, merge (one jitted call), check, and write a HF directory atomically. `changes`: Options fields."""
+    """Load, merge tensor by tensor as the writer asks, and write a HF directory atomically. `changes`: Options
+    fields."""
     from jaxmerge.atomic import check_target
     from jaxmerge.merge.output import write_merge
     options = dataclasses.replace(options or Options(), **changes)

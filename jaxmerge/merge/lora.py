@@ -118,13 +118,13 @@ def fold(model: Model, adapter: Path, where: str) -> Model:
 
 
 def load_ref(ref: str, dtype: str | None = None, provided: dict | None = None) -> Model:
-    """Load a model reference: MODEL as `jaxmerge.io.load` reads it (or as `provided` holds it: a Model, or the
-    directory to read), MODEL+LORA with the adapter folded in MODEL's stored dtype first (as mergekit merges it
+    """Load a model reference: MODEL as `jaxmerge.io.load(..., lazy=True)` reads it (or as `provided` holds it: a
+    Model, or the directory to read), MODEL+LORA with the adapter folded in MODEL's stored dtype first (as mergekit merges it
     before reading), then in `dtype`."""
     path, adapter = split(ref)
     given = (provided or {}).get(path)
     if adapter is None and not isinstance(given, Model):
-        return load(path if given is None else given, dtype=dtype)
+        return load(path if given is None else given, dtype=dtype, lazy=True)
     model = given if isinstance(given, Model) else load(path if given is None else given)
     if adapter is not None:
         model = fold(model, resolve(adapter), f"LoRA {adapter} (for {path})")

@@ -161,9 +161,10 @@ def run_chain(docs: list[Document], out_dir, options, *, intermediate_dir=None, 
 def in_memory(done, folder: Path, options):
     """An intermediate kept in memory: its Model, `path` a folder with only its tokenizer (what later documents
     read from disk: vocabularies, chat templates, the copied tokenizer)."""
+    from jaxmerge.deferred import materialise
     from jaxmerge.merge.output import write_tokenizer
     expect(done.tower is None, f"expected text intermediates in memory, found a vision-language merge in "
                                f"{folder.name}: pass --intermediate-dir so it is written whole, tower included")
     folder.mkdir(parents=True)
     write_tokenizer(folder, done, options)
-    return dataclasses.replace(done.model, path=folder)
+    return dataclasses.replace(done.model, params=materialise(done.model.params), path=folder)

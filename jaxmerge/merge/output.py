@@ -1,5 +1,5 @@
-"""The last step of `jaxmerge merge`: refuse a non-finite result, then write weights, config, tokenizer, model card
-and mergekit_config.yml into one atomic directory (all of it appears, or nothing).
+"""The last step of `jaxmerge merge`: write weights (each merged as the writer reaches it, a non-finite one refused),
+config, tokenizer, model card and mergekit_config.yml into one atomic directory (all of it appears, or nothing).
 
 The card says how to rebuild the output: `jaxmerge merge mergekit_config.yml OUT` with the same options
 (mergekit_config.yml is the recipe's own text, its `# jaxmerge:` line included), and `mergekit-yaml` for the
@@ -11,22 +11,13 @@ from functools import partial
 from pathlib import Path
 
 from jaxmerge.card import write_card
-from jaxmerge.errors import expect
-from jaxmerge.io import Model, all_finite, save
+from jaxmerge.io import Model, save
 from jaxmerge.merge.methods import METHODS
 from jaxmerge.merge.recipe import Recipe
-from jaxmerge.params import to_hf_tensors
 from jaxmerge.vlm.checkpoint import save_vlm
 
 RANDOM = frozenset({"dare_ties", "dare_linear", "della", "della_linear"})
 ONE_FILE = 2**62  # --out-shard-size <= 0: mergekit writes one file
-
-
-def check_finite(model: Model) -> None:
-    """Refuse to write a merge with NaN/Inf anywhere, naming the first such tensor."""
-    for name, tensor in to_hf_tensors(model.spec, model.params).items():
-        expect(all_finite(tensor), f"expected finite merged tensors, found NaN or Inf in {name} (check the "
-                                   "recipe's weights and the sources; nothing written)")
 
 
 def rebuild_text(recipe: Recipe, options) -> str:
@@ -87,8 +78,8 @@ def write_merge(recipe: Recipe, model: Model, out_dir, options, tokenizer_from: 
                 template: str | None = None, tower=None) -> Path:
     """Check and write the merged model as `options` say (shards, tokenizer, card). `vocab`: the reconciled
     vocabulary (jaxmerge.merge.vocab), whose tokenizer is written; `template`: a resolved chat template;
-    `tower` (jaxmerge.vlm.checkpoint.Tower): write that VLM with `model` as its language model."""
-    check_finite(model)
+    `tower` (jaxmerge.vlm.checkpoint.Tower): write that VLM with `model` as its language model. A deferred
+    merge (jaxmerge.merge.stream) refuses a non-finite tensor as it is made: the directory is then not written."""
     shard = options.out_shard_size if options.out_shard_size > 0 else ONE_FILE
     tokenizer = output_tokenizer(vocab, template, tokenizer_from, options.copy_tokenizer)
     card = card_writer(recipe, options) if options.write_model_card else None

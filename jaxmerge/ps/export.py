@@ -20,7 +20,7 @@ from jaxmerge.distributed import is_primary
 from jaxmerge.evolve.mesh import jax_to_numpy, on_one_device
 from jaxmerge.evolve.records import card_sections
 from jaxmerge.io import DTYPES
-from jaxmerge.merge.base import merge_jit
+from jaxmerge.merge.stream import merge_state
 from jaxmerge.merge.tokenspec import recipe_keys
 from jaxmerge.ps.genome import GeneSpec
 from jaxmerge.ps.recipe import recipe_text, to_recipe
@@ -32,14 +32,15 @@ of the recipe carries the merge key of random methods such as DARE). For determi
 
 
 def make_export(cfg, method, genome: GeneSpec, dtype: str, facts: dict, tokenizer_dir, data, mesh, tower=None):
-    """The space's export: (raw, key, out, record) -> what it adds to best.json. The winner is merged by
-    `jaxmerge merge`'s own compiled function from its hyper-parameters as arrays (on one device where the
-    sources are replicated, see mesh.on_one_device), so `jaxmerge merge recipe.yml` on the same machine writes
-    these bits; the scored candidate was the same merge inside the step's program, equal up to float rounding."""
+    """The space's export: (raw, key, out, record) -> what it adds to best.json. The winner is merged tensor by
+    tensor by `jaxmerge merge`'s own kernel program from its hyper-parameters as arrays (on one device where
+    the sources are replicated, see mesh.on_one_device), so `jaxmerge merge recipe.yml` on the same machine
+    writes these bits; the scored candidate was the same merge inside the step's program, equal up to float
+    rounding."""
     def export(raw, key, out: Path, record: dict) -> dict:
         hparams = genome.hparams(jax.numpy.asarray(raw))  # eager: the genome decodes the same bits as in a jit
-        merged = merge_jit(method, on_one_device(data, mesh)["merge"], hparams, jax.numpy.asarray(key, "uint32"),
-                           np.dtype(DTYPES[dtype]), "float32")
+        merged = merge_state(method, on_one_device(data, mesh)["merge"], hparams, jax.numpy.asarray(key, "uint32"),
+                             np.dtype(DTYPES[dtype]), "float32")
         params = jax_to_numpy(merged)  # every process (a collective when the sources are split)
         if not is_primary():
             return {}

@@ -15,11 +15,10 @@ from typing import Callable
 import numpy as np
 
 
-class Deferred:
-    """One tensor of `shape` and `dtype`, made by `make()` (a numpy array of exactly that shape and dtype)."""
-
-    def __init__(self, shape: tuple[int, ...], dtype, make: Callable[[], np.ndarray]):
-        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
+class _Shaped:
+    """What numpy callers read without making the array: ndim and nbytes from `shape` and `dtype`."""
+    shape: tuple[int, ...]
+    dtype: np.dtype
 
     @property
     def ndim(self) -> int:
@@ -28,6 +27,13 @@ class Deferred:
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+
+
+class Deferred(_Shaped):
+    """One tensor of `shape` and `dtype`, made by `make()` (a numpy array of exactly that shape and dtype)."""
+
+    def __init__(self, shape: tuple[int, ...], dtype, make: Callable[[], np.ndarray]):
+        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
 
     def get(self) -> np.ndarray:
         array = self._make()
@@ -49,7 +55,7 @@ class Deferred:
         return Deferred(self.shape, dtype, lambda: self.get().astype(dtype))
 
 
-class DeferredStack:
+class DeferredStack(_Shaped):
     """A layer leaf [L, ...]: `items[i]` is layer i (a Deferred or an array). `[i]` gives that layer, `[a:b]` a
     DeferredStack of the range; anything else (and `np.asarray`) makes and stacks every layer."""
 
@@ -57,14 +63,6 @@ class DeferredStack:
         self.items = list(items)
         first = self.items[0]
         self.shape, self.dtype = (len(self.items), *first.shape), np.dtype(first.dtype)
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def __len__(self) -> int:
         return len(self.items)

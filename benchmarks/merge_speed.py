@@ -114,7 +114,7 @@ def kernel_timing(method: str, rec: dict, runs: int) -> tuple[Timing, int]:
     from jaxmerge.merge.build import build_sources, load_models
     from jaxmerge.merge.recipe import parse_recipe
     r = parse_recipe(rec)
-    sources = build_sources(r, load_models(r))
+    sources = build_sources(r, load_models(r)).stacked()
     m = METHODS[method]
     state = init_state(m, sources)
     hp = resolve_hparams(r, sources.spec, sources.names)

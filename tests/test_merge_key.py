@@ -13,13 +13,12 @@ import numpy as np
 import pytest
 
 from jaxmerge.errors import JaxmergeError
-from jaxmerge.deferred import materialise
-from jaxmerge.merge import METHODS, Sources, init_state, merge_params
+from jaxmerge.merge import METHODS, init_state, merge_params
 from jaxmerge.merge.numerics import F32
 from jaxmerge.merge.stream import merge_state
 from jaxmerge.merge.build import build_sources, load_models, merge_recipe
 from jaxmerge.merge.recipe import parse_recipe_text, read_recipe
-from jaxmerge.params import stack, to_hf_tensors
+from jaxmerge.params import to_hf_tensors
 from tests.merge_oracle import make_family, read_tensors
 
 # whole-tree program vs per-tensor programs: the same float32 operations, reductions (DARE's L1 rescale sums)
@@ -81,8 +80,7 @@ def test_recipe_with_merge_key_rebuilds_in_process_merge_bit_for_bit(fam, tmp_pa
 
     method = METHODS[method_name]
     columns = build_sources(recipe, load_models(recipe))
-    sources = Sources(columns.spec, materialise(columns.base), stack([materialise(m) for m in columns.models]),
-                      columns.names)
+    sources = columns.stacked()
     state = init_state(method, sources)
     hp = evolved_hparams(method, state)
     exported = to_hf_tensors(sources.spec, jax.tree.map(np.asarray, merge_state(method, state, hp, KEY, F32)))

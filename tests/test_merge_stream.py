@@ -14,12 +14,12 @@ from jaxmerge import stwrite
 from jaxmerge.deferred import Deferred, DeferredStack, materialise
 from jaxmerge.errors import JaxmergeError
 from jaxmerge.io import load
-from jaxmerge.merge import METHODS, Sources, init_state, resolve_hparams
+from jaxmerge.merge import METHODS, init_state, resolve_hparams
 from jaxmerge.merge import stream
 from jaxmerge.merge.build import Options, build_sources, merge_key, merge_recipe
 from jaxmerge.merge.prepare import load_models
 from jaxmerge.merge.recipe import parse_recipe
-from jaxmerge.params import stack, to_hf_tensors
+from jaxmerge.params import to_hf_tensors
 from tests.merge_oracle import make_family, read_tensors
 from tests.tiny import make_tiny_model
 
@@ -132,9 +132,7 @@ def test_export_merge_state_gives_the_merge_commands_bits(fam, tmp_path, method)
     recipe = parse_recipe(raw)
     out = merge_recipe(recipe, tmp_path / "cli", seed=7, copy_tokenizer=False, write_model_card=False)
     columns = build_sources(recipe, load_models(recipe))
-    whole = Sources(columns.spec, None if columns.base is None else materialise(columns.base),
-                    stack([materialise(m) for m in columns.models]), columns.names)
-    state = init_state(METHODS[method], whole)
+    state = init_state(METHODS[method], columns.stacked())
     merged = stream.merge_state(METHODS[method], state, resolve_hparams(recipe, columns.spec, columns.names),
                                 merge_key(recipe, 7), np.float32)
     ours = to_hf_tensors(columns.spec, jax.tree.map(np.asarray, merged))

@@ -24,11 +24,11 @@ import jax
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.deferred import Deferred, DeferredStack
+from jaxmerge.deferred import Deferred, DeferredStack, materialise
 from jaxmerge.errors import expect
 from jaxmerge.io import all_finite
-from jaxmerge.merge.base import LEAF_IDS, MergeMethod, _hp_for, _layer_of
-from jaxmerge.params import GLOBAL_NAMES, Params, aligned_stack
+from jaxmerge.merge.base import LEAF_IDS, MergeMethod, Sources, _hp_for, _layer_of
+from jaxmerge.params import GLOBAL_NAMES, Params, aligned_stack, stack
 from jaxmerge.families import family_of
 
 
@@ -39,6 +39,11 @@ class Columns(NamedTuple):
     base: Params | None
     models: list[Params]
     names: tuple[str, ...]
+
+    def stacked(self) -> Sources:
+        """The whole-tree Sources (every tensor read, models stacked): what init_state and the evolve step take."""
+        base = None if self.base is None else materialise(self.base)
+        return Sources(self.spec, base, stack([materialise(m) for m in self.models]), self.names)
 
 
 PAIR = 2  # layers merged in one call: XLA compiles a batch of one like an unbatched tensor, and a batch of two

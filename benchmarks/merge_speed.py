@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import yaml
@@ -90,12 +91,21 @@ def recipe(method: str, paths: dict[str, str]) -> dict:
                 parameters=SHARED_PARAMS.get(method, {}))
 
 
-def timed(cmd: list[str], env: dict) -> float:
+def timed(cmd: list[str], env: dict, peaks: list[int] | None = None) -> float:
+    """Wall seconds of one run of `cmd`; its peak resident memory (bytes, the kernel's own count from wait4)
+    is appended to `peaks`."""
     start = time.perf_counter()
-    done = subprocess.run(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise RuntimeError(f"{cmd[0]} failed: {done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=subprocess.DEVNULL,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed: {err.read()[-2000:].decode(errors='replace')}")
+    if peaks is not None:
+        peaks.append(usage.ru_maxrss * 1024)  # Linux reports kilobytes
+    return seconds
 
 
 def copy_bandwidth() -> float:
@@ -132,17 +142,28 @@ def tool(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def end_to_end(method: str, rpath: Path, work: Path, runs: int) -> tuple[float, Timing, Timing, int]:
-    """(jaxmerge cold seconds, jaxmerge warm timing, mergekit-yaml's faster timing, its torch threads)."""
+class EndToEnd(NamedTuple):
+    cold: float          # jaxmerge with a fresh compilation cache, seconds
+    warm: Timing         # jaxmerge, cache filled
+    mergekit: Timing     # mergekit-yaml at its faster torch thread count
+    threads: int
+    peak_ours: int       # peak RSS bytes, the largest over jaxmerge's warm runs
+    peak_theirs: int     # the same for mergekit-yaml at `threads`
+
+
+def end_to_end(method: str, rpath: Path, work: Path, runs: int) -> EndToEnd:
     cache = {"JAXMERGE_COMPILATION_CACHE": str(work / f"xla-{method}")}
     ours = [sys.executable, "-m", "jaxmerge.cli", "merge", str(rpath), str(work / f"out-jm-{method}"), "--overwrite"]
     cold = timed(ours, cache)
-    warm = repeat(lambda: timed(ours, cache), runs, warmup=0)
+    peaks: list[int] = []
+    warm = repeat(lambda: timed(ours, cache, peaks), runs, warmup=0)
     theirs = [tool("mergekit-yaml"), str(rpath), str(work / f"out-mk-{method}"), "--allow-crimes",
               "--no-copy-tokenizer"]
-    by_threads = {n: repeat(lambda n=n: timed(theirs, {"OMP_NUM_THREADS": str(n)}), runs, warmup=0) for n in (1, 2)}
+    their_peaks: dict[int, list[int]] = {1: [], 2: []}
+    by_threads = {n: repeat(lambda n=n: timed(theirs, {"OMP_NUM_THREADS": str(n)}, their_peaks[n]), runs, warmup=0)
+                  for n in (1, 2)}
     threads = min(by_threads, key=lambda n: by_threads[n].median)
-    return cold, warm, by_threads[threads], threads
+    return EndToEnd(cold, warm, by_threads[threads], threads, max(peaks), max(their_peaks[threads]))
 
 
 def startup_timing(runs: int) -> Timing:
@@ -192,7 +213,8 @@ def measure(quick: bool = False, out=None, kernels: bool = True) -> tuple[list[d
         for method in s["e2e"]:
             rpath = work / f"{method}.yml"
             rpath.write_text(yaml.safe_dump(recipe(method, paths)))
-            cold, warm, mergekit, threads = end_to_end(method, rpath, work, s["runs"])
+            e2e = end_to_end(method, rpath, work, s["runs"])
+            warm, mergekit = e2e.warm, e2e.mergekit
             read = sum(f.stat().st_size for m in referenced_paths(recipe(method, paths)) for f in weight_files(m))
             wrote = sum(f.stat().st_size for f in weight_files(work / f"out-jm-{method}"))
             floor = read / read_bw + wrote / write_bw
@@ -200,13 +222,16 @@ def measure(quick: bool = False, out=None, kernels: bool = True) -> tuple[list[d
             results.append(result(f"merge end to end: {method} (jaxmerge merge vs mergekit-yaml, merges/min)",
                                   60 / warm.median, "merges/min", baseline=60 / mergekit.median,
                                   goal=E2E_GOAL.get(method), noise=warm.noise,
-                                  note=f"cold compile cache {cold:.1f} s; mergekit at {threads} torch thread(s), "
-                                       f"noise {mergekit.noise:.2f}"))
+                                  note=f"cold compile cache {e2e.cold:.1f} s; mergekit at {e2e.threads} torch "
+                                       f"thread(s), noise {mergekit.noise:.2f}"))
             results.append(result(f"merge itself: {method} (end to end minus start-up) / I/O floor", merging, "s",
                                   baseline=floor, goal=FLOOR_GOAL if method in E2E_GOAL else None))
-            e2e_rows.append(f"| {method} | {cold:.1f} | {warm.text()} | {mergekit.text()} ({threads}) | "
+            results.append(result(f"merge peak RSS: {method} (jaxmerge merge vs mergekit-yaml)", e2e.peak_ours / 1e9,
+                                  "GB", baseline=e2e.peak_theirs / 1e9))
+            e2e_rows.append(f"| {method} | {e2e.cold:.1f} | {warm.text()} | {mergekit.text()} ({e2e.threads}) | "
                             f"{mergekit.median / warm.median:.1f}x | {merging:.2f} | {read / 1e9:.2f} + "
-                            f"{wrote / 1e9:.2f} | {floor:.2f} | {merging / floor:.1f}x |")
+                            f"{wrote / 1e9:.2f} | {floor:.2f} | {merging / floor:.1f}x | "
+                            f"{e2e.peak_ours / 1e9:.2f} / {e2e.peak_theirs / 1e9:.2f} |")
         results.append(result("merge start-up: a process importing what jaxmerge merge imports", startup.median,
                               "s", noise=startup.noise))
         for method in s["kernel"]:
@@ -246,8 +271,8 @@ Copy bound = bytes of merge state read + merged model written at memcpy speed (g
 {s['dims']['vocab_size']}; {params / 1e6:.1f}M params each, float32 safetensors). Recipes: weight 0.5 per model,
 density 0.5 where the method has one. Medians over runs, spread = (max - min) / median.
 
-| method | jaxmerge cold cache s | jaxmerge warm s | mergekit-yaml s (torch threads) | speed-up | merge itself s | GB read + written | I/O floor s | merge / floor |
-|---|---|---|---|---|---|---|---|---|
+| method | jaxmerge cold cache s | jaxmerge warm s | mergekit-yaml s (torch threads) | speed-up | merge itself s | GB read + written | I/O floor s | merge / floor | peak RSS GB jaxmerge / mergekit |
+|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(e2e_rows)}
 
 End to end counts the process start, imports, loading, merging and writing on both sides (goal >= 5x for ties and

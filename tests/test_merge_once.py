@@ -29,6 +29,20 @@ def test_selection_keeps_what_the_sorted_rank_keeps(density):
         assert 0 < int((np.asarray(got) != 0).sum()) < x.size
 
 
+@pytest.mark.parametrize("shape", [(1,), (2, 3), (300, 257)])
+@pytest.mark.parametrize("density", [1e-9, 0.1, 0.5, 0.9, 1.0])
+def test_selection_of_spread_values_keeps_what_the_sorted_rank_keeps(shape, density):
+    """Values over many exponents (the cut inside one of many high-bit buckets), zeros and -0.0 among them."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32) * np.exp2(rng.integers(-30, 30, shape)).astype(np.float32)
+    x.reshape(-1)[::7] = 0.0
+    x.reshape(-1)[3::11] = -0.0
+    d = jnp.float32(density)
+    want = magnitude(jnp.asarray(x), stable_rank(jnp.asarray(x), descending=True), d, 0.0)
+    np.testing.assert_array_equal(np.asarray(magnitude(jnp.asarray(x), jnp.asarray(top_k_rank(x, d)), d, 0.0)),
+                                  np.asarray(want))
+
+
 def random_sources(spec, seed=0, quantum=None):
     rng = np.random.default_rng(seed)
     shapes = param_shapes(spec)

@@ -82,19 +82,29 @@ def top_k_rank(x: np.ndarray, density) -> np.ndarray:
     max(1, int(density * n)) largest |x| (ties at the cut: lower flat index first, the stable sort's rule) and n
     elsewhere. Found by selection, not a sort: the cut is the k-th largest of |x|'s float32 bit patterns
     (order-preserving for |x| >= 0), by numpy's introselect (np.partition, linear time; 32 counting passes in
-    XLA took several times longer). k is mergekit's float64 int(density * n) of the float32 density, as
-    jaxmerge.merge.count computes it in a traced program. Finite inputs (the loader refuses NaN)."""
+    XLA took several times longer; `_ascending_at` narrows it to one bucket of the high 16 bits first). k is
+    mergekit's float64 int(density * n) of the float32 density, as jaxmerge.merge.count computes it in a traced
+    program. Finite inputs (the loader refuses NaN)."""
     n = x.size
     k = min(max(int(float(np.float32(density)) * n), 1), n)
     bits = np.abs(np.asarray(x, np.float32)).reshape(-1).view(np.uint32)
-    cut = np.partition(bits, n - k)[n - k]
+    cut = _ascending_at(bits, n - k)
     kept = bits >= cut
     if np.count_nonzero(kept) > k:  # values tie at the cut: only the first of them by flat index
         tied = np.flatnonzero(bits == cut)
         kept[tied[k - (np.count_nonzero(kept) - tied.size):]] = False
-    rank = np.logical_not(kept).astype(np.int32)  # (np.where with scalars is several times slower)
-    rank *= n
+    rank = np.multiply(np.logical_not(kept), np.int32(n), dtype=np.int32)  # one pass (np.where is slower)
     return rank.reshape(x.shape)
+
+
+def _ascending_at(bits: np.ndarray, index: int) -> np.uint32:
+    """sorted(bits)[index] by radix selection: a histogram of the high 16 bits finds the bucket that holds it,
+    and np.partition runs over that bucket alone (2-3x faster than partitioning everything; the same value)."""
+    high = (bits >> 16).astype(np.uint16)
+    below = np.cumsum(np.bincount(high, minlength=1 << 16))
+    bucket = int(np.searchsorted(below, index, side="right"))
+    first = int(below[bucket - 1]) if bucket else 0
+    return np.partition(bits[high == bucket], index - first)[index - first]
 
 
 def magnitude(x, rank, density, rescale, math: str = "float32") -> jax.Array:

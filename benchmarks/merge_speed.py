@@ -5,11 +5,11 @@ Three random Llama checkpoints (a base and two perturbed copies; ~102M params ea
 Per method, on the same recipe, as subprocesses (imports, load, merge, write all counted): `jaxmerge merge` with
 a fresh compilation cache (cold, reported in the note) and then warm (the figure: a user's second merge of an
 architecture), and `mergekit-yaml` with torch at 1 and at 2 threads (OMP_NUM_THREADS; torch slows down badly
-at 2 threads when the other core is busy), the faster reported. Start-up (a process that imports what `jaxmerge
-merge` imports, then exits) is timed on its own; the merge itself (end to end minus start-up) is compared with
-the I/O floor: the bytes it must read (the sources' files) and write (the output's) over this disk's read and
-write bandwidth, measured in the same run (reading the source files; writing as many bytes as the output).
-Then the jitted `merge_params` alone, warm, against the bytes it must move (state read + output written) divided
+at 2 threads when the other core is busy), the faster reported (--quick: 1 thread only). Start-up (a process
+that imports what `jaxmerge merge` imports, then exits) is timed on its own; the merge itself (end to end minus
+start-up) is compared with the I/O floor: the bytes it must read (the sources' files) and write (the output's)
+over this disk's read and write bandwidth, measured in the same run (reading the source files; writing as many
+bytes as the output). Then the jitted `merge_params` alone, warm, against the bytes it must move (state read + output written) divided
 by the measured memcpy bandwidth: how close the kernel is to free.
 
 Run: python -m benchmarks.merge_speed [--quick] [--e2e-only]   (prints its Markdown section; --e2e-only: no
@@ -31,14 +31,15 @@ import yaml
 from benchmarks.common import Timing, module_main, repeat, result
 
 NEW = ("nearswap", "ram", "ramplus_tl", "sce", "multislerp", "karcher", "arcee_fusion")  # mergekit 0.1.5's additions
-SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure
+SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure,
+    #           mergekit's torch thread counts (the faster is reported)
     False: dict(dims=dict(vocab_size=32000, hidden_size=640, intermediate_size=1792, num_layers=12, num_heads=10,
                           num_kv_heads=10, head_dim=64),
                 e2e=("linear", "ties", "dare_ties"), kernel=("linear", "task_arithmetic", "ties", "dare_ties",
-                                                             "slerp", *NEW), runs=2),
+                                                             "slerp", *NEW), runs=2, torch_threads=(1, 2)),
     True: dict(dims=dict(vocab_size=1024, hidden_size=128, intermediate_size=256, num_layers=2, num_heads=4,
                          num_kv_heads=4, head_dim=32),
-               e2e=("ties",), kernel=("ties",), runs=1),
+               e2e=("ties",), kernel=("ties",), runs=1, torch_threads=(1,)),  # quick: the code path, not a figure
 }
 E2E_GOAL = {"ties": "ratio >= 5", "dare_ties": "ratio >= 5"}  # issue #19's goal; linear is the I/O reference
 FLOOR_GOAL = "ratio <= 1.5"  # the merge itself (start-up excluded) / the I/O floor
@@ -151,7 +152,7 @@ class EndToEnd(NamedTuple):
     peak_theirs: int     # the same for mergekit-yaml at `threads`
 
 
-def end_to_end(method: str, rpath: Path, work: Path, runs: int) -> EndToEnd:
+def end_to_end(method: str, rpath: Path, work: Path, runs: int, torch_threads: tuple[int, ...]) -> EndToEnd:
     cache = {"JAXMERGE_COMPILATION_CACHE": str(work / f"xla-{method}")}
     ours = [sys.executable, "-m", "jaxmerge.cli", "merge", str(rpath), str(work / f"out-jm-{method}"), "--overwrite"]
     cold = timed(ours, cache)
@@ -159,9 +160,9 @@ def end_to_end(method: str, rpath: Path, work: Path, runs: int) -> EndToEnd:
     warm = repeat(lambda: timed(ours, cache, peaks), runs, warmup=0)
     theirs = [tool("mergekit-yaml"), str(rpath), str(work / f"out-mk-{method}"), "--allow-crimes",
               "--no-copy-tokenizer"]
-    their_peaks: dict[int, list[int]] = {1: [], 2: []}
+    their_peaks: dict[int, list[int]] = {n: [] for n in torch_threads}
     by_threads = {n: repeat(lambda n=n: timed(theirs, {"OMP_NUM_THREADS": str(n)}, their_peaks[n]), runs, warmup=0)
-                  for n in (1, 2)}
+                  for n in torch_threads}
     threads = min(by_threads, key=lambda n: by_threads[n].median)
     return EndToEnd(cold, warm, by_threads[threads], threads, max(peaks), max(their_peaks[threads]))
 
@@ -213,7 +214,7 @@ def measure(quick: bool = False, out=None, kernels: bool = True) -> tuple[list[d
         for method in s["e2e"]:
             rpath = work / f"{method}.yml"
             rpath.write_text(yaml.safe_dump(recipe(method, paths)))
-            e2e = end_to_end(method, rpath, work, s["runs"])
+            e2e = end_to_end(method, rpath, work, s["runs"], s["torch_threads"])
             warm, mergekit = e2e.warm, e2e.mergekit
             read = sum(f.stat().st_size for m in referenced_paths(recipe(method, paths)) for f in weight_files(m))
             wrote = sum(f.stat().st_size for f in weight_files(work / f"out-jm-{method}"))
@@ -276,7 +277,7 @@ density 0.5 where the method has one. Medians over runs, spread = (max - min) / 
 {chr(10).join(e2e_rows)}
 
 End to end counts the process start, imports, loading, merging and writing on both sides (goal >= 5x for ties and
-dare_ties; linear shows the I/O floor); mergekit's figure is the faster of torch at 1 and 2 threads. Start-up
+dare_ties; linear shows the I/O floor); mergekit's figure is the faster of torch at {' and '.join(map(str, s['torch_threads']))} thread(s). Start-up
 (imports of `jaxmerge merge`, no merge): {startup.text()}; the merge itself = end to end minus start-up (goal
 <= 1.5x the I/O floor). Disk as the merge meets it: read {read_bw / 1e9:.2f} GB/s (source files, page cache),
 write {write_bw / 1e9:.2f} GB/s (page cache, as the merges write). memcpy (read + write): {bandwidth:.1f} GB/s.

@@ -58,11 +58,10 @@ def tmpfs(path: Path, size: str = "1m", readonly: bool = False):
 def fill(directory: Path, name: str = "user-data.bin") -> Path:
     """Fill a (small) file system with one file of the user's: the next write gets ENOSPC."""
     path = directory / name
-    with open(path, "wb") as f:
+    with open(path, "wb", buffering=0) as f:  # unbuffered: nothing left over for close() to fail on
         try:
-            while True:
-                f.write(b"\xab" * 65536)
-                f.flush()
+            while f.write(b"\xab" * 65536):
+                pass
         except OSError:
             pass
     return path

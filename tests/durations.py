@@ -1,0 +1,46 @@
+"""Seconds each heavy test module took (its tests' setup + call + teardown summed, `pytest --durations=0`,
+2026-12-03, the 2-core machine otherwise idle), for ordering only: tests/conftest.py hands the modules to the
+xdist workers heaviest first, so the long ones start early and the many short ones fill the end. Nothing is
+asserted on these numbers; a stale entry only balances the two workers less well. Modules under 15 s are not
+listed (they run after these, in collection order). To refresh: run the suite with --durations=0, sum the
+lines per file."""
+
+MODULE_SECONDS = {
+    "test_bench_quick.py": 134,
+    "test_multihost.py": 130,
+    "test_evolve_families.py": 116,
+    "test_recipe_rebuild.py": 84,
+    "test_mergekit_corpus.py": 83,
+    "test_vlm_dfs.py": 70,
+    "test_evolve_outputs.py": 65,
+    "test_hostile_procs.py": 60,
+    "test_merge_parity.py": 56,
+    "test_evolve_step.py": 54,
+    "test_kill_resume.py": 53,
+    "test_demo.py": 51,
+    "test_demo_vlm.py": 49,
+    "test_dfs_evolve_cli.py": 46,
+    "test_merge_dtype.py": 45,
+    "test_families.py": 45,
+    "test_evolve_hostile.py": 43,
+    "test_configs.py": 41,
+    "test_merge_props.py": 34,
+    "test_evolve_pareto.py": 31,
+    "test_merge_families.py": 31,
+    "test_fused.py": 29,
+    "test_model.py": 28,
+    "test_vlm_oracle.py": 28,
+    "test_numerical_faults.py": 27,
+    "test_merge_stream.py": 24,
+    "test_fitness_greedy_match.py": 24,
+    "test_fitness_oracle.py": 21,
+    "test_dfs_path.py": 21,
+    "test_fitness_lmeval.py": 21,
+    "test_gpu_check.py": 20,
+    "test_evolve_lmeval.py": 20,
+    "test_shard.py": 19,
+    "test_demo_world.py": 18,
+    "test_evolve_run.py": 17,
+    "test_evolve_vocab.py": 16,
+    "test_vlm_evolve.py": 15,
+}

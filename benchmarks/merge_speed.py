@@ -9,8 +9,8 @@ at 2 threads when the other core is busy), the faster reported (--quick: 1 threa
 that imports what `jaxmerge merge` imports, then exits) is timed on its own; the merge itself (end to end minus
 start-up) is compared with the I/O floor: the bytes it must read (the sources' files) and write (the output's)
 over this disk's read and write bandwidth, measured in the same run (reading the source files; writing as many
-bytes as the output). Then the jitted `merge_params` alone, warm, against the bytes it must move (state read + output written) divided
-by the measured memcpy bandwidth: how close the kernel is to free.
+bytes as the output). Then the jitted `merge_params` alone, warm, against the bytes it must move (state read +
+output written) divided by the measured memcpy bandwidth: how close the kernel is to free.
 
 Run: python -m benchmarks.merge_speed [--quick] [--e2e-only]   (prints its Markdown section; --e2e-only: no
 kernel timings)

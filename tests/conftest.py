@@ -8,20 +8,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from tests.durations import MODULE_SECONDS  # noqa: E402
 from tests.tiny import make_tiny_model  # noqa: E402
 
 # One torch thread per test process: the suite runs two xdist workers on two cores, and torch's default (a thread
 # per core in each worker) oversubscribes them; mergekit's oracle merges were measured 10x slower that way.
 torch.set_num_threads(1)
-
-
-def pytest_collection_modifyitems(items):
-    """The heaviest modules first (tests/durations.py), each module's tests in their own order. With
-    `--dist loadfile --no-loadscope-reorder` (pyproject.toml) xdist hands the files out in this order; its default
-    (the files with the most tests first) sent the quick bench and the multi-process tests, single long files,
-    last, where one worker ran them alone for about two minutes."""
-    items.sort(key=lambda item: -MODULE_SECONDS.get(item.path.name, 0))  # stable: ties keep collection order
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,6 +17,7 @@ kernel timings)
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -92,20 +93,29 @@ def recipe(method: str, paths: dict[str, str]) -> dict:
                 parameters=SHARED_PARAMS.get(method, {}))
 
 
+# Runs one command and prints [seconds, exit code, the command's peak RSS in bytes]. The command is spawned from
+# this small process, not from the benchmark: a child's ru_maxrss keeps the peak of the process it was spawned
+# from (vfork + execve, as subprocess does on Linux), and the benchmark's own peak (it builds the models) would
+# hide the command's. The floor is this launcher's resident size, ~20 MB.
+LAUNCH = """import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps([time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024]))"""
+
+
 def timed(cmd: list[str], env: dict, peaks: list[int] | None = None) -> float:
-    """Wall seconds of one run of `cmd`; its peak resident memory (bytes, the kernel's own count from wait4)
-    is appended to `peaks`."""
-    start = time.perf_counter()
+    """Wall seconds of one run of `cmd`; its own peak resident memory (bytes, the kernel's count from wait4,
+    spawned through LAUNCH) is appended to `peaks`."""
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, env={**os.environ, "HF_HUB_OFFLINE": "1", **env}, stdout=subprocess.DEVNULL,
-                                stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
+        done = subprocess.run([sys.executable, "-c", LAUNCH, *cmd], env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
+                              stdout=subprocess.PIPE, stderr=err, text=True)
+        seconds, code, peak = json.loads(done.stdout) if done.returncode == 0 else (0.0, done.returncode, 0)
+        if code != 0:
             err.seek(0)
             raise RuntimeError(f"{cmd[0]} failed: {err.read()[-2000:].decode(errors='replace')}")
     if peaks is not None:
-        peaks.append(usage.ru_maxrss * 1024)  # Linux reports kilobytes
+        peaks.append(peak)
     return seconds
 
 

@@ -22,7 +22,7 @@ from jaxmerge.errors import expect
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import HParam, ignored, number, switch, weight
 from jaxmerge.merge.interp import _inputs, _stack
-from jaxmerge.merge.numerics import F32, over, rnd
+from jaxmerge.merge.numerics import F32, fixed_order_dot, over, rnd
 
 PAPERS = {"multislerp": "Multi-SLERP (Goddard 2025), https://goddard.blog/posts/multislerp-wow-what-a-cool-idea",
           "karcher": "Karcher mean on the hypersphere (2026), https://arxiv.org/abs/2603.04972"}
@@ -48,12 +48,16 @@ def _dot(a: jax.Array, b: jax.Array, math: str) -> jax.Array:
 
 
 def _multislerp_init(base, sources, math="float32"):
-    """The inputs; in float32 also the Gram matrix of the (task) vectors, which depends on no weight."""
+    """The inputs; in float32 also the Gram matrix of the (task) vectors, which depends on no weight. Its sums
+    are added in a fixed order (`fixed_order_dot`): an evolve run computes this state in its own program and
+    `jaxmerge merge` of the winner's recipe in another, and both must hold the same bits."""
     state = _stack(base, sources, math)
     if math == "float32":
         _, x = _inputs(state)
         v = (x if base is None else x - base.astype(F32)).reshape(x.shape[0], -1)
-        state["gram"] = v @ v.T
+        m = v.shape[0]
+        dots = {(i, j): fixed_order_dot(v[i], v[j]) for i in range(m) for j in range(i, m)}
+        state["gram"] = jnp.stack([jnp.stack([dots[min(i, j), max(i, j)] for j in range(m)]) for i in range(m)])
     return state
 
 

@@ -5,7 +5,10 @@ state of the sources, or a DFS layer pool), passed as an argument so nothing lar
 a constant; the task items are small host constants closed over by the fitness.
 Candidates are evaluated with `lax.map(..., batch_size=b)`: b = population is a plain vmap; smaller b bounds how
 many merged models are alive at once. Each candidate gets its own merge key, recorded with the best genes, so the
-exported winner is bit-identical to the model that earned its fitness (DARE masks included).
+exported winner is the model that earned its fitness: the same genes and the same DARE masks, its values equal up
+to float32 rounding (the step merges every candidate in one whole-tree program, the export tensor by tensor, and
+XLA sums and fuses each program its own way; tests/test_merge_key.py bounds the difference). The export and
+`jaxmerge merge` of its recipe run the same programs and agree bit for bit.
 """
 from __future__ import annotations
 

@@ -8,11 +8,15 @@ so that "met" is computed in one place from the numbers, never typed in by hand.
 from __future__ import annotations
 
 import argparse
+import json
 import operator
 import os
 import platform
 import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Callable, NamedTuple
@@ -55,6 +59,30 @@ def repeat(fn: Callable[[], object], runs: int, warmup: int = 1) -> Timing:
         fn()
         out.append(time.perf_counter() - start)
     return Timing(tuple(out))
+
+
+# Runs one command and prints [seconds, exit code, the command's peak RSS in bytes]. The command is spawned from
+# this small process, not from the benchmark: a child's ru_maxrss keeps the peak of the process it was spawned
+# from (vfork + execve, as subprocess does on Linux), and the benchmark's own peak (it may have built models)
+# would hide the command's. The floor is this launcher's resident size, ~20 MB.
+_LAUNCH = """import json, os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
+_, status, usage = os.wait4(proc.pid, 0)
+print(json.dumps([time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024]))"""
+
+
+def measured_run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
+    """(wall seconds, peak resident bytes) of one run of `cmd` (its stdout discarded) in environment `env`
+    (default: this one's); a failure raises with the tail of its stderr."""
+    with tempfile.TemporaryFile() as err:
+        done = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], env=os.environ if env is None else env,
+                              stdout=subprocess.PIPE, stderr=err, text=True)
+        seconds, code, peak = json.loads(done.stdout) if done.returncode == 0 else (0.0, done.returncode, 0)
+        if code != 0:
+            err.seek(0)
+            raise RuntimeError(f"{cmd[0]} failed: {err.read()[-2000:].decode(errors='replace')}")
+    return seconds, peak
 
 
 def check_goal(goal: str | None, value: float, ratio: float | None) -> bool | None:

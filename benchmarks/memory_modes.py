@@ -9,13 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from benchmarks import RESULTS_PAGE
-from benchmarks.common import write_section
+from benchmarks.common import measured_run, write_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,15 +23,11 @@ def point(size: str, mode: str, population: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "r.json"
         env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-        proc = subprocess.Popen([sys.executable, str(ROOT / "tools/gpu_check.py"), "--size", size, "--modes", mode,
-                                 "--population", str(population), "--batch-size", "0",  # all in flight
-                                 "--repeats", "1", "--out", str(out)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS (KiB on Linux)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        assert proc.returncode == 0, f"{mode} population {population} failed"
+        _, peak = measured_run([sys.executable, str(ROOT / "tools/gpu_check.py"), "--size", size, "--modes", mode,
+                                "--population", str(population), "--batch-size", "0",  # all in flight
+                                "--repeats", "1", "--out", str(out)], env)  # the child's own peak RSS
         run = json.loads(out.read_text())["runs"][0]
-    run["peak_rss_mib"] = usage.ru_maxrss / 1024
+    run["peak_rss_mib"] = peak / 2**20
     return run
 
 

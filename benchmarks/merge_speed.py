@@ -17,19 +17,16 @@ kernel timings)
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import yaml
 
-from benchmarks.common import Timing, module_main, repeat, result
+from benchmarks.common import Timing, measured_run, module_main, repeat, result
 
 NEW = ("nearswap", "ram", "ramplus_tl", "sce", "multislerp", "karcher", "arcee_fusion")  # mergekit 0.1.5's additions
 SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure,
@@ -93,27 +90,10 @@ def recipe(method: str, paths: dict[str, str]) -> dict:
                 parameters=SHARED_PARAMS.get(method, {}))
 
 
-# Runs one command and prints [seconds, exit code, the command's peak RSS in bytes]. The command is spawned from
-# this small process, not from the benchmark: a child's ru_maxrss keeps the peak of the process it was spawned
-# from (vfork + execve, as subprocess does on Linux), and the benchmark's own peak (it builds the models) would
-# hide the command's. The floor is this launcher's resident size, ~20 MB.
-LAUNCH = """import json, os, subprocess, sys, time
-start = time.perf_counter()
-proc = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)
-_, status, usage = os.wait4(proc.pid, 0)
-print(json.dumps([time.perf_counter() - start, os.waitstatus_to_exitcode(status), usage.ru_maxrss * 1024]))"""
-
-
 def timed(cmd: list[str], env: dict, peaks: list[int] | None = None) -> float:
-    """Wall seconds of one run of `cmd`; its own peak resident memory (bytes, the kernel's count from wait4,
-    spawned through LAUNCH) is appended to `peaks`."""
-    with tempfile.TemporaryFile() as err:
-        done = subprocess.run([sys.executable, "-c", LAUNCH, *cmd], env={**os.environ, "HF_HUB_OFFLINE": "1", **env},
-                              stdout=subprocess.PIPE, stderr=err, text=True)
-        seconds, code, peak = json.loads(done.stdout) if done.returncode == 0 else (0.0, done.returncode, 0)
-        if code != 0:
-            err.seek(0)
-            raise RuntimeError(f"{cmd[0]} failed: {err.read()[-2000:].decode(errors='replace')}")
+    """Wall seconds of one run of `cmd`; its own peak resident memory (bytes, common.measured_run) is appended
+    to `peaks`."""
+    seconds, peak = measured_run(cmd, {**os.environ, "HF_HUB_OFFLINE": "1", **env})
     if peaks is not None:
         peaks.append(peak)
     return seconds

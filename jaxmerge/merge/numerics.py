@@ -56,8 +56,9 @@ def fixed_order_dot(a: jax.Array, b: jax.Array) -> jax.Array:
     share a fusion into one FMA, which rounds once instead of twice; both depend on the program around the
     expression and on the CPU. On an AVX2 machine the Gram matrix multislerp keeps in its merge state came out
     1 ulp apart between an evolve run's init (sharded over 4 devices) and `jaxmerge merge`'s, so the recipe did
-    not rebuild the winner bit for bit. Here every product of halves is exact (12 x 12 significant bits), so an
-    FMA rounds what the plain add rounds, and every sum is an explicit add, which XLA never reassociates."""
+    not rebuild the winner bit for bit. Here every product of halves is exact (12 x 12 significant bits; not
+    below float32's normal range, ~1e-38, where a product underflows), so an FMA rounds what the plain add rounds,
+    and every sum is an explicit add, which XLA never reassociates."""
     (ah, al), (bh, bl) = _halves(a), _halves(b)
     x = ((ah * bh + ah * bl) + al * bh) + al * bl
     while x.shape[-1] > 1:

@@ -13,6 +13,7 @@ import operator
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -74,14 +75,15 @@ print(json.dumps([time.perf_counter() - start, os.waitstatus_to_exitcode(status)
 
 def measured_run(cmd: list[str], env: dict | None = None) -> tuple[float, int]:
     """(wall seconds, peak resident bytes) of one run of `cmd` (its stdout discarded) in environment `env`
-    (default: this one's); a failure raises with the tail of its stderr."""
+    (default: this one's); a failure raises naming the command line (both callers run `python ...`, so its
+    first word alone says nothing) with the tail of its stderr."""
     with tempfile.TemporaryFile() as err:
         done = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], env=os.environ if env is None else env,
                               stdout=subprocess.PIPE, stderr=err, text=True)
         seconds, code, peak = json.loads(done.stdout) if done.returncode == 0 else (0.0, done.returncode, 0)
         if code != 0:
             err.seek(0)
-            raise RuntimeError(f"{cmd[0]} failed: {err.read()[-2000:].decode(errors='replace')}")
+            raise RuntimeError(f"{shlex.join(cmd)[:300]} failed: {err.read()[-2000:].decode(errors='replace')}")
     return seconds, peak
 
 

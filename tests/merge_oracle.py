@@ -4,7 +4,7 @@ from __future__ import annotations
 import types
 from pathlib import Path
 
-import ml_dtypes  # noqa: F401  (registers numpy's bfloat16, which read_tensors may meet)
+import ml_dtypes  # registers numpy's bfloat16, which read_tensors may meet
 import numpy as np
 import torch
 from safetensors import safe_open
@@ -121,3 +121,11 @@ def assert_cut_family(ours: dict, theirs: dict, base: dict, ft: dict, tol: float
 ROUNDED_ONCE = {"linear", "slerp"}   # float32 math rounded once: at most 1 unit in the last place
 KARCHER_EPS = 4                      # karcher: within 4 epsilons of the dtype, relative to the tensor's max
 PROMOTED = {"ramplus_tl", "arcee_fusion"}  # mergekit writes float32: compare its tensors rounded to the dtype
+
+
+def assert_karcher_close(ours: np.ndarray, ref: np.ndarray, name: str) -> None:
+    """karcher's family: within KARCHER_EPS epsilons of the dtype (ml_dtypes.finfo: numpy's own knows no
+    bfloat16 without ml_dtypes 0.7), relative to the tensor's max."""
+    eps = float(ml_dtypes.finfo(ours.dtype).eps)
+    gap = np.abs(ours.astype(np.float32) - ref.astype(np.float32)).max()
+    assert gap <= KARCHER_EPS * eps * np.abs(ref.astype(np.float32)).max(), name

@@ -11,7 +11,7 @@ import pytest
 from jaxmerge.arch import ArchSpec
 from jaxmerge.merge import METHODS, Sources, init_state, resolve_hparams
 from jaxmerge.merge.base import merge_params
-from jaxmerge.merge.sparsify import magnitude, stable_rank, top_k_rank
+from jaxmerge.merge.sparsify import SAMPLE, _ascending_at, magnitude, stable_rank, top_k_rank
 from jaxmerge.params import param_shapes, stack
 
 merge_jit = jax.jit(merge_params, static_argnums=(0, 4, 5))
@@ -41,6 +41,28 @@ def test_selection_of_spread_values_keeps_what_the_sorted_rank_keeps(shape, dens
     want = magnitude(jnp.asarray(x), stable_rank(jnp.asarray(x), descending=True), d, 0.0)
     np.testing.assert_array_equal(np.asarray(magnitude(jnp.asarray(x), jnp.asarray(top_k_rank(x, d)), d, 0.0)),
                                   np.asarray(want))
+
+
+def _patterns(n: int) -> dict[str, np.ndarray]:
+    """uint32 bit patterns of |x| that a strided sample represents well, and ones it does not."""
+    rng = np.random.default_rng(2)
+    spread = np.abs(rng.standard_normal(n).astype(np.float32) * np.exp2(rng.integers(-20, 20, n)).astype(np.float32))
+    stride = n // SAMPLE
+    fooled = np.full(n, 7 << 23, np.uint32)
+    fooled[::stride] = np.arange(0, n, stride, dtype=np.uint32)  # every sampled element small, the rest large
+    return {"spread": spread.view(np.uint32), "sorted": np.sort(spread.view(np.uint32)),
+            "few values": rng.integers(0, 3, n).astype(np.uint32) << 20, "constant": np.full(n, 5, np.uint32),
+            "sample unlike the tensor": fooled}
+
+
+@pytest.mark.parametrize("pattern", ["spread", "sorted", "few values", "constant", "sample unlike the tensor"])
+def test_selection_finds_the_sorted_value_at_every_position(pattern):
+    """The cut's value, where the sample brackets it and where it misses (the fallback): sorted(bits)[index]."""
+    n = 5 * SAMPLE + 3  # above the size that is partitioned whole
+    bits = _patterns(n)[pattern]
+    want = np.sort(bits)
+    for index in (0, 1, n // 10, n // 2, n - SAMPLE, n - 2, n - 1):
+        assert _ascending_at(bits.copy(), index) == want[index], (pattern, index)
 
 
 def random_sources(spec, seed=0, quantum=None):

@@ -24,7 +24,7 @@ from jaxmerge.merge import sparsify
 from jaxmerge.merge.base import MergeMethod
 from jaxmerge.merge.hparams import HParam, fraction, number, switch, weight
 from jaxmerge.merge.numerics import F32, const, model_sum, over, rnd
-from jaxmerge.params import aligned_stack
+from jaxmerge.params import aligned_empty
 
 
 def _task_vectors(base, sources, math):
@@ -51,7 +51,10 @@ def _init_once(base, sources, hp, math="float32"):
 def _select(state, hp):
     """The rank entry of a one-shot TIES state: each model's kept elements at its density (sparsify.top_k_rank)."""
     delta, density = state["delta"], np.asarray(hp["density"])
-    return {"aux": aligned_stack([sparsify.top_k_rank(delta[m], density[m]) for m in range(delta.shape[0])])}
+    aux = aligned_empty(delta.shape, np.int32)
+    for m in range(delta.shape[0]):
+        sparsify.top_k_rank(delta[m], density[m], out=aux[m])
+    return {"aux": aux}
 
 
 SPARSIFIERS = {

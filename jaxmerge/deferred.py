@@ -30,10 +30,21 @@ class _Shaped:
 
 
 class Deferred(_Shaped):
-    """One tensor of `shape` and `dtype`, made by `make()` (a numpy array of exactly that shape and dtype)."""
+    """One tensor of `shape` and `dtype`, made by `make()` (a numpy array of exactly that shape and dtype), or
+    by `fill(out)` straight into an array the caller holds (`make_into`: a source tensor read from its file
+    into its slot of the models' stack, not read and then copied)."""
 
-    def __init__(self, shape: tuple[int, ...], dtype, make: Callable[[], np.ndarray]):
-        self.shape, self.dtype, self._make = tuple(shape), np.dtype(dtype), make
+    def __init__(self, shape: tuple[int, ...], dtype, make: Callable[[], np.ndarray],
+                 fill: Callable[[np.ndarray], None] | None = None):
+        self.shape, self.dtype, self._make, self._fill = tuple(shape), np.dtype(dtype), make, fill
+
+    def make_into(self, out: np.ndarray) -> None:
+        """The tensor's values in `out` (C-contiguous, of this shape and dtype)."""
+        assert out.shape == self.shape and out.dtype == self.dtype and out.flags.c_contiguous, (out.shape, self.shape)
+        if self._fill is None:
+            out[...] = self.get()
+        else:
+            self._fill(out)
 
     def get(self) -> np.ndarray:
         array = self._make()

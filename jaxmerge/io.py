@@ -11,6 +11,8 @@ import json
 import os
 import re
 import shutil
+import struct
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,11 +25,12 @@ from jaxmerge.arch import ArchSpec
 from jaxmerge.atomic import atomic_dir
 from jaxmerge.deferred import Deferred, DeferredStack
 from jaxmerge.errors import JaxmergeError, expect
-from jaxmerge.files import read_text
+from jaxmerge.files import open_regular, read_text
 from jaxmerge.params import LAYOUTS, Params, TensorName, aligned_stack, hf_names, layout_of, param_shapes, \
     piece_index, to_hf_tensors
 from jaxmerge.stwrite import write as save_file  # the seam tests patch: the one shard writer
 from jaxmerge.vlm.view import text_names
+from jaxmerge.stheader import TensorInfo
 from jaxmerge.weights import tensor_headers
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
@@ -118,6 +121,23 @@ def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
         raise JaxmergeError(f"expected tensor {name} to be readable in {file}, found: {e}") from None
 
 
+def read_into(file: Path, name: str, info: TensorInfo, out: np.ndarray) -> None:
+    """Tensor `name`'s bytes (its header entry `info`) read from `file` into `out` (C-contiguous, as many
+    bytes): one copy from the page cache, where safetensors' get_tensor maps the file and copies it out."""
+    fd = open_regular(file, "a safetensors file")
+    try:
+        (header,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        view, offset = memoryview(out.reshape(-1).view(np.uint8)), 8 + header + info.begin
+        expect(view.nbytes == info.end - info.begin, f"expected tensor {name} to hold {view.nbytes} bytes in "
+                                                     f"{file}, found {info.end - info.begin}")
+        while view.nbytes:
+            done = os.preadv(fd, [view], offset)
+            expect(done > 0, f"expected tensor {name} to be readable in {file}, found the file shorter")
+            view, offset = view[done:], offset + done
+    finally:
+        os.close(fd)
+
+
 def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True,
          lazy: bool = False) -> Model:
     """Load a HF checkpoint of a known family into canonical params (numpy; jit moves them to devices).
@@ -146,8 +166,8 @@ def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_fin
 def _deferred_model(model_dir: Path, spec: ArchSpec, dtype: str | None, check_finite: bool) -> Model:
     """`load(..., lazy=True)`: one Deferred per tensor (a layer of an expert-stacked leaf gathers its pieces)."""
     names, files, stored = tensor_table(model_dir, spec)
-    check_one_dtype(set(stored.values()), model_dir)
-    kind = np.dtype(DTYPES[dtype or next(iter(stored.values()))])
+    check_one_dtype({info.dtype for info in stored.values()}, model_dir)
+    kind = np.dtype(DTYPES[dtype or next(iter(stored.values())).dtype])
     shapes = param_shapes(spec)
     parts: dict[tuple[str, int | None], list[tuple[str, TensorName]]] = {}
     for name, t in names.items():
@@ -167,8 +187,17 @@ def _deferred_model(model_dir: Path, spec: ArchSpec, dtype: str | None, check_fi
             out[piece_index(t)] = array
         return out
 
+    def fill(leaf: str, layer: int | None, out: np.ndarray) -> None:
+        (name, t), *more = parts[(leaf, layer)]
+        if more or t.expert is not None or stored[name].dtype != kind.name or sys.byteorder != "little":
+            out[...] = read(leaf, layer, out.shape)  # pieces to gather, or a dtype to convert: read() does it
+            return
+        read_into(files[name], name, stored[name], out)
+        if check_finite:
+            check_finite_values(out, name, files[name])
+
     def deferred(leaf: str, layer: int | None, shape) -> Deferred:
-        return Deferred(shape, kind, lambda: read(leaf, layer, tuple(shape)))
+        return Deferred(shape, kind, lambda: read(leaf, layer, tuple(shape)), lambda out: fill(leaf, layer, out))
     params: Params = {leaf: deferred(leaf, None, shape) for leaf, shape in shapes.items() if leaf != "layers"}
     params["layers"] = {leaf: DeferredStack([deferred(leaf, i, shape[1:]) for i in range(spec.num_layers)])
                         for leaf, shape in shapes["layers"].items()}
@@ -213,7 +242,7 @@ def tensor_files(model_dir: Path, spec: ArchSpec) -> tuple[dict[str, TensorName]
 
 
 def tensor_table(model_dir: Path, spec: ArchSpec):
-    """tensor_files' two tables and a third: stored name -> its dtype (a numpy name), from the headers."""
+    """tensor_files' two tables and a third: stored name -> its header entry (TensorInfo: dtype, shape, bytes)."""
     stored = tensor_headers(model_dir)
     renamed = text_names(model_dir, stored)  # a VLM: its language model's tensors under their text names
     headers = {name: stored[renamed[name]] for name in renamed}
@@ -232,7 +261,7 @@ def tensor_table(model_dir: Path, spec: ArchSpec):
         file, info = headers[name]
         check_meta(renamed[name], info.shape, info.dtype, t.shape, file)
     return ({renamed[n]: t for n, t in names.items()}, {renamed[n]: file for n, (file, _) in headers.items()},
-            {renamed[n]: headers[n][1].dtype for n in names})
+            {renamed[n]: headers[n][1] for n in names})
 
 
 def check_layer_count(model_dir: Path, spec: ArchSpec, headers: dict) -> None:

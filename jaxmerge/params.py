@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from jaxmerge.arch import ArchSpec
-from jaxmerge.deferred import is_deferred
+from jaxmerge.deferred import Deferred, is_deferred
 from jaxmerge.families import family_of
 
 Params = dict[str, Any]
@@ -97,12 +97,19 @@ def aligned_empty(shape, dtype) -> np.ndarray:
 
 
 def aligned_stack(arrays) -> np.ndarray:
-    """np.stack, into an aligned_empty array where the values are numbers."""
-    arrays = [np.asarray(a) for a in arrays]
-    dtype = np.result_type(*arrays)
-    if dtype.kind not in "biuf":
-        return np.stack(arrays)
-    return np.stack(arrays, out=aligned_empty((len(arrays), *arrays[0].shape), dtype))
+    """np.stack, into an aligned_empty array where the values are numbers; a Deferred of the stack's dtype is
+    made straight into its row (Deferred.make_into)."""
+    arrays = [a if isinstance(a, Deferred) else np.asarray(a) for a in arrays]
+    dtype = np.result_type(*[a.dtype for a in arrays])
+    if dtype.kind not in "biuf" or any(a.shape != arrays[0].shape for a in arrays):  # np.stack refuses those
+        return np.stack([np.asarray(a) for a in arrays])
+    out = aligned_empty((len(arrays), *arrays[0].shape), dtype)
+    for row, a in zip(out, arrays):
+        if isinstance(a, Deferred) and a.dtype == dtype:
+            a.make_into(row)
+        else:
+            row[...] = np.asarray(a)
+    return out
 
 
 def layer_leaf_shapes(spec: ArchSpec) -> dict[str, tuple[int, ...]]:

@@ -19,7 +19,7 @@ from jaxmerge.merge import stream
 from jaxmerge.merge.build import Options, build_sources, merge_key, merge_recipe
 from jaxmerge.merge.prepare import load_models
 from jaxmerge.merge.recipe import parse_recipe
-from jaxmerge.params import to_hf_tensors
+from jaxmerge.params import aligned_stack, to_hf_tensors
 from tests.merge_oracle import make_family, read_tensors
 from tests.tiny import make_tiny_model
 
@@ -49,6 +49,17 @@ def test_lazy_load_reads_what_load_reads(tmp_path, family, dtype):
     _tree_equal(materialise(lazy.params), eager.params)
     leaf = next(iter(eager.params["layers"]))
     np.testing.assert_array_equal(np.asarray(lazy.params["layers"][leaf][1:3]), eager.params["layers"][leaf][1:3])
+    # made straight into an array (read from the file into it; pieces and conversions through read): the same
+    for name in [k for k in eager.params if k != "layers"]:
+        _tree_equal(_made_into(lazy.params[name]), eager.params[name])
+    for name, stacked in eager.params["layers"].items():
+        _tree_equal(aligned_stack(lazy.params["layers"][name].items), stacked)
+
+
+def _made_into(tensor: Deferred) -> np.ndarray:
+    out = np.full(tensor.shape, 7, tensor.dtype)
+    tensor.make_into(out)
+    return out
 
 
 def test_lazy_load_checks_finiteness_when_a_tensor_is_read(tmp_path):
@@ -59,8 +70,10 @@ def test_lazy_load_checks_finiteness_when_a_tensor_is_read(tmp_path):
     save_file(tensors, str(file), metadata={"format": "pt"})
     lazy = load(path, lazy=True)  # headers only: nothing refused yet
     np.asarray(lazy.params["layers"]["up_proj"][0])
-    with pytest.raises(JaxmergeError, match=r"model\.layers\.1\.mlp\.up_proj\.weight expected finite values"):
-        np.asarray(lazy.params["layers"]["up_proj"][1])
+    _made_into(lazy.params["layers"]["up_proj"][0])
+    for make in (np.asarray, _made_into):
+        with pytest.raises(JaxmergeError, match=r"model\.layers\.1\.mlp\.up_proj\.weight expected finite values"):
+            make(lazy.params["layers"]["up_proj"][1])
 
 
 def test_writer_writes_safetensors_own_bytes(tmp_path):

@@ -99,15 +99,16 @@ def _merge_unit(method: MergeMethod, columns: Columns, hparams, key, out_dtype, 
     if layers is None:
         get = lambda tree: tree[leaf]  # noqa: E731
         hp = {k: np.asarray(v) for k, v in _hp_for(method, hparams, get).items()}
-        stack_of = lambda trees: [np.asarray(get(t)) for t in trees]  # noqa: E731
+        stack_of = lambda trees: aligned_stack([get(t) for t in trees])  # noqa: E731
     else:
         per_layer = _hp_for(method, hparams, lambda t: t["layers"][leaf])
         cells = [_layer_of(method, per_layer, i) for i in layers]
         hp = {k: np.stack([c[k] for c in cells], axis=-1 if k in method.model_hparams else 0) for k in cells[0]}
-        stack_of = lambda trees: [aligned_stack([np.asarray(t["layers"][leaf][i]) for i in layers])  # noqa: E731
-                                  for t in trees]
+        stack_of = lambda trees: _rows(  # noqa: E731
+            aligned_stack([t["layers"][leaf][i] for t in trees for i in layers]), len(trees))
+    # every source read straight into one aligned array (Deferred.make_into), which XLA takes without a copy
     base = None if columns.base is None else stack_of([columns.base])[0]
-    sources = aligned_stack(stack_of(columns.models))  # [M, ...] or [M, pair, ...]
+    sources = stack_of(columns.models)  # [M, ...] or [M, pair, ...]
     batched = layers is not None
     if method.init_once is None:
         state = _init_jit(method, base, sources, math, batched)
@@ -131,6 +132,11 @@ def _merge_unit(method: MergeMethod, columns: Columns, hparams, key, out_dtype, 
                                    f"{hf_name(columns.spec, leaf, i)} (check the recipe's weights and the sources; "
                                    "nothing written)")
     return out
+
+
+def _rows(stacked: np.ndarray, models: int) -> np.ndarray:
+    """[models * pair, ...] as [models, pair, ...] (a view: still aligned)."""
+    return stacked.reshape(models, -1, *stacked.shape[1:])
 
 
 def merge_state(method: MergeMethod, state: Params, hparams: dict[str, Any], key: jax.Array, out_dtype,

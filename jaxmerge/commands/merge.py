@@ -81,7 +81,7 @@ def _run(args) -> int:
     from jaxmerge.merge.recipe import read_recipe
     from jaxmerge.runtime import enable_compilation_cache
 
-    enable_compilation_cache()  # the merge compiles per architecture: a repeat merge of the same shapes reuses it
+    enable_compilation_cache(default_min_seconds=0)  # every per-shape program: the next merge of them reuses it
     options = Options(seed=args.seed, math_dtype=args.math_dtype, out_shard_size=args.out_shard_size,
                       copy_tokenizer=args.copy_tokenizer, write_model_card=args.write_model_card,
                       overwrite=args.overwrite, allow_crimes=args.allow_crimes)

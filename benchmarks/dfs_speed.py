@@ -79,9 +79,11 @@ def speed(root: Path, quick: bool, layers: int = 8, repeats: int = 5, batch: int
     skip, every = (jax.jit(lambda p, f=path_fn(e): map_candidates(f, p, 1)) for e in (False, True))
     vmapped = jax.jit(jax.vmap(path_fn(False)))
     a_spec, a_params = models[0].spec, models[0].params
-    plain_map = jax.jit(lambda p, n: map_candidates(lambda _: model.forward(a_spec, p, tokens), n, 1))
-    runs = np.arange(population)  # A's forward `population` times in the same harness as the candidates
-    plain = repeat(lambda: plain_map(a_params, runs).block_until_ready(), repeats)
+    plain_map = jax.jit(lambda p, batches: map_candidates(lambda tk: model.forward(a_spec, p, tk), batches, 1))
+    # A's forward `population` times in the same harness as the candidates, each on its own copy of the batch: a
+    # mapped function that ignores its input is loop-invariant, and XLA hoists it out of the loop (it ran once)
+    batches = np.repeat(tokens[None], population, axis=0)
+    plain = repeat(lambda: plain_map(a_params, batches).block_until_ready(), repeats)
     plain = plain._replace(runs=tuple(t / population for t in plain.runs))
     table = ["| path (used steps) | skip unused, s / candidate | every step, s / candidate | "
              "skip / (used/L x plain A) | goal |", "|---|---|---|---|---|"]

@@ -62,8 +62,11 @@ def build(size: str, dtype: str, population: int, mode: str):
     else:
         fitness = lambda raw, key, data: score(spec, merge_params(method, data["merge"], genome.hparams(raw),  # noqa
                                                                   key, jnp.dtype(dtype)), tokens, ones, ones).logprob.mean()
-    forward = jax.jit(lambda p: jax.lax.map(lambda _: score(spec, p, tokens, ones, ones).logprob.mean(),
-                                            jnp.arange(population)))
+    # each forward on its own copy of the batch (an argument): a mapped function that ignores its input is
+    # loop-invariant, and XLA hoists it out of the loop, so the baseline would be one forward, not `population`
+    copies = jnp.repeat(tokens[None], population, axis=0)
+    mapped = jax.jit(lambda p, tk: jax.lax.map(lambda t: score(spec, p, t, ones, ones).logprob.mean(), tk))
+    forward = lambda p: mapped(p, copies)  # noqa: E731
     n_params = sum(int(jnp.prod(jnp.asarray(s))) for s in leaves)
     return spec, genome, {"merge": state}, fitness, forward, base, n_params, batch * seq
 

@@ -28,9 +28,9 @@ from jaxmerge.errors import JaxmergeError, expect
 from jaxmerge.files import open_regular, read_text
 from jaxmerge.params import LAYOUTS, Params, TensorName, aligned_stack, hf_names, layout_of, param_shapes, \
     piece_index, to_hf_tensors
+from jaxmerge.stheader import TensorInfo
 from jaxmerge.stwrite import write as save_file  # the seam tests patch: the one shard writer
 from jaxmerge.vlm.view import text_names
-from jaxmerge.stheader import TensorInfo
 from jaxmerge.weights import tensor_headers
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}

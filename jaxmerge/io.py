@@ -124,18 +124,16 @@ def _read(file: Path, name: str, handles: dict[Path, Any]) -> np.ndarray:
 def read_into(file: Path, name: str, info: TensorInfo, out: np.ndarray) -> None:
     """Tensor `name`'s bytes (its header entry `info`) read from `file` into `out` (C-contiguous, as many
     bytes): one copy from the page cache, where safetensors' get_tensor maps the file and copies it out."""
-    fd = open_regular(file, "a safetensors file")
-    try:
-        (header,) = struct.unpack("<Q", os.pread(fd, 8, 0))
-        view, offset = memoryview(out.reshape(-1).view(np.uint8)), 8 + header + info.begin
-        expect(view.nbytes == info.end - info.begin, f"expected tensor {name} to hold {view.nbytes} bytes in "
-                                                     f"{file}, found {info.end - info.begin}")
-        while view.nbytes:
-            done = os.preadv(fd, [view], offset)
-            expect(done > 0, f"expected tensor {name} to be readable in {file}, found the file shorter")
-            view, offset = view[done:], offset + done
-    finally:
-        os.close(fd)
+    view = memoryview(out.reshape(-1).view(np.uint8))
+    expect(view.nbytes == info.end - info.begin, f"expected tensor {name} to hold {view.nbytes} bytes in {file}, "
+                                                 f"found {info.end - info.begin}")
+    with os.fdopen(open_regular(file, "a safetensors file"), "rb", buffering=0) as f:  # readinto: no copy
+        (header,) = struct.unpack("<Q", f.read(8))
+        f.seek(8 + header + info.begin)
+        while view.nbytes:  # one read may return less (Linux stops at about 2 GiB)
+            done = f.readinto(view)
+            expect(bool(done), f"expected tensor {name} to be readable in {file}, found the file shorter")
+            view = view[done:]
 
 
 def load(path_or_repo_id: str | os.PathLike, dtype: str | None = None, check_finite: bool = True,

@@ -1,7 +1,10 @@
-"""Test setup: 8 fake CPU devices (set before jax is imported anywhere) and tiny HF model fixtures."""
+"""Test setup: 8 fake CPU devices and the suite's compiler settings (set before jax is imported anywhere), and
+tiny HF model fixtures."""
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+from tests.xla import suite_flags
+
+os.environ.setdefault("XLA_FLAGS", suite_flags(devices=8))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from jaxmerge.cli import main
 from jaxmerge.config import load_config
 from jaxmerge.demo.pipeline import PLOTS, evolve_configs
 from jaxmerge.demo.world import World
+from tests.xla import run_cli
 
 # Target exact match, absolute. The quick run (2026-12-02, shipped world): PS 20.0% and PS+DFS 21.4% against the
 # best source 0.6% (sort) and the best hand-made merge 8.0% (DARE-TIES), so each wins by 12 points or more.
@@ -15,10 +15,11 @@ MARGIN = 0.08
 
 
 @pytest.mark.slow
-def test_demo_quick_end_to_end(tmp_path, capsys):
+def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    proc = run_cli("demo", "--quick", "--out", out, "--no-progress")  # as a user runs it (tests/xla.py: why)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    printed = proc.stdout
     results = json.loads((out / "results.json").read_text())
     names = [row["name"] for row in results["rows"]]
     assert names == ["base", "reverse", "sort", "cipher", "add", "task_arithmetic", "ties", "dare_ties",

@@ -6,6 +6,7 @@ import pytest
 
 from jaxmerge.cli import main
 from jaxmerge.config import load_config
+from tests.xla import run_cli
 
 # Target ROUGE-L, absolute. The quick run (2026-12-02, shipped world, search seeds 0, 1, 2): PS 83.6 against the
 # best source 80.8 (VLM-E) and the best hand-made merge 79.8 (DARE-TIES); paired over the 400 test items the full
@@ -20,7 +21,8 @@ def demo(tmp_path_factory):
     for name in ("runs/dfs/best.json", "plots/dfs_path.png", "configs/evolve_dfs.yml"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text("the text demo's")
-    assert main(["demo", "--vlm", "--quick", "--out", str(out), "--no-progress"]) == 0
+    proc = run_cli("demo", "--vlm", "--quick", "--out", out, "--no-progress")  # as a user runs it (tests/xla.py)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     return out, json.loads((out / "results.json").read_text())
 
 

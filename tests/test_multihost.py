@@ -18,6 +18,7 @@ from jaxmerge.evolve.records import read_history
 from jaxmerge.io import load
 from jaxmerge.modes import evolve
 from tests.evolve_world import build_world, write_config
+from tests.xla import suite_flags
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def free_port() -> int:
 
 
 def launch(config, out, devices: int, extra=()):
-    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
+    env = {**os.environ, "XLA_FLAGS": suite_flags(devices),
            "JAXMERGE_COMPILATION_CACHE": "off"}
     cmd = [sys.executable, "-m", "jaxmerge.cli", "evolve", str(config), "--out", str(out), "--no-progress", *extra]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

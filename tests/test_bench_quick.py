@@ -2,6 +2,8 @@
 
 Only the shape of the output is checked, never the numbers: timings belong in benchmarks/RESULTS.md, not in
 assertions. Run in a subprocess with one CPU device (the benchmark's own setting, not conftest's 8 fake ones).
+It compiles with the suite's flags: XLA's defaults are exercised by tools/gpu_check.py's dry run and by
+tests/test_runtime.py's repeated merge, and this run's figures are never read.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ import sys
 
 import pytest
 
+from tests.xla import suite_flags
+
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "met"}
 
 
 def run_bench(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env = {**os.environ, "XLA_FLAGS": suite_flags(devices=1)}  # compiled as the suite compiles (tests/xla.py)
     return subprocess.run([sys.executable, "-m", "jaxmerge.cli", "bench", *args], capture_output=True, text=True,
                           env=env, timeout=timeout, cwd="/")
 

@@ -4,8 +4,8 @@ The suite is compile-bound: its models are tiny, and compiling their programs wa
 (jax.monitoring's backend-compile, trace and lowering durations, over three of the heaviest modules). XLA's CPU
 fusion emitters and LLVM's optimisation passes are most of a compile, so the suite turns both off (`pytest`
 went from 597 s to 366 s on 2 idle cores, every test passing). Production runs keep XLA's defaults, and so do the
-tests that check them: `jaxmerge bench --quick` (tests/test_bench_quick.py), tools/gpu_check.py's dry run and
-the repeated-merge cache test run their subprocesses without these flags.
+tests that check them: tools/gpu_check.py's dry run (both memory modes' evolve step) and the repeated-merge cache
+test (tests/test_runtime.py) run their subprocesses without these flags.
 
 A subprocess that needs another device count takes `suite_flags(devices=N)`, so that every process of a
 comparison compiles the same way (a multi-process run against this process's reference, bit for bit).

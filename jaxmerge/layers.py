@@ -9,6 +9,8 @@ float32, rotate-half RoPE, GQA by grouping query heads over their shared kv head
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -63,16 +65,31 @@ def qkv(spec: ArchSpec, lp: Params, x: jax.Array):
             v.reshape(b, s, spec.num_kv_heads, spec.head_dim))
 
 
-def attention_block(spec: ArchSpec, lp: Params, x: jax.Array, rope, mask, kv=None, start=None):
-    """Self-attention of one layer. With `kv` = (k, v) cache of this layer, writes the new keys at `start`."""
+class CacheView(NamedTuple):
+    """A layer's KV cache inside the whole one: keys/values [L, B, S_max, K, hd] and this layer's index. The
+    layer writes only its new keys, at [layer, :, start], into the array it was handed (in place, when that
+    array is a loop carry), and attends over its own entry: a decode step then moves one token's keys per layer,
+    not the layer's whole cache in and out of the scan (jaxmerge.model.run says when each form is used)."""
+    k: jax.Array
+    v: jax.Array
+    layer: jax.Array
+
+
+def _written(cache: jax.Array, new: jax.Array, layer, start) -> jax.Array:
+    at = (jnp.asarray(layer, jnp.int32), jnp.int32(0), jnp.asarray(start, jnp.int32), jnp.int32(0), jnp.int32(0))
+    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype)[None], at)
+
+
+def attention_block(spec: ArchSpec, lp: Params, x: jax.Array, rope, mask, kv: CacheView | None = None, start=None):
+    """Self-attention of one layer. With a cache view `kv`, writes the new keys at `start` and returns the view."""
     q, k, v = qkv(spec, lp, x)
     if spec.qk_norm:
         q, k = norm(spec, q, lp["q_norm"]), norm(spec, k, lp["k_norm"])
     q, k = apply_rope(q, *rope), apply_rope(k, *rope)
     if kv is not None:
-        k = jax.lax.dynamic_update_slice_in_dim(kv[0], k.astype(kv[0].dtype), start, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(kv[1], v.astype(kv[1].dtype), start, axis=1)
-        kv = (k, v)
+        kv = CacheView(_written(kv.k, k, kv.layer, start), _written(kv.v, v, kv.layer, start), kv.layer)
+        k = jax.lax.dynamic_index_in_dim(kv.k, kv.layer, keepdims=False)
+        v = jax.lax.dynamic_index_in_dim(kv.v, kv.layer, keepdims=False)
     out = attend(spec, q, k, v, mask).reshape(*x.shape[:2], spec.q_size)
     return linear(out, lp["o_proj"], lp.get("o_bias")), kv
 

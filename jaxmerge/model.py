@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import FULL, SLIDING, ArchSpec
-from jaxmerge.layers import attend, decoder_layer, linear, norm, rms_norm  # noqa: F401  (part of model's API)
+from jaxmerge.layers import CacheView, attend, decoder_layer, linear, norm, rms_norm  # noqa: F401  (model's API)
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope, inv_frequencies, rope_tables  # noqa: F401  (part of model's API)
 from jaxmerge.window import Band
@@ -58,6 +58,14 @@ def _typed_like(runs, kv):
     not run passes its entry through `lax.cond`, whose branches must agree with a running step's entry. Without
     `runs`, or outside shard_map, it changes nothing; XLA folds the select away."""
     return kv if runs is None else jax.tree.map(lambda a: jnp.where(runs[0], a, a), kv)
+
+
+def _typed_like_stream(h, kv):
+    """The cache typed like the stream h: under shard_map (a population split over devices) the layers' keys
+    vary with the params as h does, and a scan carry must keep one type; a select on a value of h gives the
+    cache h's type (XLA folds `where(c, a, a)` away)."""
+    first = h.reshape(-1)[0]
+    return jax.tree.map(lambda a: jnp.where(first == first, a, a), kv)
 
 
 def _plain_step(lp, h, layer):
@@ -153,18 +161,45 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
         cache.valid, mask.astype(jnp.int32), start, axis=1)
     att = attention(spec, positions, start + jnp.arange(tokens.shape[-1]), valid, whole=cache is None)
 
+    def layer(x, kind, h, kv):
+        rope, attn_mask = att.pick(kind)
+        return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
+
+    through = _carried if cache is not None and stack.runs is None else _stepped
+    h, kv = through(spec, stack, layer, stack.stream(embed(globals_, tokens, spec)), cache)
+    return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
+
+
+def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
+    """The layers with the whole cache as the scan's carry: each writes only its new keys, in place
+    (layers.CacheView). With each layer's entry as scan input and output instead, a decode step's time grew
+    with the cache length far faster than its attention: 4.82 ms against 2.89 ms a step at 1,152 slots (batch 4,
+    the decode benchmark's 4-layer model), the logits bit-identical (benchmarks/RESULTS.md, decode)."""
+    def body(carry, xs):
+        x, kind, index = xs
+        h, kv = layer(x, kind, carry[0], CacheView(*carry[1], index))
+        return (h, (kv.k, kv.v)), None
+
+    index = jnp.arange(cache.k.shape[0], dtype=jnp.int32)
+    (h, kv), _ = jax.lax.scan(body, (h, _typed_like_stream(h, (cache.k, cache.v))),
+                              (stack.xs, layer_kinds(spec), index))
+    return h, kv
+
+
+def _stepped(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache | None):
+    """The layers with each one's cache entry (if any) as scan input and output. Steps that may not run (a DFS
+    path) take this form: a skipped step passes its own entry through `lax.cond`, and under a vmap, where the
+    cond becomes a select, a carried cache would be selected whole at every step."""
     def body(h, xs):
         x, kind, kv, runs = xs
-        rope, attn_mask = att.pick(kind)
 
         def step(h, kv):
-            return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
+            h, view = layer(x, kind, h, None if kv is None else CacheView(kv[0][None], kv[1][None], jnp.int32(0)))
+            return h, None if view is None else (view.k[0], view.v[0])
         return step(h, kv) if runs is None else jax.lax.cond(runs, step, _passed, h, kv)
 
     kv_in = None if cache is None else _typed_like(stack.runs, (cache.k, cache.v))
-    xs = (stack.xs, layer_kinds(spec), kv_in, stack.runs)
-    h, kv = jax.lax.scan(body, stack.stream(embed(globals_, tokens, spec)), xs)
-    return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
+    return jax.lax.scan(body, h, (stack.xs, layer_kinds(spec), kv_in, stack.runs))
 
 
 def forward(spec: ArchSpec, params: Params, tokens: jax.Array, mask: jax.Array | None = None,

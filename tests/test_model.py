@@ -130,6 +130,32 @@ def test_cached_prefill_and_decode_equal_full_forward(model_path, name):
     assert step._cache_size() - compiled_before == 2  # prefill shape + decode shape; `start` and the cache are traced
 
 
+@pytest.mark.parametrize("name", ["qwen2-window"])  # a full and a sliding layer: both kinds of mask
+def test_carried_and_stepped_caches_agree_bit_for_bit(model_path, name):
+    """jaxmerge.model.run carries the whole cache when every step runs and passes each layer's entry through
+    the scan when steps may be skipped (a DFS path); both forms give the same logits and caches, bit for bit."""
+    from jaxmerge.model import plain, run as run_layers
+    model = jaxmerge.load(model_path(name))
+    spec, params = model.spec, jax.tree.map(jnp.asarray, model.params)
+    tokens, mask = left_padded([0, 4], SEQ, seed=3)
+    positions = jnp.asarray(default_positions(jnp.asarray(mask)))
+
+    @jax.jit
+    def decode(params, runs):  # runs: None, or the skippable form with nothing skipped
+        stack = plain(params)._replace(runs=runs)
+        cache, out = init_cache(spec, 2, SEQ, jnp.float32), []
+        for start, stop in ((0, 12), *((t, t + 1) for t in range(12, SEQ))):
+            logits, cache = run_layers(spec, params, stack, tokens[:, start:stop], mask[:, start:stop],
+                                       positions[:, start:stop], cache, start)
+            out.append(logits)
+        return jnp.concatenate(out, axis=1), cache
+
+    (carried, c1), (stepped, c2) = decode(params, None), decode(params, jnp.ones(spec.num_layers, bool))
+    assert np.array_equal(carried, stepped)
+    for a, b in zip(c1, c2):
+        assert np.array_equal(a, b)
+
+
 def test_new_weights_do_not_recompile(model_path):
     model = jaxmerge.load(model_path("qwen2-gqa4"))
     tokens, positions = tokens_for(2, SEQ), np.tile(np.arange(SEQ, dtype=np.int32), (2, 1))

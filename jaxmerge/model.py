@@ -53,18 +53,15 @@ def _passed(h, kv):
     return h, kv
 
 
-def _typed_like(runs, kv):
-    """The cache entries typed like `runs` (varying per shard under shard_map, as a DFS path is): a step that does
-    not run passes its entry through `lax.cond`, whose branches must agree with a running step's entry. Without
-    `runs`, or outside shard_map, it changes nothing; XLA folds the select away."""
-    return kv if runs is None else jax.tree.map(lambda a: jnp.where(runs[0], a, a), kv)
-
-
-def _typed_like_stream(h, kv):
-    """The cache typed like the stream h: under shard_map (a population split over devices) the layers' keys
-    vary with the params as h does, and a scan carry must keep one type; a select on a value of h gives the
-    cache h's type (XLA folds `where(c, a, a)` away)."""
-    first = h.reshape(-1)[0]
+def _typed_like(like, kv):
+    """The cache entries typed like the array `like` under shard_map (varying per shard where it varies): a scan
+    carry, and both branches of a `lax.cond`, must keep one type, and a layer's new keys vary with what it is
+    given (the params of a population split over devices, a DFS path). A select on a value of `like` gives the
+    entries its type; outside shard_map it changes nothing, and XLA folds `where(c, a, a)` away. `like` None:
+    the entries as they are."""
+    if like is None:
+        return kv
+    first = like.reshape(-1)[0]
     return jax.tree.map(lambda a: jnp.where(first == first, a, a), kv)
 
 
@@ -181,7 +178,7 @@ def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
         return (h, (kv.k, kv.v)), None
 
     index = jnp.arange(cache.k.shape[0], dtype=jnp.int32)
-    (h, kv), _ = jax.lax.scan(body, (h, _typed_like_stream(h, (cache.k, cache.v))),
+    (h, kv), _ = jax.lax.scan(body, (h, _typed_like(h, (cache.k, cache.v))),
                               (stack.xs, layer_kinds(spec), index))
     return h, kv
 

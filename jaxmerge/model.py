@@ -40,9 +40,8 @@ class Stack(NamedTuple):
     """Where a forward's layers come from. `xs`: scan inputs, leading axis one entry per step;
     `apply(x, h, layer) -> (h, kv)`: one step on the stream h, given `layer(lp, h_in) -> (h_out, kv)` (the
     decoder layer with this step's attention and cache); `stream(h)`: the scan's first carry from the embeddings;
-    `runs`: None (every step runs) or per step a traced bool: a step that does not run passes h and its cache
-    entry through under `lax.cond`, so it costs nothing (a DFS path pays for its used steps only). Under a vmap
-    with per-candidate `runs` the cond turns into a select and both branches are computed."""
+    `runs`: None (every step runs) or per step a traced bool: a step that does not run costs nothing (a DFS path
+    pays for its used steps only; `run` says how)."""
     xs: Any
     apply: Callable
     stream: Callable = _same
@@ -162,7 +161,10 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
         rope, attn_mask = att.pick(kind)
         return stack.apply(x, h, lambda lp, h_in: decoder_layer(spec, lp, h_in, rope, attn_mask, kv, start))
 
-    through = _carried if cache is not None and stack.runs is None else _stepped
+    if stack.runs is None:
+        through = _stepped if cache is None else _carried
+    else:
+        through = _compacted if cache is None else _stepped
     h, kv = through(spec, stack, layer, stack.stream(embed(globals_, tokens, spec)), cache)
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
 
@@ -183,10 +185,28 @@ def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
     return h, kv
 
 
+def _compacted(spec: ArchSpec, stack: Stack, layer, h, cache: None):
+    """Only the steps that run, in order: a `while_loop` over the used steps' indices (a stable argsort puts
+    them first), each fetching its scan input by index. One candidate at a time this costs what a scan of
+    `lax.cond`s costs; under a vmap (candidates in flight together) the loop runs the population's longest path
+    and selects its carry (h) at each step, where the conds became selects that computed every step of the
+    layout (benchmarks/RESULTS.md, dfs). Without a cache only: the carry would then hold the whole cache."""
+    order = jnp.argsort(jnp.logical_not(stack.runs).astype(jnp.int32), stable=True)
+    kinds = layer_kinds(spec)
+
+    def body(i, h):
+        t = order[i]
+        x = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), stack.xs)
+        return layer(x, None if kinds is None else kinds[t], h, None)[0]
+
+    return jax.lax.fori_loop(0, jnp.sum(stack.runs, dtype=jnp.int32), body, h), None
+
+
 def _stepped(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache | None):
-    """The layers with each one's cache entry (if any) as scan input and output. Steps that may not run (a DFS
-    path) take this form: a skipped step passes its own entry through `lax.cond`, and under a vmap, where the
-    cond becomes a select, a carried cache would be selected whole at every step."""
+    """The layers as a scan with each one's cache entry (if any) as scan input and output. With a cache, steps
+    that may not run (a DFS path decoding) take this form: a skipped step passes its own entry through
+    `lax.cond` (a select under a vmap, both branches computed), where a carried cache would be selected whole
+    at every step under a vmap."""
     def body(h, xs):
         x, kind, kv, runs = xs
 

@@ -1,5 +1,7 @@
 """The DFS path forward: identity = model A, B's layers on A's stream, vmap = per candidate, one compile,
 KV-cached decoding = the full forward, and refusal of sources that cannot share a stream."""
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -160,16 +162,37 @@ def test_skipping_unused_steps_changes_no_bit_and_compiles_once(models):
     assert fn._cache_size() == 1
 
 
-def test_one_candidate_in_flight_keeps_the_skip(models):
-    """lax.map with batch_size=1 vmaps over a batch of one, which turns the skip's cond into a select (every
-    step computed); map_candidates runs one candidate as a plain scan, so the cond survives."""
+def counted(stack: model.Stack, calls: list) -> model.Stack:
+    """The stack with a host callback in every step that computes its layer (a test probe, not a hot path)."""
+    def apply(x, h, layer):
+        jax.debug.callback(lambda: calls.append(1))
+        return stack.apply(x, h, layer)
+    return stack._replace(apply=apply)
+
+
+@pytest.mark.parametrize("cached", [False, True], ids=["forward", "decode step"])
+def test_a_candidate_computes_only_the_steps_its_path_uses(models, cached):
+    """One candidate in flight (map_candidates with batch 1, a plain scan: lax.map's batch_size=1 would vmap it
+    and turn a skip into a select) computes exactly its used steps: without a cache the driver loops over them
+    only, with one an unused step is a `lax.cond` that passes its entry through. Three candidates in flight
+    (vmapped: the loop runs the longest path and selects, the conds become selects) give the same bits."""
+    from jaxmerge.dfs.path import path_stack
     from jaxmerge.evolve.mesh import map_candidates
     tokens, mask = tokens_and_mask()
     space = layout_for(models, 2)
     spec, pool = path_spec(models[0].spec, space), pool_params(models)
-    population = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_genes(space, s) for s in range(3)])
-    one = lambda genes: forward(spec, with_path(pool, space.decode(genes)), tokens, mask)  # noqa: E731
-    assert "cond[" in str(jax.make_jaxpr(lambda p: map_candidates(one, p, 1))(population))
-    assert "cond[" not in str(jax.make_jaxpr(lambda p: jax.lax.map(one, p, batch_size=1))(population))
-    np.testing.assert_array_equal(np.asarray(jax.jit(lambda p: map_candidates(one, p, 1))(population)),
-                                  np.asarray(jax.jit(lambda p: map_candidates(one, p, 3))(population)))
+    candidates = [random_genes(space, s) for s in range(3)]
+    used = [int(np.asarray(space.decode(g).included).sum()) for g in candidates]
+    assert len(set(used)) > 1 and max(used) < space.num_slots + 1
+    calls = []
+
+    def one(genes, steps=lambda params: counted(path_stack(params), calls)):
+        params = with_path(pool, space.decode(genes))
+        cache = model.init_cache(spec, 2, 7, jnp.float32) if cached else None
+        return model.run(spec, params, steps(params), tokens, mask, cache=cache)[0]
+    population = jax.tree.map(lambda *xs: jnp.stack(xs), *candidates)
+    got = np.asarray(jax.jit(lambda p: map_candidates(one, p, 1))(population))
+    jax.effects_barrier()
+    assert len(calls) == sum(used)
+    vmapped = jax.jit(lambda p: map_candidates(partial(one, steps=path_stack), p, 3))  # selects under the vmap
+    np.testing.assert_array_equal(got, np.asarray(vmapped(population)))

@@ -3,9 +3,10 @@
 DFS params are a plain pytree: A's globals ("embed", "norm", "lm_head"), the pool of every source layer stacked
 [M, ...] under "pool" (canonical layer leaves), and the decoded path over its T + 1 steps: "included", "scales"
 and "layer" (the pool row of each step). Step t gathers its layer from the pool (a dynamic index, never a copy
-of the pool per repetition) and computes `layer(scale * h)` if included, else passes h through under `lax.cond`:
-an unused step costs nothing, and shapes never depend on the genes, so one compile serves the whole search.
-`jax.vmap` over decoded paths scores a population (there the cond becomes a select: every step is computed).
+of the pool per repetition) and computes `layer(scale * h)` if included; an unused step costs nothing
+(jaxmerge.model.run loops over the used steps only, or skips a decoding step's layer under `lax.cond`), and
+shapes never depend on the genes, so one compile serves the whole search. `jax.vmap` over decoded paths scores
+a population (there a forward runs the population's longest path; a decoding step's cond becomes a select).
 The scan itself is jaxmerge.model's one driver; this module only says how a step gets its layer (a `Stack`).
 
 The functions keep jaxmerge.model's signatures with `spec` = `path_spec(A's spec, layout, types)` (A's
@@ -55,11 +56,11 @@ def with_path(pool: Params, path: DecodedPath) -> Params:
 
 
 def path_stack(params: Params) -> Stack:
-    """Step t gathers its layer from the pool and runs it on the scaled stream if used; an unused step passes h
-    (and its cache entry) through without computing anything (`Stack.runs`), so a candidate costs its used
-    steps, with static shapes and one compile. The first carry is typed like the path: when a population is
-    split with shard_map, the path arrays vary per shard while the pool does not, and a scan carry must keep one
-    type; a select on a path value gives the embeddings the path's type (XLA folds `where(p, h, h)` away)."""
+    """Step t gathers its layer from the pool and runs it on the scaled stream if used; an unused step computes
+    nothing (`Stack.runs`), so a candidate costs its used steps, with static shapes and one compile. The first
+    carry is typed like the path: when a population is split with shard_map, the path arrays vary per shard
+    while the pool does not, and a loop carry must keep one type; a select on a path value gives the embeddings
+    the path's type (XLA folds `where(p, h, h)` away)."""
     def apply(x, h, layer):
         row, scale = x
         lp = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, row, keepdims=False), params["pool"])

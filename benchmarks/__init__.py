@@ -4,13 +4,22 @@ A benchmark module in SUITE exposes `measure(quick: bool, out: Path) -> (results
 results.json (see common.result) and its section of the results page; it writes any plots into `out`.
 `run_suite` runs them all (`jaxmerge bench`, or `python -m benchmarks` from the repository root). The package
 lives outside `jaxmerge/` on purpose: its anchors (torch, mergekit) are the test extra, not runtime dependencies.
+A benchmark run as a program (`python -m benchmarks[.NAME]`) gets the `jaxmerge` program's memory settings
+(jaxmerge.hugepages) before anything else happens; imported by another program (pytest) it changes nothing.
 """
 from __future__ import annotations
 
 import importlib
 import json
+import sys
 import time
 from pathlib import Path
+
+from jaxmerge.hugepages import with_huge_pages
+
+_argv = sys.orig_argv
+if "-m" in _argv[:-1] and _argv[_argv.index("-m") + 1].split(".")[0] == "benchmarks":  # python -m benchmarks[.NAME]
+    with_huge_pages()
 
 SUITE = (  # (section title, module): explicit, one line per benchmark
     ("evolution throughput (benchmarks/evolve_throughput.py)", "benchmarks.evolve_throughput"),

@@ -27,6 +27,7 @@ import numpy as np
 import yaml
 
 from benchmarks.common import Timing, measured_run, module_main, repeat, result
+from jaxmerge.hugepages import without_huge_pages
 
 NEW = ("nearswap", "ram", "ramplus_tl", "sce", "multislerp", "karcher", "arcee_fusion")  # mergekit 0.1.5's additions
 SETTINGS = {  # model dimensions, methods timed end to end, methods whose kernel is timed, runs per figure,
@@ -91,9 +92,9 @@ def recipe(method: str, paths: dict[str, str]) -> dict:
 
 
 def timed(cmd: list[str], env: dict, peaks: list[int] | None = None) -> float:
-    """Wall seconds of one run of `cmd`; its own peak resident memory (bytes, common.measured_run) is appended
-    to `peaks`."""
-    seconds, peak = measured_run(cmd, {**os.environ, "HF_HUB_OFFLINE": "1", **env})
+    """Wall seconds of one run of `cmd` in the user's environment (not this benchmark's huge pages); its own
+    peak resident memory (bytes, common.measured_run) is appended to `peaks`."""
+    seconds, peak = measured_run(cmd, {**without_huge_pages(dict(os.environ)), "HF_HUB_OFFLINE": "1", **env})
     if peaks is not None:
         peaks.append(peak)
     return seconds

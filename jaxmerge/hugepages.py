@@ -5,14 +5,14 @@ Why: on CPU every compiled call writes its outputs into freshly allocated buffer
 out huge pages only on request (transparent_hugepage "madvise", a common default) each 4 KiB page of a new
 buffer is a fault that the kernel zeroes, and those faults were most of a merge kernel's time: over three
 102M-parameter float32 models, merge_params took 0.075-0.091 s with the tunable against 0.20-0.45 s without
-(linear, medians of four runs each way) and 0.20-0.27 s against 0.46-0.55 s (dare_ties), with the same bits
-(benchmarks/RESULTS.md, merge kernels). glibc reads
-its tunables when a process starts, so setting the variable later does nothing: hence the re-execution, before
-anything is imported or started. Nothing happens where it cannot help (not Linux with glibc >= 2.35, huge
-pages "always" or "never"), where the tunable is already set, or with JAXMERGE_HUGE_PAGES=off. A process that
-touches each buffer once gains nothing: a one-shot `jaxmerge merge` of the same models took 3.34-3.93 s with the
-tunable against 2.94-3.45 s without (more time zeroing whole huge pages), so only the commands that run
-programs again and again ask for it (jaxmerge.cli.REPEATING), and the benchmarks.
+(linear; medians of three runs with, four without) and 0.20-0.27 s against 0.46-0.55 s (dare_ties), with the
+same bits (benchmarks/RESULTS.md, merge speed). glibc reads its tunables when a process starts, so setting the
+variable later does nothing: hence the re-execution, before anything is imported or started. Nothing happens
+where it cannot help (not Linux with glibc >= 2.35, huge pages "always" or "never"), where the tunable is
+already set, or with JAXMERGE_HUGE_PAGES=off. A process that touches each buffer once gains nothing: a one-shot
+`jaxmerge merge` of the same models took 3.34-3.93 s with the tunable against 2.94-3.45 s without (more time
+zeroing whole huge pages), so only the commands that run programs again and again ask for it
+(jaxmerge.cli.REPEATING), and the benchmarks.
 """
 from __future__ import annotations
 

@@ -67,7 +67,7 @@ def qkv(spec: ArchSpec, lp: Params, x: jax.Array):
 
 class CacheView(NamedTuple):
     """A layer's KV cache inside the whole one: keys/values [L, B, S_max, K, hd] and this layer's index. The
-    layer writes only its new keys, at [layer, :, start], into the array it was handed (in place, when that
+    layer writes only its new keys, at [layer, :, start] (or each row at its own start), into the array it was handed (in place, when that
     array is a loop carry), and attends over its own entry: a decode step then moves one token's keys per layer,
     not the layer's whole cache in and out of the scan (jaxmerge.model.run says when each form is used)."""
     k: jax.Array
@@ -76,8 +76,19 @@ class CacheView(NamedTuple):
 
 
 def _written(cache: jax.Array, new: jax.Array, layer, start) -> jax.Array:
-    at = (jnp.asarray(layer, jnp.int32), jnp.int32(0), jnp.asarray(start, jnp.int32), jnp.int32(0), jnp.int32(0))
-    return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype)[None], at)
+    """`new` [B, s, K, hd] written into layer `layer` of `cache` [L, B, S_max, K, hd] at slots start..start+s-1:
+    `start` one slot for every row, or one per row [B] (rows decoding at different slots: greedy_queue)."""
+    start = jnp.asarray(start, jnp.int32)
+    if start.ndim == 0:
+        at = (jnp.asarray(layer, jnp.int32), jnp.int32(0), start, jnp.int32(0), jnp.int32(0))
+        return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype)[None], at)
+    rows, slots = row_slots(start, new.shape[1])
+    return cache.at[jnp.asarray(layer, jnp.int32), rows, slots].set(new.astype(cache.dtype))
+
+
+def row_slots(start: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
+    """Scatter indices ([B, 1] rows, [B, length] slots) of rows that each write from their own `start` [B]."""
+    return jnp.arange(start.shape[0])[:, None], start[:, None] + jnp.arange(length)[None]
 
 
 def attention_block(spec: ArchSpec, lp: Params, x: jax.Array, rope, mask, kv: CacheView | None = None, start=None):

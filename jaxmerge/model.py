@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import FULL, SLIDING, ArchSpec
-from jaxmerge.layers import CacheView, attend, decoder_layer, linear, norm, rms_norm  # noqa: F401  (model's API)
+from jaxmerge.layers import CacheView, attend, decoder_layer, linear, norm, rms_norm, row_slots  # noqa: F401  (API)
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope, inv_frequencies, rope_tables  # noqa: F401  (part of model's API)
 from jaxmerge.window import Band
@@ -52,7 +52,7 @@ def _passed(h, kv):
     return h, kv
 
 
-def _typed_like(like, kv):
+def typed_like(like, kv):
     """The cache entries typed like the array `like` under shard_map (varying per shard where it varies): a scan
     carry, and both branches of a `lax.cond`, must keep one type, and a layer's new keys vary with what it is
     given (the params of a population split over devices, a DFS path). A select on a value of `like` gives the
@@ -150,12 +150,14 @@ def layer_kinds(spec: ArchSpec) -> jax.Array | None:
 def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask: jax.Array | None = None,
         positions: jax.Array | None = None, cache: KVCache | None = None, start=0):
     """(logits [B, s, V] float32, new cache or None) of tokens [B, s]. Without a cache the tokens are the whole
-    sequence (mask None: no padding); with one they occupy slots start..start+s-1 of it."""
+    sequence (mask None: no padding); with one they occupy slots start..start+s-1 of it (`start` a scalar, or
+    one per row [B]: rows that decode at different slots)."""
     mask = jnp.ones(tokens.shape, jnp.int32) if mask is None else mask
     positions = default_positions(mask) if positions is None else positions
-    valid = mask if cache is None else jax.lax.dynamic_update_slice_in_dim(
-        cache.valid, mask.astype(jnp.int32), start, axis=1)
-    att = attention(spec, positions, start + jnp.arange(tokens.shape[-1]), valid, whole=cache is None)
+    start = jnp.asarray(start, jnp.int32)
+    slots = start[..., None] + jnp.arange(tokens.shape[-1])  # [s], or [B, s] per row
+    valid = mask if cache is None else _valid_after(cache.valid, mask.astype(jnp.int32), start)
+    att = attention(spec, positions, slots, valid, whole=cache is None)
 
     def layer(x, kind, h, kv):
         rope, attn_mask = att.pick(kind)
@@ -169,6 +171,12 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
 
 
+def _valid_after(valid: jax.Array, mask: jax.Array, start: jax.Array) -> jax.Array:
+    if start.ndim == 0:
+        return jax.lax.dynamic_update_slice_in_dim(valid, mask, start, axis=1)
+    return valid.at[row_slots(start, mask.shape[1])].set(mask)
+
+
 def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
     """The layers with the whole cache as the scan's carry: each writes only its new keys, in place
     (layers.CacheView). With each layer's entry as scan input and output instead, a decode step's time grew
@@ -180,7 +188,7 @@ def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
         return (h, (kv.k, kv.v)), None
 
     index = jnp.arange(cache.k.shape[0], dtype=jnp.int32)
-    (h, kv), _ = jax.lax.scan(body, (h, _typed_like(h, (cache.k, cache.v))),
+    (h, kv), _ = jax.lax.scan(body, (h, typed_like(h, (cache.k, cache.v))),
                               (stack.xs, layer_kinds(spec), index))
     return h, kv
 
@@ -215,7 +223,7 @@ def _stepped(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache | None):
             return h, None if view is None else (view.k[0], view.v[0])
         return step(h, kv) if runs is None else jax.lax.cond(runs, step, _passed, h, kv)
 
-    kv_in = None if cache is None else _typed_like(stack.runs, (cache.k, cache.v))
+    kv_in = None if cache is None else typed_like(stack.runs, (cache.k, cache.v))
     return jax.lax.scan(body, h, (stack.xs, layer_kinds(spec), kv_in, stack.runs))
 
 

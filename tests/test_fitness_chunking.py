@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxmerge.fitness import greedy_jit, load_tokenizer, make_fitness, prepare
-from jaxmerge.fitness.chunking import bucket, chunks, padded_fraction
+from jaxmerge.fitness.chunking import bucket, chunks, joined, padded_fraction
 from jaxmerge.fitness.evaluate import evaluate
 from jaxmerge.fitness.fitness import completion
 from jaxmerge.fitness.tasks import Item, Task
@@ -33,7 +33,7 @@ def test_bucket_doubles_and_caps():
 def test_every_item_once_in_narrower_chunks(world):
     _, tok = world
     prepared = prepare(TASK, [Item(p, "0") for p in PROMPTS], tok, item_batch=2)
-    data = chunks(prepared)
+    data = chunks(prepared, min_chunks=1)
     assert len(data.groups) >= 2 and list(data.widths) == sorted(data.widths)
     index = np.concatenate([g["index"].reshape(-1) for g in data.groups])
     np.testing.assert_array_equal(index[data.slot], np.arange(len(PROMPTS)))
@@ -42,7 +42,14 @@ def test_every_item_once_in_narrower_chunks(world):
     for i in range(len(PROMPTS)):
         want = prepared.arrays["tokens"][i][prepared.arrays["mask"][i] > 0]
         np.testing.assert_array_equal(rows[data.slot[i]], want)
-    assert padded_fraction(prepared) < padded_fraction(prepared, grouped=False)
+    assert padded_fraction(prepared, min_chunks=1) < padded_fraction(prepared, grouped=False)
+
+
+def test_a_width_of_few_chunks_joins_the_next_wider_group():
+    """A group is one decoding queue: a few chunks of their own would leave its rows nothing to refill from."""
+    assert joined([8, 16, 16, 16, 16, 64], 4) == (16, 16, 16, 16, 16, 64)
+    assert joined([8, 8, 16, 64], 4) == (64, 64, 64, 64)
+    assert joined([8, 8, 16, 64], 1) == (8, 8, 16, 64)
 
 
 @pytest.mark.slow

@@ -3,7 +3,8 @@
 Every chunk of one `lax.map` has one shape, so a task whose prompts range from 8 to 500 tokens would pad every
 chunk (prefill and KV cache) to the longest. Here a generative task's items are sorted by prompt length and cut
 into chunks of `item_batch`; each chunk gets the width of its longest prompt rounded up to PAD_TO times a power
-of two (at most the task's width), and consecutive chunks of one width form a group with its own `lax.map`.
+of two (at most the task's width), and consecutive chunks of one width form a group (decoded as one queue;
+a width of fewer than QUEUE_CHUNKS chunks joins the next wider group).
 Shapes stay static and the fitness stays one compiled function (one loop per group: a few, as widths double);
 `slot` maps each item back to its place in the groups' concatenated outputs. Rows are left-padded, so a narrower
 chunk is the same rows with leading pad columns dropped (positions come from the mask: unchanged).
@@ -19,6 +20,10 @@ from jaxmerge.fitness.prepare import Prepared
 from jaxmerge.fitness.tokenize import PAD_TO
 
 TOKEN_AXIS = ("tokens", "mask")  # the generative arrays whose last axis is the prompt
+# A generative group of fewer chunks joins the next wider group: a group is decoded as one queue of item_batch
+# rows (jaxmerge.fitness.generate.greedy_queue), and a row takes the next item of its own group only. In 16 items
+# of answers 8-256 tokens, groups of 1, 1 and 2 chunks left the queue 1.15x faster than chunks, one group 1.3-1.5x.
+QUEUE_CHUNKS = 4
 
 
 class Chunks(NamedTuple):
@@ -33,7 +38,15 @@ def bucket(length: int, cap: int) -> int:
     return min(cap, PAD_TO * (1 << (units - 1).bit_length()))
 
 
-def chunks(prepared: Prepared) -> Chunks:
+def joined(widths: list[int], min_chunks: int) -> tuple[int, ...]:
+    """Non-decreasing chunk widths where a width of fewer than `min_chunks` chunks takes the next wider one."""
+    for width, wider in zip(sorted(set(widths)), sorted(set(widths))[1:]):
+        if widths.count(width) < min_chunks:
+            widths = [wider if w == width else w for w in widths]
+    return tuple(widths)
+
+
+def chunks(prepared: Prepared, min_chunks: int = QUEUE_CHUNKS) -> Chunks:
     """The prepared arrays as groups of [num_chunks, item_batch, ...] chunks (module doc)."""
     b, arrays = prepared.item_batch, prepared.arrays
     n_padded = next(iter(arrays.values())).shape[0]
@@ -45,7 +58,8 @@ def chunks(prepared: Prepared) -> Chunks:
     order = np.argsort(lengths, kind="stable")
     order = np.concatenate([order, np.full(n_padded - prepared.n, order[-1])])  # pad with the longest item
     cap = arrays["tokens"].shape[-1]
-    widths = tuple(bucket(lengths[order[c * b:(c + 1) * b]].max(), cap) for c in range(n_padded // b))
+    widths = joined([bucket(lengths[order[c * b:(c + 1) * b]].max(), cap) for c in range(n_padded // b)],
+                    min_chunks)
     groups, start = [], 0
     for width in dict.fromkeys(widths):  # non-decreasing: each width's chunks are consecutive
         count = widths.count(width)
@@ -58,10 +72,10 @@ def chunks(prepared: Prepared) -> Chunks:
     return Chunks(tuple(groups), slot, widths)
 
 
-def padded_fraction(prepared: Prepared, grouped: bool = True) -> float:
+def padded_fraction(prepared: Prepared, grouped: bool = True, min_chunks: int = QUEUE_CHUNKS) -> float:
     """Share of the prompt token slots the chunks hold that are padding (items repeated to fill the last chunk
     count as real): 1 - real tokens / slots, with the chunks' own widths or (`grouped` False) the task's."""
     if not grouped:
         return 1.0 - float(prepared.arrays["mask"].sum()) / prepared.arrays["mask"].size
-    groups = chunks(prepared).groups
+    groups = chunks(prepared, min_chunks).groups
     return 1.0 - sum(float(g["mask"].sum()) for g in groups) / sum(g["mask"].size for g in groups)

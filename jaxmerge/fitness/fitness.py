@@ -2,8 +2,10 @@
 
 The evolution engine puts `fitness` inside its jitted generation step and vmaps (or lax.maps) it over the
 population; the batch of items is a constant shared by every candidate, so candidates never recompile.
-Items run in chunks of `item_batch` under `lax.map`, bounding activation memory; a generative task's chunks are
-grouped by prompt length, each group padded to its own width (jaxmerge.fitness.chunking).
+Items run item_batch at a time, bounding activation memory: teacher-forced tasks in chunks under `lax.map`,
+generative ones as a queue of item_batch rows, a row taking the next item as soon as its own answer has ended
+(jaxmerge.fitness.generate.greedy_queue), once per group of prompts of one padded width
+(jaxmerge.fitness.chunking).
 
 - loglik, perplexity, choice: pure device math on teacher-forced log-probabilities.
 - exact_match_number, exact_match: greedy decoding on device, then the completions are decoded and compared on
@@ -30,7 +32,7 @@ import numpy as np
 
 from jaxmerge.errors import expect
 from jaxmerge.fitness.chunking import chunks
-from jaxmerge.fitness.generate import Decoder, Generated, greedy
+from jaxmerge.fitness.generate import Decoder, Generated, greedy_queue
 from jaxmerge.fitness.limits import check_all
 from jaxmerge.fitness.metrics import truncate
 from jaxmerge.fitness.prepare import Prepared
@@ -41,8 +43,8 @@ from jaxmerge.fitness.textscore import item_scorer
 class Fitness(NamedTuple):
     fitness: Callable     # (params, key=None) -> f32 scalar, higher is better
     per_item: Callable    # (params) -> [N] f32 per-item scores
-    outputs: Callable     # (params, chunk) -> Generated | Scored: raw outputs of one item chunk (jit it)
-    scores: Callable      # (outputs, chunk) -> [item_batch] f32 per-item scores of that chunk
+    outputs: Callable     # (params, chunk) -> Generated | Scored: raw outputs of an item chunk (jit it)
+    scores: Callable      # (outputs, chunk) -> per-item f32 scores of that chunk
     prepared: Prepared
     weights: np.ndarray   # [N] item weights of the aggregate
     measures: Callable = None  # (params) -> (fitness, mean answer length in tokens: generative tasks, else 0)
@@ -98,7 +100,10 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
             out = outputs(params, chunk)
             length = out.lengths if task.generative else jnp.zeros(chunk["tokens"].shape[:1], jnp.int32)
             return scores(out, chunk), length.astype(jnp.float32)
-        parts = [jax.lax.map(one, group) for group in data.groups]  # one loop per prompt width
+        if task.generative:  # one queue of rows per prompt width: a row takes the next item when its own ends
+            parts = [one({k: v.reshape(-1, *v.shape[2:]) for k, v in group.items()}) for group in data.groups]
+        else:
+            parts = [jax.lax.map(one, group) for group in data.groups]  # one loop per row width
         per, lengths = (jnp.concatenate([p[i].reshape(-1) for p in parts])[data.slot] for i in (0, 1))
         return per, lengths
 
@@ -122,10 +127,12 @@ def _generative(spec, prepared: Prepared, tokenizer, decoder: Decoder):
     host = text_scorer(tokenizer, prepared)
     eos = np.asarray(prepared.eos or (-1,), np.int32)
 
-    def outputs(params, chunk) -> Generated:
-        params = decoder.bind(params, chunk)
-        return greedy(spec, params, chunk["tokens"], chunk["mask"], eos, max_new_tokens=prepared.task.max_new_tokens,
-                      pad=prepared.pad, decoder=decoder, stops=prepared.stops)
+    def outputs(params, items) -> Generated:
+        """Greedy completions of any number of items, item_batch rows at a time (greedy_queue binds each
+        prefill's items itself); a chunk of item_batch items is decoded as one batch."""
+        return greedy_queue(spec, params, items, eos, rows=prepared.item_batch,
+                            max_new_tokens=prepared.task.max_new_tokens, pad=prepared.pad, decoder=decoder,
+                            stops=prepared.stops)
 
     def scores(out: Generated, chunk):
         shape = jax.ShapeDtypeStruct(out.lengths.shape, jnp.float32)

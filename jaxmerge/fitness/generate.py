@@ -11,7 +11,8 @@ functions; a data-flow-space (layer path) decoder plugs in its own with the same
 `params` whatever pytree it reads. Decoding is one prefill at cache slot 0, then a `lax.while_loop` of
 single-token steps that ends when every row has finished: its shapes never depend on when rows finish, so one
 compilation serves every candidate. A per-row done mask freezes finished rows (their later tokens are reported
-as `pad`).
+as `pad`). `greedy` decodes one chunk of prompts; `greedy_queue`, what the fitness runs, decodes any number of
+items a few rows at a time, a row taking the next item when its own ends (`start` then is one slot per row).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge import model
+from jaxmerge.errors import expect
 
 
 def _same(spec):
@@ -123,6 +125,102 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
         carry = jax.lax.cond(jnp.all(carry[4]), lambda c: c, redo, carry)
     # Each pass runs the forward of the following token, the last one unused: the loop stays one plain body.
     _, _, _, _, _, out, count, _ = jax.lax.while_loop(until(max_new_tokens), step, carry)
+    return Generated(out, count)
+
+
+class _Rows(NamedTuple):
+    """The queue's rows in flight: the item each decodes (n: none), tokens reported so far `t`, the token fed next,
+    its position, whether the row still decodes, its last tokens (for stops)."""
+    item: jax.Array
+    t: jax.Array
+    token: jax.Array
+    position: jax.Array
+    live: jax.Array
+    recent: jax.Array
+
+
+def greedy_queue(spec, params, items: dict, eos: jax.Array, *, rows: int, max_new_tokens: int, pad: int = 0,
+                 decoder: Decoder = Decoder(), stops: jax.Array | None = None) -> Generated:
+    """Greedy completion of every item of `items` ({"tokens", "mask"}: [N, P] left-padded prompts, and what
+    `decoder.bind` reads), `rows` at a time, each row taking the next item as soon as its own has finished.
+
+    Why: decoding chunk by chunk (`greedy` under lax.map), a chunk runs until its longest answer ends, and its
+    other rows idle: with answers of 8 to 256 tokens, four rows of a chunk spent ~40 % of their steps idle
+    (benchmarks/RESULTS.md, decode). Here a row whose item has ended is refilled at once: the next item's
+    prompt is prefilled into that row's cache (a batch of one), and every row then decodes at its own cache slot
+    (jaxmerge.model.run's per-row `start`). Each item sees the same slots, positions and mask as in its own
+    chunk, so its tokens are those `greedy` gives it (tests/test_fitness_queue.py). One compile: the loop's
+    shapes never depend on the items' lengths. A model that recomputes at a fixed step (Phi-3 longrope,
+    `recompute_step`), which rows would reach at different steps, is decoded chunk by chunk instead (N a
+    multiple of `rows`)."""
+    n, prompt_len = items["tokens"].shape
+    rows = min(rows, n)
+    if recompute_step(decoder.arch(spec), prompt_len, max_new_tokens) is not None:
+        expect(n % rows == 0, f"expected a multiple of {rows} items to decode in chunks, found {n}")
+        chunked = jax.tree.map(lambda a: a.reshape(n // rows, rows, *a.shape[1:]), items)
+        out = jax.lax.map(lambda c: greedy(spec, decoder.bind(params, c), c["tokens"], c["mask"], eos,
+                                           max_new_tokens=max_new_tokens, pad=pad, decoder=decoder, stops=stops),
+                          chunked)
+        return Generated(out.tokens.reshape(n, max_new_tokens), out.lengths.reshape(n))
+    slots = prompt_len + max_new_tokens
+    width = 1 if stops is None else stops.shape[1]
+    ones = jnp.ones((rows, 1), jnp.int32)
+    first_items = jax.tree.map(lambda a: a[:rows], items)
+    bound = decoder.bind(params, first_items)  # decode steps read no item data (a VLM splices at prefill only)
+    dtype = decoder.cache_dtype(spec, bound)
+    positions = model.default_positions(first_items["mask"])
+    cache = decoder.init_cache(spec, rows, slots, dtype)
+    logits, cache = decoder.forward_cached(spec, bound, first_items["tokens"], first_items["mask"], positions,
+                                           cache, 0)
+    first = jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32)
+    zeros = jnp.zeros_like(first)  # carries vary with the params like `first` (a loop under shard_map)
+    cache = model.typed_like(first, cache)
+    state = _Rows(jnp.arange(rows, dtype=jnp.int32) + zeros, zeros, first, positions[:, -1] + 1 + zeros,
+                  zeros == 0, jnp.full((rows, width), -2, jnp.int32) + zeros[:, None])
+    out = jnp.full((n, max_new_tokens), pad, jnp.int32) + zeros[0]
+    count = jnp.zeros((n,), jnp.int32) + zeros[0]
+    queued = jnp.int32(rows) + zeros[0]
+
+    def step(carry):
+        state, cache, out, count, queued = carry
+        logits, cache = decoder.forward_cached(spec, bound, state.token[:, None], ones, state.position[:, None],
+                                               cache, prompt_len + state.t)
+        item = jnp.where(state.live, state.item, n)  # rows that decode nothing report nowhere (dropped)
+        is_eos = jnp.isin(state.token, eos)
+        out = out.at[item, state.t].set(state.token, mode="drop")
+        count = count.at[item].add((~is_eos).astype(jnp.int32), mode="drop")
+        recent = jnp.concatenate([state.recent[:, 1:], state.token[:, None]], axis=1)
+        ended = is_eos | _spelled(recent, stops) | (state.t + 1 >= max_new_tokens)
+        going = state.live & ~ended
+        state = _Rows(state.item, jnp.where(going, state.t + 1, state.t),
+                      jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), state.position + 1, going, recent)
+        return jax.lax.while_loop(waiting, refill, (state, cache, out, count, queued))
+
+    def waiting(carry):
+        """A row is free and an item waits. A loop, not a cond: vmapped (candidates in flight together) a cond
+        becomes a select that would prefill at every step; the loop runs only when some candidate refills."""
+        return jnp.any(~carry[0].live) & (carry[4] < n)
+
+    def refill(carry):
+        """The first free row takes the next queued item: its prompt prefilled into a fresh row of the cache."""
+        state, cache, out, count, queued = carry
+        row = jnp.argmax(~state.live).astype(jnp.int32)
+        one = jax.tree.map(lambda a: jax.lax.dynamic_slice_in_dim(a, queued, 1), items)
+        position = model.default_positions(one["mask"])
+        logits, fresh = decoder.forward_cached(spec, decoder.bind(params, one), one["tokens"], one["mask"], position,
+                                               decoder.init_cache(spec, 1, slots, dtype), 0)
+        cache = jax.tree.map(lambda whole, part: jax.lax.dynamic_update_slice_in_dim(
+            whole, part, row, axis=1 if whole.ndim > 2 else 0), cache, fresh)
+        put = lambda a, v: a.at[row].set(v)  # noqa: E731
+        state = _Rows(put(state.item, queued), put(state.t, 0),
+                      put(state.token, jnp.argmax(logits[0, -1]).astype(jnp.int32)),
+                      put(state.position, position[0, -1] + 1), put(state.live, True), put(state.recent, -2))
+        return state, cache, out, count, queued + 1
+
+    def going(carry):
+        return jnp.any(carry[0].live) | (carry[4] < n)
+
+    _, _, out, count, _ = jax.lax.while_loop(going, step, (state, cache, out, count, queued))
     return Generated(out, count)
 
 

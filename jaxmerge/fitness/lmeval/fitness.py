@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.errors import expect
-from jaxmerge.fitness.generate import Decoder, greedy
+from jaxmerge.fitness.generate import Decoder, greedy_queue
 from jaxmerge.fitness.lmeval.prepare import LmEvalPrepared
 from jaxmerge.fitness.lmeval.results import doc_scores
 from jaxmerge.fitness.score import score
@@ -54,10 +54,12 @@ def make_responses(spec, prepared: LmEvalPrepared, decoder: Decoder) -> Callable
             logprob, is_greedy = out.logprob.reshape(-1)[:n_ll], out.greedy.reshape(-1)[:n_ll]
         if n_gen:
             steps = prepared.gen.max_gen_toks
-            out = jax.lax.map(lambda c: greedy(spec, params, c["tokens"], c["mask"], eos, max_new_tokens=steps,
-                                               pad=prepared.pad, decoder=decoder, stops=prepared.stops),
-                              prepared.generate)
-            tokens, lengths = out.tokens.reshape(-1, steps)[:n_gen], out.lengths.reshape(-1)[:n_gen]
+            chunked = prepared.generate  # [chunks, batch, ...]: decoded as a queue of `batch` rows
+            rows = chunked["tokens"].shape[1]
+            out = greedy_queue(spec, params, {k: v.reshape(-1, *v.shape[2:]) for k, v in chunked.items()}, eos,
+                               rows=rows, max_new_tokens=steps, pad=prepared.pad, decoder=decoder,
+                               stops=prepared.stops)
+            tokens, lengths = out.tokens[:n_gen], out.lengths[:n_gen]
         return logprob, is_greedy, tokens, lengths
 
     return responses

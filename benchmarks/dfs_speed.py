@@ -5,8 +5,8 @@
    model A's plain forward; paths that use 50 %, 100 % and 200 % of A's depth, one candidate at a time as the
    engine scores them (`memory.batch_size: 1`, jaxmerge.evolve.mesh.map_candidates), against the same paths
    with every step computed (the cost before unused steps were skipped); a vmapped population (per candidate:
-   under vmap the cond is a select, so every step is computed). Goal: a candidate costs <= 1.1 x (used steps /
-   A's layers) of A's forward.
+   under vmap the loop over used steps runs the longest path among them). Goal: a candidate costs <= 1.1 x
+   (used steps / A's layers) of A's forward.
 2. Fold exactness: exported plain model (transformers) vs the engine's path logits, max |diff| / max |logit|,
    for random paths with scales in [0.5, 1.5], as the residual stream grows against eps (embeddings x k).
 
@@ -111,7 +111,7 @@ def speed(root: Path, quick: bool, layers: int = 8, repeats: int = 5, batch: int
             f"Plain model A ({layers} layers), timed the same way (lax.map over {population} forwards): "
             f"{plain.min:.4f} s / batch (spread of its runs {100 * plain.noise:.0f} %).\n\n"
             + "\n".join(table) +
-            f"\n\nVmapped population of {population} mixed paths (every step computed under vmap): "
+            f"\n\nVmapped population of {population} mixed paths (each runs the longest path among them): "
             f"{t_vmap:.4f} s per candidate ({t_vmap / plain.min:.1f}x plain A). Compilations of the "
             f"one-at-a-time path function over all {len(SHARES)} x {population} candidates: {skip._cache_size()}.")
     return rows, body

@@ -103,6 +103,9 @@ def speed(root: Path, quick: bool, layers: int = 8, repeats: int = 5, batch: int
     t_vmap = float("nan") if quick else repeat(lambda: vmapped(mixed).block_until_ready(), repeats).min / population
     rows.append(result("dfs: compilations of the path function over every candidate timed", skip._cache_size(),
                        "compiles", goal="value == 1"))
+    if not quick:
+        row, decoding = decoding_cost(space, spec, pool, rng, repeats)
+        rows.append(row)
     load_now = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     body = (f"Model: 2 random Llamas, hidden 256, {layers} layers each (M = {2 * layers}), r = 3 -> T = "
             f"{space.num_slots} slots + tail; batch {batch} x {length} tokens, float32; {population} candidates "
@@ -113,8 +116,43 @@ def speed(root: Path, quick: bool, layers: int = 8, repeats: int = 5, batch: int
             + "\n".join(table) +
             f"\n\nVmapped population of {population} mixed paths (each runs the longest path among them): "
             f"{t_vmap:.4f} s per candidate ({t_vmap / plain.min:.1f}x plain A). Compilations of the "
-            f"one-at-a-time path function over all {len(SHARES)} x {population} candidates: {skip._cache_size()}.")
+            f"one-at-a-time path function over all {len(SHARES)} x {population} candidates: {skip._cache_size()}."
+            + ("" if quick else decoding))
     return rows, body
+
+
+def decoding_cost(space, spec, pool, rng, repeats: int, items: int = 8, rows: int = 4, length: int = 128,
+                  new_tokens: int = 128):
+    """Greedy decoding of one candidate whose path uses A's depth (the fitness's queue, no EOS): its used steps
+    only with the cache carried (one candidate in flight, the engine's default), against the scan of every step
+    handing each cache entry through (what a decoding path ran before, and still runs when vmapped)."""
+    import jax
+    import jax.numpy as jnp
+    from jaxmerge import model
+    from jaxmerge.dfs import with_path
+    from jaxmerge.dfs.decoder import DFS_DECODER
+    from jaxmerge.fitness.generate import greedy_queue
+    tokens = rng.integers(3, 2048, (items, length)).astype(np.int32)
+    batch = {"tokens": tokens, "mask": np.ones_like(tokens)}
+    params = with_path(pool, space.decode(genes_using(space, space.num_slots // 6, rng)))
+
+    def decode():
+        return jax.jit(lambda p: greedy_queue(spec, p, batch, jnp.asarray([-1]), rows=rows, max_new_tokens=new_tokens,
+                                              decoder=DFS_DECODER).tokens)
+    used = decode()
+    with model.candidates_in_flight(2):  # traced as when several candidates are in flight
+        every = decode()
+        every(params).block_until_ready()
+    same = np.array_equal(np.asarray(used(params)), np.asarray(every(params)))
+    t_used = repeat(lambda: used(params).block_until_ready(), repeats)
+    t_every = repeat(lambda: every(params).block_until_ready(), repeats)
+    steps = int(np.asarray(params["included"]).sum())
+    row = result("dfs: decoding a candidate, its used steps with the cache carried vs the scan of every step",
+                 t_used.min, "s", baseline=t_every.min, noise=t_used.noise)
+    return row, (f"\n\nDecoding one candidate ({steps} of {space.num_slots + 1} steps used; {items} prompts of {length} "
+            f"tokens, {rows} rows, {new_tokens} new tokens each, no EOS): its used steps with the cache carried "
+            f"{t_used.min:.3f} s, the scan of every step {t_every.min:.3f} s ({t_every.min / t_used.min:.1f}x); "
+            f"tokens identical: {same}.")
 
 
 def measure(quick: bool = False, out=None):

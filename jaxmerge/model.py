@@ -13,6 +13,8 @@ per step from tables built once per call.
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -50,6 +52,23 @@ class Stack(NamedTuple):
 
 def _passed(h, kv):
     return h, kv
+
+
+_IN_FLIGHT = contextvars.ContextVar("jaxmerge_candidates_in_flight", default=1)
+
+
+@contextlib.contextmanager
+def candidates_in_flight(n: int):
+    """While tracing inside: the traced forward is vmapped over `n` candidates (jaxmerge.evolve.mesh's
+    map_candidates says so). With more than one, a DFS path decoding keeps a scan of its steps (`_stepped`)
+    rather than a loop over its used steps that carries the whole cache (`_compacted`), which the vmap would
+    select whole at every step. Only that choice reads it, when the forward is traced (a jitted function keeps
+    the trace it first made); the default, 1, is a forward not vmapped."""
+    token = _IN_FLIGHT.set(n)
+    try:
+        yield
+    finally:
+        _IN_FLIGHT.reset(token)
 
 
 def typed_like(like, kv):
@@ -166,7 +185,7 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
     if stack.runs is None:
         through = _stepped if cache is None else _carried
     else:
-        through = _compacted if cache is None else _stepped
+        through = _compacted if cache is None or _IN_FLIGHT.get() == 1 else _stepped
     h, kv = through(spec, stack, layer, stack.stream(embed(globals_, tokens, spec)), cache)
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
 
@@ -193,28 +212,35 @@ def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):
     return h, kv
 
 
-def _compacted(spec: ArchSpec, stack: Stack, layer, h, cache: None):
+def _compacted(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache | None):
     """Only the steps that run, in order: a `while_loop` over the used steps' indices (a stable argsort puts
-    them first), each fetching its scan input by index. One candidate at a time this costs what a scan of
-    `lax.cond`s costs; under a vmap (candidates in flight together) the loop runs the population's longest path
-    and selects its carry (h) at each step, where the conds became selects that computed every step of the
-    layout (benchmarks/RESULTS.md, dfs). Without a cache only: the carry would then hold the whole cache."""
+    them first), each fetching its scan input by index, with the whole cache (if any) as the loop's carry, each
+    step writing its new keys at its own entry (layers.CacheView). Without a cache, one candidate at a time this
+    costs what a scan of `lax.cond`s costs; under a vmap (candidates in flight together) the loop runs the
+    population's longest path and selects its carry (h) at each step, where the conds became selects that
+    computed every step of the layout (benchmarks/RESULTS.md, dfs). With a cache, the scan handed every entry
+    through at every decode step, used or not: DFS decoding was 4.1-4.4x slower (8 of 49 steps used). Under a
+    vmap, though, the loop would select the whole cache at every step: `run` takes this form with a cache only
+    when one candidate is in flight (`candidates_in_flight`)."""
     order = jnp.argsort(jnp.logical_not(stack.runs).astype(jnp.int32), stable=True)
     kinds = layer_kinds(spec)
 
-    def body(i, h):
+    def body(i, carry):
+        h, kv = carry
         t = order[i]
         x = jax.tree.map(lambda a: jax.lax.dynamic_index_in_dim(a, t, keepdims=False), stack.xs)
-        return layer(x, None if kinds is None else kinds[t], h, None)[0]
+        h, view = layer(x, None if kinds is None else kinds[t], h, None if kv is None else CacheView(*kv, t))
+        return h, None if kv is None else (view.k, view.v)
 
-    return jax.lax.fori_loop(0, jnp.sum(stack.runs, dtype=jnp.int32), body, h), None
+    kv = None if cache is None else typed_like(h, (cache.k, cache.v))
+    return jax.lax.fori_loop(0, jnp.sum(stack.runs, dtype=jnp.int32), body, (h, kv))
 
 
 def _stepped(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache | None):
     """The layers as a scan with each one's cache entry (if any) as scan input and output. With a cache, steps
-    that may not run (a DFS path decoding) take this form: a skipped step passes its own entry through
-    `lax.cond` (a select under a vmap, both branches computed), where a carried cache would be selected whole
-    at every step under a vmap."""
+    that may not run (a DFS path decoding) take this form when several candidates are in flight (vmapped): a
+    skipped step passes its own entry through `lax.cond` (a select under the vmap, both branches computed),
+    where a carried cache would be selected whole at every step."""
     def body(h, xs):
         x, kind, kv, runs = xs
 

@@ -196,3 +196,32 @@ def test_a_candidate_computes_only_the_steps_its_path_uses(models, cached):
     assert len(calls) == sum(used)
     vmapped = jax.jit(lambda p: map_candidates(partial(one, steps=path_stack), p, 3))  # selects under the vmap
     np.testing.assert_array_equal(got, np.asarray(vmapped(population)))
+
+
+def test_decoding_carries_the_cache_through_the_used_steps_bit_for_bit(models):
+    """One candidate in flight, a decoding path loops over its used steps with the whole cache as carry; with
+    several in flight (vmapped: the loop would select the whole cache each step) it keeps the scan of conds.
+    Both give the same logits and cache, bit for bit, over a prefill and decode steps."""
+    tokens, mask = tokens_and_mask(length=8)
+    space = layout_for(models, 2)
+    spec = path_spec(models[0].spec, space)
+    params = with_path(pool_params(models), jax.jit(space.decode)(random_genes(space, 7)))
+    positions = model.default_positions(mask)
+
+    def decode(p):  # a fresh function per use below: jit keeps the trace of a function it has seen
+        cache = model.init_cache(spec, 2, 8, jnp.float32)
+        logits, cache = forward_cached(spec, p, tokens[:, :5], mask[:, :5], positions[:, :5], cache, 0)
+        pieces = [logits]
+        for t in range(5, 8):
+            logits, cache = forward_cached(spec, p, tokens[:, t:t + 1], mask[:, t:t + 1], positions[:, t:t + 1],
+                                           cache, t)
+            pieces.append(logits)
+        return jnp.concatenate(pieces, axis=1), cache
+    fresh = lambda: lambda p: decode(p)  # noqa: E731
+    carried = jax.jit(fresh())(params)
+    with model.candidates_in_flight(2):
+        stepped = jax.jit(fresh())(params)  # traced here, inside
+        per_step = str(jax.make_jaxpr(fresh())(params)).count("cond[")
+    assert str(jax.make_jaxpr(fresh())(params)).count("cond[") < per_step  # no cond per step: a loop of used ones
+    for got, want in zip(jax.tree.leaves(carried), jax.tree.leaves(stepped)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -18,6 +18,7 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from jaxmerge.model import candidates_in_flight
 from jaxmerge.errors import expect
 from jaxmerge.params import LEAVES
 
@@ -97,7 +98,10 @@ def map_candidates(fn: Callable, xs, batch_size: int):
     """`lax.map(fn, xs, batch_size)`, except that one candidate in flight is a plain scan of fn: lax.map's
     batch_size=1 vmaps fn over a batch of one, which turns every `lax.cond` inside (a DFS path's unused steps)
     into a select that computes both branches."""
-    return jax.lax.map(fn, xs) if batch_size == 1 else jax.lax.map(fn, xs, batch_size=batch_size)
+    if batch_size == 1:
+        return jax.lax.map(fn, xs)
+    with candidates_in_flight(batch_size):  # fn is traced under lax.map's vmap (jaxmerge.model says why)
+        return jax.lax.map(fn, xs, batch_size=batch_size)
 
 
 def pop_map(fn: Callable, xs, batch_size: int, mesh) -> jax.Array:

@@ -149,10 +149,10 @@ def decoding_cost(space, spec, pool, rng, repeats: int, items: int = 8, rows: in
     steps = int(np.asarray(params["included"]).sum())
     row = result("dfs: decoding a candidate, its used steps with the cache carried vs the scan of every step",
                  t_used.min, "s", baseline=t_every.min, noise=t_used.noise)
-    return row, (f"\n\nDecoding one candidate ({steps} of {space.num_slots + 1} steps used; {items} prompts of {length} "
-            f"tokens, {rows} rows, {new_tokens} new tokens each, no EOS): its used steps with the cache carried "
-            f"{t_used.min:.3f} s, the scan of every step {t_every.min:.3f} s ({t_every.min / t_used.min:.1f}x); "
-            f"tokens identical: {same}.")
+    return row, (f"\n\nDecoding one candidate ({steps} of {space.num_slots + 1} steps used; {items} prompts of "
+                 f"{length} tokens, {rows} rows, {new_tokens} new tokens each, no EOS): its used steps with the "
+                 f"cache carried {t_used.min:.3f} s, the scan of every step {t_every.min:.3f} s "
+                 f"({t_every.min / t_used.min:.1f}x); tokens identical: {same}.")
 
 
 def measure(quick: bool = False, out=None):

@@ -67,9 +67,10 @@ def qkv(spec: ArchSpec, lp: Params, x: jax.Array):
 
 class CacheView(NamedTuple):
     """A layer's KV cache inside the whole one: keys/values [L, B, S_max, K, hd] and this layer's index. The
-    layer writes only its new keys, at [layer, :, start] (or each row at its own start), into the array it was handed (in place, when that
-    array is a loop carry), and attends over its own entry: a decode step then moves one token's keys per layer,
-    not the layer's whole cache in and out of the scan (jaxmerge.model.run says when each form is used)."""
+    layer writes only its new keys, at [layer, :, start] (or each row at its own start), into the array it was
+    handed (in place, when that array is a loop carry), and attends over its own entry: a decode step then moves
+    one token's keys per layer, not the layer's whole cache in and out of the scan (jaxmerge.model.run says when
+    each form is used)."""
     k: jax.Array
     v: jax.Array
     layer: jax.Array

@@ -225,3 +225,23 @@ def test_decoding_carries_the_cache_through_the_used_steps_bit_for_bit(models):
     assert str(jax.make_jaxpr(fresh())(params)).count("cond[") < per_step  # no cond per step: a loop of used ones
     for got, want in zip(jax.tree.leaves(carried), jax.tree.leaves(stepped)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+
+def test_the_engine_says_when_candidates_decode_vmapped(models):
+    """map_candidates with more than one candidate in flight traces its function under candidates_in_flight:
+    a decoding path then scans its steps (no loop over used steps: under the vmap that loop would select the
+    whole cache at every step); one at a time it loops."""
+    from jaxmerge.evolve.mesh import map_candidates
+    tokens, mask = tokens_and_mask(length=8)
+    space = layout_for(models, 2)
+    spec, pool = path_spec(models[0].spec, space), pool_params(models)
+    population = jax.tree.map(lambda *xs: jnp.stack(xs), *[random_genes(space, s) for s in range(2)])
+
+    def step(genes):
+        params = with_path(pool, space.decode(genes))
+        cache = model.init_cache(spec, 2, 8, jnp.float32)
+        return forward_cached(spec, params, tokens, mask, model.default_positions(mask), cache, 0)[0]
+
+    def loops(batch):
+        return str(jax.make_jaxpr(lambda p: map_candidates(step, p, batch))(population)).count("while[")
+    assert loops(1) >= 1 and loops(2) == 0

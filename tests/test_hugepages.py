@@ -65,3 +65,13 @@ def test_benchmarks_hand_their_programs_the_users_environment():
     env = huge_pages_env({"A": "1", "GLIBC_TUNABLES": "glibc.malloc.check=0"}, MADVISE, GLIBC)
     assert without_huge_pages(env) == {"A": "1", "GLIBC_TUNABLES": "glibc.malloc.check=0"}
     assert without_huge_pages(huge_pages_env({"A": "1"}, MADVISE, GLIBC)) == {"A": "1"}
+
+
+def test_a_repeating_command_run_again_still_ends_with_one_line_and_its_code(tmp_path):
+    """Through the re-execution (where it happens), bad input is still one line on stderr and exit 2."""
+    got = subprocess.run([sys.executable, "-m", "jaxmerge.cli", "evolve", str(tmp_path / "nope.yml"), "--out",
+                          str(tmp_path / "run")], capture_output=True, text=True)
+    assert got.returncode == 2
+    assert got.stderr.strip().splitlines() == [f"jaxmerge evolve: error: expected a run config file at "
+                                               f"{tmp_path / 'nope.yml'}, found none"]
+    assert not (tmp_path / "run").exists()

@@ -147,7 +147,7 @@ def generation_heavy(path: Path, items: int = 16, batch: int = 4, steps: int = 2
     import torch
     import transformers
 
-    from jaxmerge.fitness.chunking import QUEUE_CHUNKS, chunks, padded_fraction
+    from jaxmerge.fitness.chunking import QUEUE_CHUNKS, chunks, flattened, padded_fraction
     from jaxmerge.fitness.generate import greedy, greedy_queue
     from jaxmerge.fitness.prepare import Prepared
     from jaxmerge.fitness.tasks import Task
@@ -179,7 +179,7 @@ def generation_heavy(path: Path, items: int = 16, batch: int = 4, steps: int = 2
         return jax.jit(lambda: [jax.lax.map(one, g) for g in groups])
 
     def queue(groups):  # as the fitness runs it now: per group, `batch` rows each taking the next item
-        flat = [{k: v.reshape(-1, *v.shape[2:]) for k, v in g.items()} for g in groups]
+        flat = [flattened(g) for g in groups]
         return jax.jit(lambda: [greedy_queue(model.spec, params, f, jnp.asarray(eos), rows=batch,
                                              max_new_tokens=steps).lengths for f in flat])
     now, new, old, filed = queue(queued), run(grouped), run(whole), run(whole, np.asarray([-1], np.int32))

@@ -77,19 +77,21 @@ class CacheView(NamedTuple):
 
 
 def _written(cache: jax.Array, new: jax.Array, layer, start) -> jax.Array:
-    """`new` [B, s, K, hd] written into layer `layer` of `cache` [L, B, S_max, K, hd] at slots start..start+s-1:
-    `start` one slot for every row, or one per row [B] (rows decoding at different slots: greedy_queue)."""
-    start = jnp.asarray(start, jnp.int32)
+    """`new` [B, s, K, hd] written into layer `layer` of `cache` [L, B, S_max, K, hd] (at_slots)."""
+    return at_slots(cache, new, start, layer)
+
+
+def at_slots(array: jax.Array, new: jax.Array, start, *lead) -> jax.Array:
+    """`new` [B, s, ...] written into `array` [..., B, S_max, ...] at slots start..start+s-1, after indexing its
+    leading axes by `lead` (a cache's layer): `start` one slot for every row, or one per row [B] (rows decoding
+    at different slots: greedy_queue)."""
+    start, lead = jnp.asarray(start, jnp.int32), tuple(jnp.asarray(i, jnp.int32) for i in lead)
+    new = new.astype(array.dtype)
     if start.ndim == 0:
-        at = (jnp.asarray(layer, jnp.int32), jnp.int32(0), start, jnp.int32(0), jnp.int32(0))
-        return jax.lax.dynamic_update_slice(cache, new.astype(cache.dtype)[None], at)
-    rows, slots = row_slots(start, new.shape[1])
-    return cache.at[jnp.asarray(layer, jnp.int32), rows, slots].set(new.astype(cache.dtype))
-
-
-def row_slots(start: jax.Array, length: int) -> tuple[jax.Array, jax.Array]:
-    """Scatter indices ([B, 1] rows, [B, length] slots) of rows that each write from their own `start` [B]."""
-    return jnp.arange(start.shape[0])[:, None], start[:, None] + jnp.arange(length)[None]
+        at = (*lead, jnp.int32(0), start) + (jnp.int32(0),) * (new.ndim - 2)
+        return jax.lax.dynamic_update_slice(array, new.reshape((1,) * len(lead) + new.shape), at)
+    rows, slots = jnp.arange(start.shape[0])[:, None], start[:, None] + jnp.arange(new.shape[1])[None]
+    return array.at[(*lead, rows, slots)].set(new)
 
 
 def attention_block(spec: ArchSpec, lp: Params, x: jax.Array, rope, mask, kv: CacheView | None = None, start=None):

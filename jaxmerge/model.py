@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxmerge.arch import FULL, SLIDING, ArchSpec
-from jaxmerge.layers import CacheView, attend, decoder_layer, linear, norm, rms_norm, row_slots  # noqa: F401  (API)
+from jaxmerge.layers import CacheView, attend, decoder_layer, linear, norm, rms_norm, at_slots  # noqa: F401  (API)
 from jaxmerge.params import Params
 from jaxmerge.rope import apply_rope, inv_frequencies, rope_tables  # noqa: F401  (part of model's API)
 from jaxmerge.window import Band
@@ -175,7 +175,7 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
     positions = default_positions(mask) if positions is None else positions
     start = jnp.asarray(start, jnp.int32)
     slots = start[..., None] + jnp.arange(tokens.shape[-1])  # [s], or [B, s] per row
-    valid = mask if cache is None else _valid_after(cache.valid, mask.astype(jnp.int32), start)
+    valid = mask if cache is None else at_slots(cache.valid, mask.astype(jnp.int32), start)
     att = attention(spec, positions, slots, valid, whole=cache is None)
 
     def layer(x, kind, h, kv):
@@ -188,12 +188,6 @@ def run(spec: ArchSpec, globals_: Params, stack: Stack, tokens: jax.Array, mask:
         through = _compacted if cache is None or _IN_FLIGHT.get() == 1 else _stepped
     h, kv = through(spec, stack, layer, stack.stream(embed(globals_, tokens, spec)), cache)
     return head(spec, globals_, h), None if cache is None else KVCache(kv[0], kv[1], valid)
-
-
-def _valid_after(valid: jax.Array, mask: jax.Array, start: jax.Array) -> jax.Array:
-    if start.ndim == 0:
-        return jax.lax.dynamic_update_slice_in_dim(valid, mask, start, axis=1)
-    return valid.at[row_slots(start, mask.shape[1])].set(mask)
 
 
 def _carried(spec: ArchSpec, stack: Stack, layer, h, cache: KVCache):

@@ -73,6 +73,11 @@ def chunks(prepared: Prepared, min_chunks: int = QUEUE_CHUNKS) -> Chunks:
     return Chunks(tuple(groups), slot, widths)
 
 
+def flattened(group: dict) -> dict:
+    """A group's [num_chunks, item_batch, ...] arrays as [items, ...]: what a decoding queue takes."""
+    return {k: v.reshape(-1, *v.shape[2:]) for k, v in group.items()}
+
+
 def padded_fraction(prepared: Prepared, grouped: bool = True, min_chunks: int = QUEUE_CHUNKS) -> float:
     """Share of the prompt token slots the chunks hold that are padding (items repeated to fill the last chunk
     count as real): 1 - real tokens / slots, with the chunks' own widths or (`grouped` False) the task's."""

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.errors import expect
-from jaxmerge.fitness.chunking import chunks
+from jaxmerge.fitness.chunking import chunks, flattened
 from jaxmerge.fitness.generate import Decoder, Generated, greedy_queue
 from jaxmerge.fitness.limits import check_all
 from jaxmerge.fitness.metrics import truncate
@@ -101,7 +101,7 @@ def make_fitness(spec, prepared: Prepared, tokenizer=None, *, decoder: Decoder =
             length = out.lengths if task.generative else jnp.zeros(chunk["tokens"].shape[:1], jnp.int32)
             return scores(out, chunk), length.astype(jnp.float32)
         if task.generative:  # one queue of rows per prompt width: a row takes the next item when its own ends
-            parts = [one({k: v.reshape(-1, *v.shape[2:]) for k, v in group.items()}) for group in data.groups]
+            parts = [one(flattened(group)) for group in data.groups]
         else:
             parts = [jax.lax.map(one, group) for group in data.groups]  # one loop per row width
         per, lengths = (jnp.concatenate([p[i].reshape(-1) for p in parts])[data.slot] for i in (0, 1))

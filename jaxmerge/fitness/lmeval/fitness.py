@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxmerge.errors import expect
+from jaxmerge.fitness.chunking import flattened
 from jaxmerge.fitness.generate import Decoder, greedy_queue
 from jaxmerge.fitness.lmeval.prepare import LmEvalPrepared
 from jaxmerge.fitness.lmeval.results import doc_scores
@@ -54,11 +55,9 @@ def make_responses(spec, prepared: LmEvalPrepared, decoder: Decoder) -> Callable
             logprob, is_greedy = out.logprob.reshape(-1)[:n_ll], out.greedy.reshape(-1)[:n_ll]
         if n_gen:
             steps = prepared.gen.max_gen_toks
-            chunked = prepared.generate  # [chunks, batch, ...]: decoded as a queue of `batch` rows
-            rows = chunked["tokens"].shape[1]
-            out = greedy_queue(spec, params, {k: v.reshape(-1, *v.shape[2:]) for k, v in chunked.items()}, eos,
-                               rows=rows, max_new_tokens=steps, pad=prepared.pad, decoder=decoder,
-                               stops=prepared.stops)
+            rows = prepared.generate["tokens"].shape[1]  # [chunks, batch, ...]: a queue of `batch` rows
+            out = greedy_queue(spec, params, flattened(prepared.generate), eos, rows=rows, max_new_tokens=steps,
+                               pad=prepared.pad, decoder=decoder, stops=prepared.stops)
             tokens, lengths = out.tokens[:n_gen], out.lengths[:n_gen]
         return logprob, is_greedy, tokens, lengths
 

@@ -83,11 +83,10 @@ def greedy(spec, params, tokens: jax.Array, mask: jax.Array, eos: jax.Array, *, 
     def noted(carry):
         """The outputs after reporting this step's token (EOS kept, pad after it), and which rows are done."""
         t, _, token, _, done_before, out, count, recent = carry
-        is_eos = jnp.isin(token, eos)
+        is_eos, recent, ends = _reported(jnp.where(done_before, -2, token), recent, eos, stops)
         out = jax.lax.dynamic_update_slice(out, jnp.where(done_before, pad, token)[:, None], (0, t))
         count = count + (~done_before & ~is_eos).astype(jnp.int32)
-        recent = jnp.concatenate([recent[:, 1:], jnp.where(done_before, -2, token)[:, None]], axis=1)
-        return out, count, recent, done_before | is_eos | _spelled(recent, stops)
+        return out, count, recent, done_before | ends
 
     def advanced(carry, logits, cache):
         t, _, _, position, _, _, _, _ = carry
@@ -186,11 +185,10 @@ def greedy_queue(spec, params, items: dict, eos: jax.Array, *, rows: int, max_ne
         logits, cache = decoder.forward_cached(spec, bound, state.token[:, None], ones, state.position[:, None],
                                                cache, prompt_len + state.t)
         item = jnp.where(state.live, state.item, n)  # rows that decode nothing report nowhere (dropped)
-        is_eos = jnp.isin(state.token, eos)
+        is_eos, recent, ends = _reported(state.token, state.recent, eos, stops)
         out = out.at[item, state.t].set(state.token, mode="drop")
         count = count.at[item].add((~is_eos).astype(jnp.int32), mode="drop")
-        recent = jnp.concatenate([state.recent[:, 1:], state.token[:, None]], axis=1)
-        ended = is_eos | _spelled(recent, stops) | (state.t + 1 >= max_new_tokens)
+        ended = ends | (state.t + 1 >= max_new_tokens)
         going = state.live & ~ended
         state = _Rows(state.item, jnp.where(going, state.t + 1, state.t),
                       jnp.argmax(logits[:, -1], axis=-1).astype(jnp.int32), state.position + 1, going, recent)
@@ -222,6 +220,14 @@ def greedy_queue(spec, params, items: dict, eos: jax.Array, *, rows: int, max_ne
 
     _, _, out, count, _ = jax.lax.while_loop(going, step, (state, cache, out, count, queued))
     return Generated(out, count)
+
+
+def _reported(token: jax.Array, recent: jax.Array, eos: jax.Array, stops: jax.Array | None):
+    """A step's reported tokens [B] (-2: a row that reports nothing; never an end token): whether each is an end
+    token, the rows' last tokens with it, and whether it ends its row (an end token, or a stop spelled)."""
+    is_eos = jnp.isin(token, eos)
+    recent = jnp.concatenate([recent[:, 1:], token[:, None]], axis=1)
+    return is_eos, recent, is_eos | _spelled(recent, stops)
 
 
 def _spelled(recent: jax.Array, stops: jax.Array | None) -> jax.Array:
